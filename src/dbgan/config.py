@@ -366,9 +366,28 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Con
     return cfg
 
 
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file path, or the name of a bundled preset (``tiny``, ``seed``, ``paper``, ``demo``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    cand = PRESETS_DIR / (p.name if p.suffix == ".yaml" else f"{p.name}.yaml")
+    if cand.is_file() and (len(p.parts) == 1 or p.parent.name == "configs"):
+        return cand
+    raise ConfigError(f"config file not found: {path} (bundled presets: {', '.join(preset_names())})")
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config file (``extends: other.yaml`` is supported) with overrides."""
-    raw = _read_yaml(Path(path))
+    """Load a YAML config file or bundled preset (``extends: other.yaml`` is supported) with overrides."""
+    path = resolve_config_path(path)
+    raw = _read_yaml(path)
     try:
         return build_config(raw, overrides)
     except ConfigError as exc:

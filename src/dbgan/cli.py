@@ -1,0 +1,205 @@
+"""The ``dbgan`` command: argument parsing only; each subcommand calls one library function.
+
+Every command prints what it wrote and exits non-zero with a one-line reason on
+bad input (exit 2 for bad input/settings, 1 for a failed run, 130 for an abort).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+
+def _range(text: str) -> tuple[float, float]:
+    parts = [float(p) for p in text.replace(",", " ").split()]
+    if len(parts) == 1:
+        return (parts[0], parts[0])
+    if len(parts) != 2 or parts[0] > parts[1]:
+        raise argparse.ArgumentTypeError(f"expected a number or 'LOW,HIGH', got {text!r}")
+    return (parts[0], parts[1])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dbgan", description="Deblurring by Realistic Blurring")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="make synthetic blurred pairs from sharp images")
+    s.add_argument("sharp_dir")
+    s.add_argument("out_dir")
+    s.add_argument("--aligned", action="store_true", help="write side-by-side A|B files (A=sharp, B=blurred)")
+    s.add_argument("--kernel-size", type=int, default=31)
+    s.add_argument("--intensity", type=_range, default=(0.0, 1.0), help="motion intensity or LOW,HIGH in [0,1]")
+    s.add_argument("--per-image", type=int, default=1, help="blurred versions per sharp image")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--save-kernels", action="store_true", help="also write the kernels as images")
+    s.add_argument("--config", help="YAML config whose 'synth' section sets the degradation pipeline")
+    s.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
+
+    t = sub.add_parser("train", help="train a scheme from a YAML config into runs/<name>/")
+    t.add_argument("config")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. scheme=joint stages.dbgan.lr=1e-4")
+    g = t.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", default=None, help="continue an existing run even if its config changed")
+    g.add_argument("--no-resume", dest="resume", action="store_false", help="refuse to continue an existing run")
+
+    for cmd, what in (("deblur", "deblur images with a trained DBGAN"), ("blur", "blur sharp images with a trained BGAN")):
+        d = sub.add_parser(cmd, help=what)
+        d.add_argument("checkpoint", help="checkpoint .safetensors or run directory (or .onnx with --onnx)")
+        d.add_argument("input", help="image file or folder")
+        d.add_argument("output", help="image file or folder")
+        d.add_argument("--tile", type=int, default=None, help="tile size (default: automatic from the memory budget)")
+        d.add_argument("--overlap", type=int, default=32)
+        d.add_argument("--device", default="auto")
+        d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        d.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
+        d.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+        if cmd == "deblur":
+            d.add_argument("--onnx", action="store_true", help="run an exported ONNX model with onnxruntime")
+        else:
+            d.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same blur")
+
+    e = sub.add_parser("eval", help="PSNR/SSIM of a deblurrer on held-out pairs")
+    e.add_argument("checkpoint")
+    e.add_argument("--pairs", help="DIR/sharp + DIR/blur, or a folder of A|B files")
+    e.add_argument("--unpaired", help="folder of real blurred photos: no-reference sharpness before/after")
+    e.add_argument("--out", help="report .json (a .csv is written beside it)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--tile", type=int, default=None)
+
+    x = sub.add_parser("export", help="export the deblurrer to ONNX (dynamic height/width)")
+    x.add_argument("checkpoint")
+    x.add_argument("out")
+    x.add_argument("--role", default="deblur_g", choices=("deblur_g", "blur_g"))
+    x.add_argument("--opset", type=int, default=17)
+
+    m = sub.add_parser("demo", help="the whole method on scikit-image's photos, with an HTML report")
+    m.add_argument("--out", default="demo_out")
+    m.add_argument("--quick", action="store_true", help="a seconds-long run (for tests)")
+    m.add_argument("--config", default=None, help="config to train with (default: configs/demo.yaml)")
+
+    sub.add_parser("nets", help="list the registered architectures with parameter counts")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "synth":
+        from dbgan.synth import synthesize
+
+        synth_cfg = None
+        if args.config:
+            from dbgan.config import load_config
+
+            synth_cfg = load_config(args.config).synth
+        res = synthesize(
+            args.sharp_dir, args.out_dir, aligned=args.aligned, kernel_size=args.kernel_size,
+            intensity=args.intensity, per_image=args.per_image, seed=args.seed,
+            save_kernels=args.save_kernels, synth=synth_cfg, skip_bad=args.skip_bad,
+        )
+        print(res.summary() if hasattr(res, "summary") else res)
+        return 0
+
+    if args.command == "train":
+        from dbgan.config import load_config
+        from dbgan.train import train
+
+        cfg = load_config(args.config, args.overrides)
+        command = "dbgan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        res = train(cfg, command=command, resume=args.resume)
+        if res.status == "failed":
+            print(f"dbgan train: {res.message}", file=sys.stderr)
+            return 1
+        if res.status == "interrupted":
+            print(res.message)
+        print(f"run directory: {res.run_dir}")
+        if res.checkpoint:
+            print(f"checkpoint: {res.checkpoint}")
+        print(f"samples: {res.run_dir / 'samples' / 'index.html'}  tensorboard: --logdir {res.run_dir / 'tb'}")
+        return 0
+
+    if args.command in ("deblur", "blur"):
+        from dbgan.infer import run_folder
+
+        res = run_folder(
+            args.checkpoint, args.input, args.output, mode=args.command, tile=args.tile,
+            overlap=args.overlap, device=args.device, onnx=getattr(args, "onnx", False),
+            overwrite=args.overwrite, seed=getattr(args, "seed", 0), skip_bad=args.skip_bad,
+            dtype=args.dtype,
+        )
+        for path in res.written:
+            print(f"wrote {path}")
+        if res.skipped_existing:
+            print(f"skipped {len(res.skipped_existing)} existing outputs (use --overwrite to replace them)")
+        for path, reason in res.bad:
+            print(f"unreadable, skipped: {path}: {reason}", file=sys.stderr)
+        return 0
+
+    if args.command == "eval":
+        from dbgan import evaluate as E
+
+        if not args.pairs and not args.unpaired:
+            raise ValueError("give --pairs DIR (held-out pairs) and/or --unpaired DIR (real blurred photos)")
+        if args.pairs:
+            report = E.evaluate(args.checkpoint, args.pairs, args.out, device=args.device, tile=args.tile)
+            print(E.format_table(report))
+        if args.unpaired:
+            out = None
+            if args.out:
+                out = str(Path(args.out).with_name(Path(args.out).stem + "_unpaired.json"))
+            report = E.evaluate_unpaired(args.checkpoint, args.unpaired, out, device=args.device, tile=args.tile)
+            print(E.format_table(report))
+        if args.out:
+            print(f"wrote {args.out} (and .csv beside it)")
+        return 0
+
+    if args.command == "export":
+        from dbgan.export import export_onnx
+
+        path = export_onnx(args.checkpoint, args.out, role=args.role, opset=args.opset)
+        print(f"wrote {path}")
+        return 0
+
+    if args.command == "demo":
+        from dbgan.demo import run_demo
+
+        report = run_demo(args.out, quick=args.quick, config=args.config)
+        print(f"report: {report}")
+        return 0
+
+    if args.command == "nets":
+        from dbgan.nets import describe
+
+        for name, params in describe():
+            print(f"{name:14s} {params:>12,d} parameters (default arguments)")
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from dbgan.checkpoint import CheckpointError
+    from dbgan.config import ConfigError
+
+    known: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError)
+    try:
+        return _run(args)
+    except known as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"dbgan {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permissions: the write was atomic, nothing half-written
+        print(f"dbgan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dbgan {args.command}: aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
