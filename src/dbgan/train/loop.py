@@ -70,6 +70,7 @@ class TrainResult:
     message: str = ""
     iters: dict[str, int] = field(default_factory=dict)
     bad_steps: int = 0
+    ranks_consistent: bool | None = None  # under torchrun: all ranks ended with identical weights
 
 
 # --------------------------------------------------------------------------- environment
@@ -215,11 +216,17 @@ def stage_dataset(cfg: Config, stage: str) -> Dataset:
 
 
 def batches(ds: Dataset, cfg: Config, stage_cfg: StageConfig, start_iter: int, info: DistInfo) -> Iterator[dict]:
+    """Endless batches starting at iteration ``start_iter`` (exact resume: nothing else to restore)."""
+    from dbgan.data import check_batchable, collate
+
+    for part, _ in getattr(ds, "parts", [(ds, ())]):
+        check_batchable(part, stage_cfg.batch_size)
     loader = DataLoader(
         ds,
         batch_size=stage_cfg.batch_size,
         sampler=DrawSampler(start_iter, stage_cfg.batch_size, info.rank, info.world),
         num_workers=cfg.data.num_workers,
+        collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
@@ -421,7 +428,12 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def train(cfg: Config, command: str | None = None, resume: bool | None = None) -> TrainResult:
+def train(
+    cfg: Config,
+    command: str | None = None,
+    resume: bool | None = None,
+    stop_at: tuple[str, int] | None = None,
+) -> TrainResult:
     """Train ``cfg.scheme`` into ``cfg.run_dir``; resume if a resume state exists.
 
     Args:
@@ -430,6 +442,8 @@ def train(cfg: Config, command: str | None = None, resume: bool | None = None) -
         resume: True continues an existing run even if its config changed; None
             (default) continues only if the stored config hash matches and
             refuses otherwise; False refuses to touch an existing run.
+        stop_at: ``(stage, iteration)``: save a resume state there and stop as if
+            interrupted (for job schedulers with time slots, and for tests).
     """
     device_probe = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(cfg, device_probe)
@@ -509,20 +523,33 @@ def train(cfg: Config, command: str | None = None, resume: bool | None = None) -
             if it0 >= scfg.iters:
                 result.iters[name] = it0
                 continue
-            outcome = _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, specs, interrupt, result)
+            stop = stop_at[1] if stop_at is not None and stop_at[0] == name else None
+            outcome = _run_stage(
+                name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, specs, interrupt, result, stop
+            )
             last_ckpt = outcome or last_ckpt
             result.checkpoint = last_ckpt
             if result.status != "done":
                 break
     monitor.close()
     if info.enabled:
+        result.ranks_consistent = _ranks_consistent(nets)
         dist.barrier()
     if result.checkpoint is None:
         result.checkpoint = last_ckpt
     return result
 
 
-def _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, specs, interrupt, result) -> Path | None:
+def _ranks_consistent(nets: dict[str, nn.Module]) -> bool:
+    """True when every rank holds bit-identical weights (a data-parallel sanity check)."""
+    flat = torch.cat([p.detach().reshape(-1).double().cpu() for n in nets.values() for p in n.parameters()])
+    mine = torch.stack([flat.sum(), (flat * torch.arange(flat.numel(), dtype=torch.float64)).sum()])
+    gathered = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, mine)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, specs, interrupt, result, stop) -> Path | None:
     from tqdm import tqdm
 
     ds = stage_dataset(cfg, name)
@@ -535,6 +562,7 @@ def _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, 
     recent: dict[str, list[float]] = {}
     saved: Path | None = None
     batch = None
+    recent_means: dict[str, float] = {}
 
     def save(it: int) -> Path:
         ckpt_name = run.name(name, it)
@@ -594,17 +622,21 @@ def _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, 
                 _validate(stage, val_ds, batch, device, recent_means, monitor, name, done)
             if cfg.train.save_every and done % cfg.train.save_every == 0 and done < scfg.iters:
                 saved = save(done)
-            if interrupt.requested:
+            if interrupt.requested or (stop is not None and done >= stop and done < scfg.iters):
                 saved = save(done)
                 result.status = "interrupted"
-                result.message = f"interrupted at {name} iteration {done}; resume state saved. Run the same command to continue."
+                result.message = (
+                    f"stopped at {name} iteration {done}; resume state saved. Run the same command to continue."
+                )
                 result.iters[name] = done
                 return saved
     finally:
         bar.close()
     saved = save(scfg.iters)
     if batch is not None:
-        _validate(stage, val_ds, batch, device, {k: sum(v) / len(v) for k, v in recent.items()} if recent else {}, monitor, name, scfg.iters)
+        if recent:
+            recent_means = {k: sum(v) / len(v) for k, v in recent.items()}
+        _validate(stage, val_ds, batch, device, recent_means, monitor, name, scfg.iters)
     result.iters[name] = scfg.iters
     return saved
 

@@ -1,0 +1,45 @@
+"""Datasets and paired-safe transforms.
+
+Training datasets are draw-indexed (``dataset[draw]`` for any draw >= 0) so that
+training is exactly resumable and independent of the number of workers; see
+:mod:`dbgan.data.datasets`. Transforms draw their parameters once and apply
+them to both images of a pair; see :mod:`dbgan.data.transforms`.
+"""
+
+from dbgan.data.datasets import (
+    DEFAULT_CACHE_BYTES,
+    AlignedDataset,
+    DrawSampler,
+    PairedFolderDataset,
+    SyntheticPairDataset,
+    UnpairedDataset,
+    check_batchable,
+    collate,
+    make_pair_dataset,
+    make_unpaired_dataset,
+    make_val_dataset,
+)
+from dbgan.data.errors import BatchSizeError, DatasetError, ImageTooSmallError
+from dbgan.data.transforms import apply_params, center_params, draw_params, resize, resize_target
+
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "AlignedDataset",
+    "BatchSizeError",
+    "DatasetError",
+    "DrawSampler",
+    "ImageTooSmallError",
+    "PairedFolderDataset",
+    "SyntheticPairDataset",
+    "UnpairedDataset",
+    "apply_params",
+    "center_params",
+    "check_batchable",
+    "collate",
+    "draw_params",
+    "make_pair_dataset",
+    "make_unpaired_dataset",
+    "make_val_dataset",
+    "resize",
+    "resize_target",
+]
