@@ -1,7 +1,14 @@
 """Architectures only (nothing here knows about training).
 
 Networks are built by name through :data:`NETWORKS`; modules are imported only
-when one of their names is built. ``python -m dbgan.nets`` lists them.
+when one of their names is built. ``python -m dbgan.nets`` lists them and
+:func:`describe` returns ``[(name, parameter count)]``.
+
+Conventions (every network): ``float32`` ``N x C x H x W`` inputs in ``[0, 1]``;
+attributes ``in_channels``, ``out_channels`` and ``size_multiple``. Generators
+accept any H, W (they reflect-pad to ``size_multiple`` and crop back);
+discriminators return raw logits. ``PadToMultiple`` / ``pad_to_multiple`` /
+``crop_to`` are re-exported lazily from :mod:`dbgan.nets.common`.
 """
 
 from dbgan.registry import Registry
@@ -23,3 +30,35 @@ NETWORKS = Registry(
 def build_network(name: str, **kwargs):
     """Instantiate the network registered as ``name`` with constructor ``kwargs``."""
     return NETWORKS.build(name, **kwargs)
+
+
+def describe(names: list[str] | None = None) -> list[tuple[str, int]]:
+    """``[(name, parameter count)]`` of the registered architectures at their default arguments.
+
+    The networks are built on PyTorch's ``meta`` device, so nothing is allocated
+    and even the 54 M-parameter U-Net is counted instantly.
+
+    Args:
+        names: architectures to describe (default: all registered, sorted).
+    """
+    import torch
+
+    out = []
+    for name in names if names is not None else NETWORKS.names():
+        with torch.device("meta"):
+            net = NETWORKS.build(name)
+        out.append((name, sum(p.numel() for p in net.parameters())))
+    return out
+
+
+_LAZY = {"PadToMultiple", "pad_to_multiple", "crop_to"}
+
+
+def __getattr__(name: str):
+    # re-exports from dbgan.nets.common, imported on first use so that
+    # ``import dbgan.nets`` (the registry table) does not import torch
+    if name in _LAZY:
+        from dbgan.nets import common
+
+        return getattr(common, name)
+    raise AttributeError(f"module 'dbgan.nets' has no attribute {name!r}")

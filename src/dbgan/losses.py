@@ -1,0 +1,407 @@
+"""Losses: content (L1, MSE, Charbonnier), adversarial (vanilla, LSGAN, hinge, RBL),
+perceptual (VGG19 features) and focal frequency.
+
+Pure functions do the arithmetic; thin ``nn.Module`` wrappers hold settings
+(and the VGG for the perceptual loss). Modules are built by name through
+:data:`LOSSES`; content losses are picked by name with :func:`content_loss`,
+adversarial losses with :func:`d_loss` / :func:`g_loss` and a mode string
+(``StageConfig.gan_mode``). All losses return scalar (mean-reduced) tensors.
+
+Conventions for the adversarial losses: the discriminator returns raw logits
+(any shape: ``N x 1`` or a ``N x 1 x h x w`` patch map); all means run over
+every element. The discriminator loss is the *sum* of its real and fake terms
+(no 0.5 factor; pix2pix halves it, scale ``w_adv`` if you want that).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dbgan.registry import Registry
+
+GAN_MODES = ("vanilla", "lsgan", "hinge", "rbl")
+CONTENT_LOSSES = ("l1", "mse", "charbonnier")
+
+# --------------------------------------------------------------------------- content
+
+
+def l1_loss(a: Tensor, b: Tensor) -> Tensor:
+    """Mean absolute difference."""
+    return F.l1_loss(a, b)
+
+
+def mse_loss(a: Tensor, b: Tensor) -> Tensor:
+    """Mean squared difference."""
+    return F.mse_loss(a, b)
+
+
+def charbonnier_loss(a: Tensor, b: Tensor, eps: float = 1e-3) -> Tensor:
+    """Charbonnier (smooth L1) loss ``mean(sqrt((a - b)**2 + eps**2))``.
+
+    The standard form (Lai et al., LapSRN): it equals ``eps`` (not 0) for
+    identical inputs and is always > 0.
+
+    Args:
+        a: prediction.
+        b: target.
+        eps: smoothing constant (config ``losses.charbonnier_eps``).
+    """
+    diff = a - b
+    return torch.sqrt(diff * diff + eps * eps).mean()
+
+
+_CONTENT_FUNCS: dict[str, Callable[..., Tensor]] = {
+    "l1": l1_loss,
+    "mse": mse_loss,
+    "charbonnier": charbonnier_loss,
+}
+
+
+def content_loss(name: str, a: Tensor, b: Tensor, eps: float = 1e-3) -> Tensor:
+    """Content loss picked by name (``StageConfig.content``).
+
+    Args:
+        name: ``"l1"``, ``"mse"`` or ``"charbonnier"``.
+        a: prediction.
+        b: target.
+        eps: Charbonnier's constant (ignored by the others).
+    """
+    if name not in _CONTENT_FUNCS:
+        raise ValueError(f"unknown content loss {name!r}; valid: {', '.join(CONTENT_LOSSES)}")
+    if name == "charbonnier":
+        return charbonnier_loss(a, b, eps)
+    return _CONTENT_FUNCS[name](a, b)
+
+
+class ContentLoss(nn.Module):
+    """Module form of :func:`content_loss`.
+
+    Args:
+        name: ``"l1"``, ``"mse"`` or ``"charbonnier"``.
+        eps: Charbonnier's constant.
+    """
+
+    def __init__(self, name: str = "l1", eps: float = 1e-3):
+        super().__init__()
+        if name not in _CONTENT_FUNCS:
+            raise ValueError(f"unknown content loss {name!r}; valid: {', '.join(CONTENT_LOSSES)}")
+        self.name = name
+        self.eps = eps
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return content_loss(self.name, a, b, self.eps)
+
+
+# --------------------------------------------------------------------------- adversarial
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in GAN_MODES:
+        raise ValueError(f"unknown gan_mode {mode!r}; valid: {', '.join(GAN_MODES)}")
+
+
+def _bce(logits: Tensor, target: float) -> Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def d_loss(mode: str, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Discriminator loss (to minimise) from its logits on real and fake images.
+
+    * ``vanilla``: ``BCE(C(r), 1) + BCE(C(f), 0)`` (with logits).
+    * ``lsgan``: ``E[(C(r) - 1)^2] + E[C(f)^2]``.
+    * ``hinge``: ``E[relu(1 - C(r))] + E[relu(1 + C(f))]``.
+    * ``rbl`` (the paper's relativistic blur loss, relativistic average least squares):
+      ``E_r[(C(r) - E_f C(f) - 1)^2] + E_f[(C(f) - E_r C(r) + 1)^2]``, the two
+      terms summed, not halved.
+
+    Args:
+        mode: one of ``GAN_MODES``.
+        real_logits: raw discriminator output on real images.
+        fake_logits: raw discriminator output on generated images (detach the
+            generator's output before the discriminator call).
+    """
+    _check_mode(mode)
+    if mode == "vanilla":
+        return _bce(real_logits, 1.0) + _bce(fake_logits, 0.0)
+    if mode == "lsgan":
+        return ((real_logits - 1.0) ** 2).mean() + (fake_logits**2).mean()
+    if mode == "hinge":
+        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+    real_rel = real_logits - fake_logits.mean()
+    fake_rel = fake_logits - real_logits.mean()
+    return ((real_rel - 1.0) ** 2).mean() + ((fake_rel + 1.0) ** 2).mean()
+
+
+def g_loss(mode: str, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
+    """Generator's adversarial loss (to minimise) from the discriminator's logits.
+
+    * ``vanilla``: ``BCE(C(f), 1)`` (the non-saturating loss).
+    * ``lsgan``: ``E[(C(f) - 1)^2]``.
+    * ``hinge``: ``-E[C(f)]``.
+    * ``rbl``: ``E_r[(C(r) - E_f C(f) + 1)^2] + E_f[(C(f) - E_r C(r) - 1)^2]``
+      (summed, not halved). Needs ``real_logits``; they are used as given:
+      pass ``D(real).detach()`` (the usual choice) or keep their graph.
+
+    Args:
+        mode: one of ``GAN_MODES``.
+        fake_logits: raw discriminator output on generated images (not detached).
+        real_logits: raw discriminator output on real images (``rbl`` only).
+    """
+    _check_mode(mode)
+    if mode == "vanilla":
+        return _bce(fake_logits, 1.0)
+    if mode == "lsgan":
+        return ((fake_logits - 1.0) ** 2).mean()
+    if mode == "hinge":
+        return -fake_logits.mean()
+    if real_logits is None:
+        raise ValueError("gan_mode 'rbl' needs real_logits for the generator loss")
+    real_rel = real_logits - fake_logits.mean()
+    fake_rel = fake_logits - real_logits.mean()
+    return ((real_rel + 1.0) ** 2).mean() + ((fake_rel - 1.0) ** 2).mean()
+
+
+def rbl_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The paper's relativistic blur loss for the discriminator (``d_loss("rbl", ...)``)."""
+    return d_loss("rbl", real_logits, fake_logits)
+
+
+def rbl_g_loss(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
+    """The paper's relativistic blur loss for the generator (``g_loss("rbl", ...)``)."""
+    return g_loss("rbl", fake_logits, real_logits)
+
+
+class GANLoss(nn.Module):
+    """Adversarial loss of one mode, with ``.d(real, fake)`` and ``.g(fake, real=None)``.
+
+    Calling the module is ``.g`` (generator side) for symmetry with the other losses.
+
+    Args:
+        mode: ``"vanilla"``, ``"lsgan"``, ``"hinge"`` or ``"rbl"``.
+    """
+
+    def __init__(self, mode: str = "vanilla"):
+        super().__init__()
+        _check_mode(mode)
+        self.mode = mode
+
+    @property
+    def needs_real_for_g(self) -> bool:
+        """Whether the generator loss needs the discriminator's real logits (``rbl``)."""
+        return self.mode == "rbl"
+
+    def d(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return d_loss(self.mode, real_logits, fake_logits)
+
+    def g(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
+        return g_loss(self.mode, fake_logits, real_logits)
+
+    def forward(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
+        return self.g(fake_logits, real_logits)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+# --------------------------------------------------------------------------- perceptual
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PerceptualLoss(nn.Module):
+    """Distance between VGG19 features of two ``[0, 1]`` images.
+
+    Inputs are normalised with ImageNet mean/std inside; grey (1-channel) inputs
+    are repeated to 3 channels. The loss is ``sum_i w_i * criterion(f_i(pred),
+    f_i(target))`` over the requested layers. The VGG is frozen, but gradients
+    reach ``pred`` (and ``target``, if it requires them).
+
+    Args:
+        layers: VGG19 layer names (default ``["conv5_4"]``, before the ReLU as in the paper).
+        layer_weights: one weight per layer (default 1 each).
+        weights: ``"pretrained"`` (torchvision ImageNet VGG19, see
+            :func:`dbgan.nets.vgg.load_vgg19_state_dict`) or ``"random"`` (tests only).
+        weights_path: explicit weights file (config ``losses.perceptual.weights_path``).
+        criterion: ``"l1"`` or ``"mse"`` between features.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str] = ("conv5_4",),
+        layer_weights: Sequence[float] | None = None,
+        weights: str = "pretrained",
+        weights_path: str | None = None,
+        criterion: str = "l1",
+    ):
+        super().__init__()
+        from dbgan.nets.vgg import VGG19Features  # import the VGG only when this loss is used
+
+        layers = list(layers)
+        if layer_weights is None or len(layer_weights) == 0:
+            layer_weights = [1.0] * len(layers)
+        if len(layer_weights) != len(layers):
+            raise ValueError(
+                f"perceptual layer_weights has {len(layer_weights)} entries for {len(layers)} layers"
+            )
+        if criterion not in ("l1", "mse"):
+            raise ValueError(f"perceptual criterion must be 'l1' or 'mse', got {criterion!r}")
+        self.layers = layers
+        self.layer_weights = [float(w) for w in layer_weights]
+        self.criterion = criterion
+        self.vgg = VGG19Features(layers, weights=weights, weights_path=weights_path)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg) -> "PerceptualLoss":
+        """Build from a :class:`dbgan.config.PerceptualConfig`."""
+        return cls(
+            layers=cfg.layers,
+            layer_weights=cfg.layer_weights or None,
+            weights=cfg.weights,
+            weights_path=cfg.weights_path,
+            criterion=cfg.criterion,
+        )
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] != 3:
+            raise ValueError(f"perceptual loss needs 1 or 3 channel images, got {x.shape[1]}")
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        fp = self.vgg(self._prepare(pred))
+        ft = self.vgg(self._prepare(target))
+        crit = F.l1_loss if self.criterion == "l1" else F.mse_loss
+        total = pred.new_zeros(())
+        for name, w in zip(self.layers, self.layer_weights):
+            total = total + w * crit(fp[name], ft[name])
+        return total
+
+
+# --------------------------------------------------------------------------- frequency
+
+
+def _to_freq(x: Tensor, patch_factor: int) -> Tensor:
+    n, c, h, w = x.shape
+    if h % patch_factor or w % patch_factor:
+        raise ValueError(
+            f"focal frequency loss: image size {h}x{w} is not divisible by patch_factor {patch_factor}"
+        )
+    ph, pw = h // patch_factor, w // patch_factor
+    # N x C x pf x ph x pf x pw -> N x (pf*pf) x C x ph x pw
+    patches = x.reshape(n, c, patch_factor, ph, patch_factor, pw).permute(0, 2, 4, 1, 3, 5)
+    patches = patches.reshape(n, patch_factor * patch_factor, c, ph, pw)
+    return torch.fft.fft2(patches.float(), norm="ortho")
+
+
+def focal_frequency_loss(
+    pred: Tensor,
+    target: Tensor,
+    alpha: float = 1.0,
+    patch_factor: int = 1,
+    log_matrix: bool = False,
+    ave_spectrum: bool = False,
+    batch_matrix: bool = False,
+) -> Tensor:
+    """Focal frequency loss (Jiang et al., ICCV 2021), as the authors' reference implementation.
+
+    Both images are cut into ``patch_factor x patch_factor`` patches and taken to
+    the frequency domain (orthonormal 2-D FFT, in float32). The loss is the mean
+    over frequencies of ``W * |F_pred - F_target|^2`` where the weight matrix
+    ``W = |F_pred - F_target|^alpha`` (optionally ``log(1 + .)``), scaled to
+    ``[0, 1]`` by its maximum per patch and channel (or over the batch) and
+    detached, so the hard frequencies get the most weight. Zero for identical images.
+
+    Args:
+        pred: ``N x C x H x W`` prediction.
+        target: ``N x C x H x W`` target.
+        alpha: focusing exponent of the weight matrix.
+        patch_factor: patches per side (H and W must be divisible by it).
+        log_matrix: weigh by ``log(1 + |diff|^alpha)``.
+        ave_spectrum: compare batch-averaged spectra.
+        batch_matrix: normalise the weight matrix by its maximum over the whole batch.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"focal frequency loss: shapes differ, {tuple(pred.shape)} vs {tuple(target.shape)}")
+    fp = _to_freq(pred, patch_factor)
+    ft = _to_freq(target, patch_factor)
+    if ave_spectrum:
+        fp = fp.mean(0, keepdim=True)
+        ft = ft.mean(0, keepdim=True)
+    diff = fp - ft
+    dist = diff.real**2 + diff.imag**2  # |F_pred - F_target|^2
+    with torch.no_grad():
+        weight = dist.sqrt() ** alpha
+        if log_matrix:
+            weight = torch.log1p(weight)
+        if batch_matrix:
+            peak = weight.amax()
+        else:
+            peak = weight.amax(dim=(-2, -1), keepdim=True)
+        weight = torch.where(peak > 0, weight / peak.clamp_min(1e-12), torch.zeros_like(weight))
+        weight = weight.clamp(0.0, 1.0)
+    return (weight * dist).mean()
+
+
+class FocalFrequencyLoss(nn.Module):
+    """Module form of :func:`focal_frequency_loss`.
+
+    Args:
+        alpha: focusing exponent (config ``losses.frequency.alpha``).
+        patch_factor: patches per side (config ``losses.frequency.patch_factor``).
+        log_matrix: weigh by ``log(1 + |diff|^alpha)``.
+        ave_spectrum: compare batch-averaged spectra.
+        batch_matrix: normalise the weight matrix over the whole batch.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        patch_factor: int = 1,
+        log_matrix: bool = False,
+        ave_spectrum: bool = False,
+        batch_matrix: bool = False,
+    ):
+        super().__init__()
+        if patch_factor < 1:
+            raise ValueError(f"patch_factor must be >= 1, got {patch_factor}")
+        self.alpha = alpha
+        self.patch_factor = patch_factor
+        self.log_matrix = log_matrix
+        self.ave_spectrum = ave_spectrum
+        self.batch_matrix = batch_matrix
+
+    @classmethod
+    def from_config(cls, cfg) -> "FocalFrequencyLoss":
+        """Build from a :class:`dbgan.config.FrequencyConfig`."""
+        return cls(alpha=cfg.alpha, patch_factor=cfg.patch_factor)
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        return focal_frequency_loss(
+            pred, target, self.alpha, self.patch_factor, self.log_matrix, self.ave_spectrum, self.batch_matrix
+        )
+
+
+# --------------------------------------------------------------------------- registry
+
+LOSSES = Registry(
+    "loss",
+    {
+        "content": "dbgan.losses:ContentLoss",
+        "gan": "dbgan.losses:GANLoss",
+        "perceptual": "dbgan.losses:PerceptualLoss",
+        "frequency": "dbgan.losses:FocalFrequencyLoss",
+    },
+)
+
+
+def build_loss(name: str, **kwargs) -> nn.Module:
+    """Instantiate the loss module registered as ``name`` (``content``, ``gan``, ``perceptual``, ``frequency``)."""
+    return LOSSES.build(name, **kwargs)

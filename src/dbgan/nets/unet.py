@@ -1,0 +1,132 @@
+"""The pix2pix U-Net generator (Isola et al. 2017), with an optional noise input.
+
+``num_downs=8`` is pix2pix's ``unet_256``. The layer layout, channel widths,
+bias rules and dropout placement follow pix2pix's ``UnetGenerator`` exactly
+(with ``norm="batch"`` and ``ngf=64`` it has pix2pix's 54,414,019 parameters),
+but the recursion is unrolled into two lists (``downs``, ``ups``) so that
+the state dict keys read plainly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dbgan.nets.common import (
+    NORMS,
+    ImageGenerator,
+    NoiseInput,
+    check_choice,
+    init_normal,
+    norm_layer,
+    signed_input,
+    to_unit,
+)
+
+
+class UNetGenerator(ImageGenerator):
+    """pix2pix U-Net: ``num_downs`` stride-2 4x4 convolutions down, as many transposed up, skips between.
+
+    Level ``i`` (0 = outermost) has ``ngf * min(2**i, 8)`` channels. Down path:
+    LeakyReLU(0.2) -> conv -> norm (no activation before the first conv, no norm
+    at the outermost and innermost levels); up path: ReLU -> transposed conv ->
+    norm (-> Dropout(0.5) at the inner ``8 * ngf`` levels when ``use_dropout``);
+    Tanh at the output. Works internally in ``[-1, 1]``; inputs and outputs are
+    ``[0, 1]``. Any input size works (reflect-padded to ``2**num_downs``, cropped back).
+
+    Args:
+        in_channels: image channels in (1 grey, 3 RGB).
+        out_channels: image channels out.
+        num_downs: number of downsamplings (8 = ``unet_256``, 7 = ``unet_128``); >= 1.
+        ngf: channels of the first level.
+        norm: ``"none"`` (convs keep their biases), ``"batch"`` (pix2pix default;
+            convs without biases) or ``"instance"``.
+        use_dropout: Dropout(0.5) in the inner up levels (pix2pix's noise source).
+        noise: ``"none"``, ``"map"`` (Gaussian map at half resolution, upsampled,
+            concatenated: the reference recipe) or ``"vector"`` (Gaussian vector
+            tiled over the image: the paper).
+        noise_nc: channels of the noise map (``noise="map"``).
+        noise_dim: length of the noise vector (``noise="vector"``).
+        residual: output ``clamp(x + tanh_out, 0, 1)`` instead of ``(tanh_out + 1) / 2``
+            (needs ``in_channels == out_channels``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        num_downs: int = 8,
+        ngf: int = 64,
+        norm: str = "none",
+        use_dropout: bool = False,
+        noise: str = "none",
+        noise_nc: int = 1,
+        noise_dim: int = 4,
+        residual: bool = False,
+    ):
+        super().__init__()
+        check_choice("norm", norm, NORMS)
+        if num_downs < 1:
+            raise ValueError(f"num_downs must be >= 1, got {num_downs}")
+        if residual and in_channels != out_channels:
+            raise ValueError("residual=True needs in_channels == out_channels")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.size_multiple = 2**num_downs
+        self.num_downs = num_downs
+        self.residual = residual
+        self.noise_input = NoiseInput(noise, noise_nc, noise_dim)
+
+        use_bias = norm != "batch"  # BatchNorm has its own shift (pix2pix's rule)
+        ch = [ngf * min(2**i, 8) for i in range(num_downs)]
+        inner = num_downs - 1
+
+        downs = []
+        for i in range(num_downs):
+            if i == 0:
+                downs.append(nn.Sequential(
+                    nn.Conv2d(in_channels + self.noise_input.channels, ch[0], 4, 2, 1, bias=use_bias)
+                ))
+                continue
+            layers: list[nn.Module] = [
+                nn.LeakyReLU(0.2, inplace=False),
+                nn.Conv2d(ch[i - 1], ch[i], 4, 2, 1, bias=use_bias),
+            ]
+            if i != inner:
+                layers.append(norm_layer(norm, ch[i]))
+            downs.append(nn.Sequential(*layers))
+
+        ups = []
+        for i in range(num_downs):
+            if i == 0:
+                c_in = ch[0] if inner == 0 else 2 * ch[0]
+                ups.append(nn.Sequential(
+                    nn.ReLU(inplace=False), nn.ConvTranspose2d(c_in, out_channels, 4, 2, 1), nn.Tanh()
+                ))
+                continue
+            c_in = ch[i] if i == inner else 2 * ch[i]
+            layers = [
+                nn.ReLU(inplace=False),
+                nn.ConvTranspose2d(c_in, ch[i - 1], 4, 2, 1, bias=use_bias),
+                norm_layer(norm, ch[i - 1]),
+            ]
+            if use_dropout and i != inner and ch[i - 1] == ch[i] == ngf * 8:
+                layers.append(nn.Dropout(0.5))
+            ups.append(nn.Sequential(*layers))
+
+        self.downs = nn.ModuleList(downs)
+        self.ups = nn.ModuleList(ups)
+        init_normal(self, 0.02)
+
+    def body(self, x: Tensor, img: Tensor) -> Tensor:
+        h = signed_input(x, self.in_channels)  # noise channels stay as drawn (N(0, 1))
+        feats = []
+        for down in self.downs:
+            h = down(h)
+            feats.append(h)
+        h = self.ups[-1](feats[-1])
+        for i in range(self.num_downs - 2, -1, -1):
+            h = self.ups[i](torch.cat([feats[i], h], dim=1))
+        if self.residual:
+            return (img + h).clamp(0.0, 1.0)
+        return to_unit(h)
