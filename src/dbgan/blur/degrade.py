@@ -1,0 +1,468 @@
+"""Apply blur kernels and camera-like degradations to image tensors.
+
+Pure functions on ``float32`` tensors in ``[0, 1]`` (``C x H x W`` or
+``N x C x H x W``) plus :class:`DegradationPipeline`, which draws every random
+choice from a ``numpy.random.Generator`` so that ``(image, seed)`` reproduces
+the degraded image exactly::
+
+    pipeline = DegradationPipeline.from_config(cfg.synth)
+    blurred, kernel = pipeline(img, np.random.default_rng(seed))
+
+Blur model: ``blurred = kernel * image`` (true 2-D convolution, the kernel being
+the point spread function), computed by FFT with reflected borders so that the
+output has the input's size and no dark frame.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dbgan.blur.kernels import random_kernel
+
+__all__ = [
+    "fft_blur",
+    "reflect_pad",
+    "to_linear",
+    "from_linear",
+    "saturate_highlights",
+    "boost_highlights",
+    "add_gaussian_noise",
+    "add_poisson_noise",
+    "jpeg_roundtrip",
+    "DegradationParams",
+    "DegradationPipeline",
+]
+
+KernelLike = Union[torch.Tensor, np.ndarray]
+
+
+# --------------------------------------------------------------------------- FFT convolution
+
+
+def _fast_len(n: int) -> int:
+    """Smallest 2,3,5,7-smooth integer >= n (cheap FFT sizes)."""
+    best = n
+    while True:
+        m = best
+        for p in (2, 3, 5, 7):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return best
+        best += 1
+
+
+def _reflect_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
+    """Indices into ``range(n)`` for reflect padding (``d c b | a b c d | c b a``) of any width."""
+    idx = torch.arange(-before, n + after, device=device)
+    if n == 1:
+        return torch.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = torch.remainder(idx, period)
+    return torch.where(idx >= n, period - idx, idx)
+
+
+def reflect_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """Reflect-pad the last two axes; unlike ``F.pad`` the padding may exceed the image size."""
+    h, w = x.shape[-2:]
+    if top or bottom:
+        x = x.index_select(-2, _reflect_index(h, top, bottom, x.device))
+    if left or right:
+        x = x.index_select(-1, _reflect_index(w, left, right, x.device))
+    return x
+
+
+def _as_kernel_tensor(kernel: KernelLike, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(kernel, np.ndarray):
+        kernel = torch.from_numpy(np.ascontiguousarray(kernel))
+    if not isinstance(kernel, torch.Tensor):
+        raise TypeError(f"kernel must be a torch.Tensor or numpy array, got {type(kernel).__name__}")
+    return kernel.to(device=like.device, dtype=like.dtype)
+
+
+def _pad_to(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """Reflect padding, through ``F.pad`` where it allows the widths (fast), else by indexing."""
+    h, w = x.shape[-2:]
+    if max(top, bottom) < h and max(left, right) < w:
+        shape = x.shape
+        y = F.pad(x.reshape(-1, 1, h, w), (left, right, top, bottom), mode="reflect")
+        return y.reshape(*shape[:-2], h + top + bottom, w + left + right)
+    return reflect_pad(x, top, bottom, left, right)
+
+
+def _kernel_spectrum_torch(kb: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+    # rows first on the few kernel rows, then the columns: half the work of rfft2(s=...)
+    return torch.fft.fft(torch.fft.rfft(kb, n=fw, dim=-1), n=fh, dim=-2)
+
+
+def _use_scipy(img: torch.Tensor, backend: str) -> bool:
+    if backend == "torch":
+        return False
+    if backend == "scipy":
+        if img.device.type != "cpu":
+            raise ValueError("fft_blur backend 'scipy' needs CPU tensors")
+        return True
+    if backend != "auto":
+        raise ValueError(f"fft_blur backend must be 'auto', 'torch' or 'scipy', got {backend!r}")
+    return (
+        img.device.type == "cpu"
+        and img.dtype in (torch.float32, torch.float64)
+        and not (torch.is_grad_enabled() and img.requires_grad)
+    )
+
+
+_POOL: Optional[ThreadPoolExecutor] = None
+_POOL_KEY: tuple[int, int] = (0, 0)
+_POOL_LOCK = threading.Lock()
+_MIN_PIXELS_FOR_THREADS = 1 << 18  # below this a channel is too small to be worth a thread
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-local thread pool (re-created after fork, e.g. in DataLoader workers)."""
+    global _POOL, _POOL_KEY
+    with _POOL_LOCK:
+        key = (os.getpid(), threads)
+        if _POOL is None or _POOL_KEY != key:
+            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dbgan-fft")
+            _POOL_KEY = key
+        return _POOL
+
+
+def _fft_blur_cpu(
+    img: torch.Tensor,
+    kb: torch.Tensor,
+    pads: tuple[int, int, int, int],
+    fshape: tuple[int, int],
+    crop: tuple[slice, slice],
+) -> torch.Tensor:
+    """CPU FFT blur with pocketfft (``scipy.fft``), one channel at a time.
+
+    Channel by channel keeps the working set in cache (a batched transform of
+    many megapixel channels is memory-bound); each kernel's spectrum is computed
+    once per image and shared by its channels; channels run in parallel threads
+    (pocketfft releases the GIL), as many as ``torch.get_num_threads()``.
+    """
+    import scipy.fft as sfft
+
+    fh, fw = fshape
+    top, bottom, left, right = pads
+    x = img.detach().contiguous().numpy()
+    x4 = x.reshape((-1,) + x.shape[-3:])  # (B, C, H, W)
+    kn = kb.detach().contiguous().numpy()
+    k4 = kn.reshape((1,) * (4 - kn.ndim) + kn.shape)  # (Bk or 1, Ck or 1, kh, kw)
+    out = np.empty_like(x4)
+    n_img, n_ch = x4.shape[:2]
+    h, w = x4.shape[-2:]
+    small = max(top, bottom) >= h or max(left, right) >= w  # image smaller than the padding
+
+    def spectrum(i: int, c: int) -> np.ndarray:
+        kk = k4[min(i, k4.shape[0] - 1), min(c, k4.shape[1] - 1)]
+        return sfft.fft(sfft.rfft(kk, n=fw, axis=-1), n=fh, axis=-2)
+
+    def blur_image(i: int, channels: range, spectra: dict) -> None:
+        for c in channels:
+            if small:
+                xp = reflect_pad(torch.from_numpy(x4[i, c]), top, bottom, left, right).numpy()
+            else:
+                xp = np.pad(x4[i, c], ((top, bottom), (left, right)), mode="reflect")
+            spec = sfft.rfft2(xp, overwrite_x=True)
+            spec *= spectra[min(c, k4.shape[1] - 1)]
+            out[i, c] = sfft.irfft2(spec, s=(fh, fw), overwrite_x=True)[crop]
+
+    def run_image(i: int, channels: range) -> None:
+        spectra = {c: spectrum(i, c) for c in range(min(n_ch, k4.shape[1]))}
+        blur_image(i, channels, spectra)
+
+    threads = max(1, torch.get_num_threads())
+    if threads == 1 or n_img * n_ch == 1 or h * w < _MIN_PIXELS_FOR_THREADS:
+        for i in range(n_img):
+            run_image(i, range(n_ch))
+    else:
+        pool = _pool(threads)
+        # images in groups of `threads`: kernel spectra in parallel, then every channel
+        for g in range(0, n_img, threads):
+            group = range(g, min(g + threads, n_img))
+            pairs = [(i, c) for i in group for c in range(min(n_ch, k4.shape[1]))]
+            spectra_list = list(pool.map(lambda ic: spectrum(*ic), pairs))
+            spectra: dict[int, dict[int, np.ndarray]] = {i: {} for i in group}
+            for (i, c), sp in zip(pairs, spectra_list):
+                spectra[i][c] = sp
+            jobs = [(i, c) for i in group for c in range(n_ch)]
+            list(pool.map(lambda ic: blur_image(ic[0], range(ic[1], ic[1] + 1), spectra[ic[0]]), jobs))
+    return torch.from_numpy(out.reshape(x.shape)).to(img.dtype)
+
+
+def fft_blur(img: torch.Tensor, kernel: KernelLike, backend: str = "auto") -> torch.Tensor:
+    """Convolve images with kernels by FFT; same size out, reflected borders.
+
+    On the interior (at least ``k // 2`` pixels from the edges) this equals
+    ``scipy.signal.convolve2d(channel, kernel, mode="same")`` up to float rounding;
+    the border is extended by reflection without repeating the edge pixel
+    (``scipy.ndimage.convolve(..., mode="mirror")`` for odd kernels).
+
+    Args:
+        img: ``C x H x W`` or ``N x C x H x W`` floating tensor.
+        kernel: ``k x k`` (one kernel for everything), ``N x k x k`` (one per image,
+            needs a batched ``img``) or ``N x C x k x k`` (one per image and channel).
+            Non-square kernels ``kh x kw`` work too. Numpy arrays are accepted.
+        backend: ``"torch"`` (``torch.fft``; any device, differentiable), ``"scipy"``
+            (pocketfft through ``scipy.fft`` on CPU tensors, sharing memory; faster
+            than MKL's inverse real FFT on CPU) or ``"auto"``: scipy for CPU tensors
+            that need no gradient, torch otherwise.
+
+    Returns:
+        Tensor of ``img``'s shape and dtype. Each kernel's spectrum is computed once
+        for all channels of its image. With torch, many images with their own
+        kernels go through one batched FFT (the fast path on a GPU); on CPU the
+        scipy path works channel by channel in parallel threads, which keeps the
+        transforms in cache.
+    """
+    if img.ndim not in (3, 4):
+        raise ValueError(f"fft_blur needs C x H x W or N x C x H x W, got shape {tuple(img.shape)}")
+    if not img.is_floating_point():
+        raise TypeError(f"fft_blur needs a floating-point image, got {img.dtype}")
+    k = _as_kernel_tensor(kernel, img)
+    if k.ndim == 2:
+        kb = k
+    elif k.ndim == 3:
+        if img.ndim != 4 or k.shape[0] not in (1, img.shape[0]):
+            raise ValueError(
+                f"kernels of shape {tuple(k.shape)} need images N x C x H x W with the same N, "
+                f"got {tuple(img.shape)}"
+            )
+        kb = k[:, None]
+    elif k.ndim == 4:
+        if img.ndim != 4 or k.shape[0] not in (1, img.shape[0]) or k.shape[1] not in (1, img.shape[1]):
+            raise ValueError(
+                f"kernels of shape {tuple(k.shape)} need images N x C x H x W with the same N and C, "
+                f"got {tuple(img.shape)}"
+            )
+        kb = k
+    else:
+        raise ValueError(f"kernel must be k x k, N x k x k or N x C x k x k, got shape {tuple(k.shape)}")
+
+    kh, kw = k.shape[-2:]
+    h, w = img.shape[-2:]
+    ph, pw = kh // 2, kw // 2  # reflect padding needed on each side
+    ch, cw = (kh - 1) // 2, (kw - 1) // 2  # kernel centre (scipy 'same' convention)
+    fh, fw = _fast_len(h + 2 * ph), _fast_len(w + 2 * pw)
+    # Reflect-pad straight to the FFT size: the circular convolution of size
+    # (fh, fw) equals the linear one on the cropped window, whatever lies beyond
+    # the first k // 2 padded rows/columns, so no zero-padding copy is needed.
+    pads = (ph, fh - h - ph, pw, fw - w - pw)
+    crop = (slice(ph + ch, ph + ch + h), slice(pw + cw, pw + cw + w))
+
+    if _use_scipy(img, backend):
+        return _fft_blur_cpu(img, kb, pads, (fh, fw), crop)
+
+    work = torch.float32 if img.dtype in (torch.float16, torch.bfloat16) else img.dtype
+    xp = _pad_to(img.to(work), *pads)
+    spec = torch.fft.rfft2(xp)
+    spec = spec * _kernel_spectrum_torch(kb.to(work), fh, fw)
+    out = torch.fft.irfft2(spec, s=(fh, fw))
+    return out[..., crop[0], crop[1]].to(img.dtype).contiguous()
+
+
+# --------------------------------------------------------------------------- tone, noise, compression
+
+
+def to_linear(x: torch.Tensor, gamma: float = 2.2) -> torch.Tensor:
+    """Gamma-encoded values to linear light: ``x ** gamma`` (simple power law)."""
+    return x.clamp(min=0.0).pow(gamma)
+
+
+def from_linear(x: torch.Tensor, gamma: float = 2.2) -> torch.Tensor:
+    """Linear light to gamma-encoded values: ``x ** (1 / gamma)``."""
+    return x.clamp(min=0.0).pow(1.0 / gamma)
+
+
+def saturate_highlights(x: torch.Tensor, gain: float) -> torch.Tensor:
+    """Multiply by ``gain`` then clip to ``[0, 1]`` (use on linear-light values): an overexposure."""
+    return (x * gain).clamp(0.0, 1.0)
+
+
+def boost_highlights(x: torch.Tensor, gain: float, threshold: float = 0.8) -> torch.Tensor:
+    """Scene radiance of clipped highlights: values above ``threshold`` are raised smoothly
+    up to ``gain`` at 1 (values below are unchanged). Blurring the result and then clipping
+    to ``[0, 1]`` gives the bright streaks of real night-time shake without changing the
+    brightness of the rest of the image.
+    """
+    if gain == 1.0:
+        return x
+    ramp = ((x - threshold) / max(1.0 - threshold, 1e-6)).clamp(0.0, 1.0)
+    return x * (1.0 + (gain - 1.0) * ramp)
+
+
+def add_gaussian_noise(
+    x: torch.Tensor, sigma: float, generator: Optional[torch.Generator] = None, clip: bool = True
+) -> torch.Tensor:
+    """Add white Gaussian noise of standard deviation ``sigma`` (drawn on ``generator``'s device)."""
+    if sigma <= 0:
+        return x
+    gen_device = generator.device if generator is not None else x.device
+    noise = torch.randn(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
+    y = x + sigma * noise
+    return y.clamp(0.0, 1.0) if clip else y
+
+
+def add_poisson_noise(
+    x: torch.Tensor, peak: float, generator: Optional[torch.Generator] = None, clip: bool = True
+) -> torch.Tensor:
+    """Shot noise: ``Poisson(x * peak) / peak`` (``peak`` photons at white; 0 = no noise)."""
+    if peak <= 0:
+        return x
+    gen_device = generator.device if generator is not None else x.device
+    rate = (x.clamp(min=0.0) * peak).to(gen_device, torch.float32)
+    y = (torch.poisson(rate, generator=generator) / peak).to(x.device, x.dtype)
+    return y.clamp(0.0, 1.0) if clip else y
+
+
+def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode as JPEG at ``quality`` (1..100) and decode again, in memory (OpenCV).
+
+    Accepts ``C x H x W`` or ``N x C x H x W`` with C = 1 (grey JPEG) or 3 (RGB).
+    """
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must lie in [1, 100], got {quality}")
+    if x.ndim == 4:
+        return torch.stack([jpeg_roundtrip(xi, quality) for xi in x])
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise ValueError(f"jpeg_roundtrip needs C x H x W with C = 1 or 3, got {tuple(x.shape)}")
+    arr = (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    arr = arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0)[..., ::-1])
+    ok, buf = cv2.imencode(".jpg", arr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    dec = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE if x.shape[0] == 1 else cv2.IMREAD_COLOR)
+    dec = dec[None] if dec.ndim == 2 else dec[..., ::-1].transpose(2, 0, 1)
+    out = torch.from_numpy(np.ascontiguousarray(dec)).to(x.device, x.dtype) / 255.0
+    return out
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class DegradationParams:
+    """Every random choice for one image (drawn by :meth:`DegradationPipeline.sample`)."""
+
+    kernel: np.ndarray  # k x k float32, sums to 1
+    highlight_gain: float
+    noise_sigma: float
+    jpeg_quality: Optional[int]  # None = no JPEG
+    noise_seed: int  # seeds the torch generator of Gaussian/Poisson noise
+
+
+class DegradationPipeline:
+    """Synthetic blur + camera degradations, configured by a :class:`dbgan.config.SynthConfig`.
+
+    Steps for one image (each optional as configured):
+
+    1. draw a kernel (:func:`dbgan.blur.kernels.random_kernel`) and the parameters below;
+    2. to linear light (``linear_light``: ``x ** gamma``);
+    3. raise highlights above 0.8 up to ``highlight_gain`` (scene radiance beyond white);
+    4. FFT blur with the kernel, then clip to ``[0, 1]`` (sensor saturation);
+    5. shot noise with ``poisson_peak`` photons at white (in linear light when enabled);
+    6. back to gamma-encoded values;
+    7. Gaussian noise with std drawn from ``noise_sigma``;
+    8. JPEG re-encoding at a quality drawn from ``jpeg_quality`` (if not empty).
+
+    ``blurred, kernel = pipeline(img, rng)``: all random draws come from ``rng``
+    (a ``numpy.random.Generator``), so the same image and seed give the same output.
+    """
+
+    def __init__(self, cfg=None) -> None:
+        if cfg is None:
+            from dbgan.config import SynthConfig
+
+            cfg = SynthConfig()
+        self.cfg = cfg
+
+    @classmethod
+    def from_config(cls, cfg) -> "DegradationPipeline":
+        """Build from a :class:`dbgan.config.SynthConfig`."""
+        return cls(cfg)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.cfg!r})"
+
+    # -- random draws ---------------------------------------------------------------
+
+    def sample(self, rng: np.random.Generator) -> DegradationParams:
+        """Draw the kernel and all parameters for one image, in a fixed order."""
+        cfg = self.cfg
+        kernel = random_kernel(cfg, rng)
+        gain = float(rng.uniform(*cfg.highlight_gain))
+        sigma = float(rng.uniform(*cfg.noise_sigma))
+        quality = None
+        if cfg.jpeg_quality:
+            lo, hi = (int(v) for v in cfg.jpeg_quality)
+            quality = int(rng.integers(lo, hi + 1))
+        seed = int(rng.integers(0, 2**62))
+        return DegradationParams(kernel, gain, sigma, quality, seed)
+
+    # -- application ----------------------------------------------------------------
+
+    def _before_blur(self, x: torch.Tensor, p: DegradationParams) -> torch.Tensor:
+        if self.cfg.linear_light:
+            x = to_linear(x, self.cfg.gamma)
+        return boost_highlights(x, p.highlight_gain)
+
+    def _after_blur(self, x: torch.Tensor, p: DegradationParams) -> torch.Tensor:
+        cfg = self.cfg
+        x = x.clamp(0.0, 1.0)
+        gen = torch.Generator().manual_seed(p.noise_seed)
+        if cfg.poisson_peak > 0:
+            x = add_poisson_noise(x, cfg.poisson_peak, gen)
+        if cfg.linear_light:
+            x = from_linear(x, cfg.gamma)
+        x = add_gaussian_noise(x, p.noise_sigma, gen)
+        if p.jpeg_quality is not None:
+            x = jpeg_roundtrip(x, p.jpeg_quality)
+        return x.clamp(0.0, 1.0)
+
+    def apply(self, img: torch.Tensor, params: DegradationParams) -> torch.Tensor:
+        """Degrade ``img`` (``C x H x W`` in ``[0, 1]``) with given parameters."""
+        _check_image(img, 3)
+        x = self._before_blur(img, params)
+        x = fft_blur(x, params.kernel)
+        return self._after_blur(x, params)
+
+    def __call__(self, img: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        """Blur and degrade one image: ``(blurred C x H x W in [0, 1], kernel k x k)``."""
+        params = self.sample(rng)
+        return self.apply(img, params), params.kernel
+
+    def apply_batch(
+        self, imgs: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Degrade ``N x C x H x W`` images, each with its own kernel, in one batched FFT.
+
+        Draws parameters image by image in the same order as ``N`` calls of
+        ``pipeline(img, rng)`` with the same ``rng``, so the results agree with them
+        (up to float rounding). Returns ``(N x C x H x W, N x k x k kernels)``.
+        """
+        _check_image(imgs, 4)
+        params = [self.sample(rng) for _ in range(imgs.shape[0])]
+        kernels = np.stack([p.kernel for p in params])
+        x = torch.stack([self._before_blur(im, p) for im, p in zip(imgs, params)])
+        x = fft_blur(x, kernels)
+        out = torch.stack([self._after_blur(xi, p) for xi, p in zip(x, params)])
+        return out, kernels
+
+
+def _check_image(img: torch.Tensor, ndim: int) -> None:
+    if not isinstance(img, torch.Tensor) or img.ndim != ndim or not img.is_floating_point():
+        shape = "C x H x W" if ndim == 3 else "N x C x H x W"
+        got = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
+        raise ValueError(f"expected a float tensor {shape} in [0, 1], got {got}")
+

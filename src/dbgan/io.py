@@ -1,0 +1,487 @@
+"""Image files in and out as float tensors in ``[0, 1]``.
+
+Everything inside dbgan works on ``float32`` tensors ``C x H x W`` in ``[0, 1]``;
+this module is the only place that knows about files.
+
+Reading (:func:`read_image`, :func:`read_image_with_info`):
+
+* PNG, JPEG, TIFF, BMP and WebP; 8- and 16-bit (and 32-bit float TIFF);
+  grey, grey+alpha, RGB, RGBA and palette images. Alpha is dropped.
+* The EXIF orientation tag is applied, so a portrait photo from a phone comes
+  out upright.
+* Pillow reads only the header (size for the decompression-bomb limit,
+  orientation, mode); OpenCV decodes the pixels (it keeps 16 bits per channel
+  for RGB too). When OpenCV cannot decode a file, Pillow is tried.
+* Damaged files raise :class:`ImageReadError` naming the file and the reason:
+  truncated JPEG (no end-of-image marker after the last scan) and PNG (no
+  ``IEND`` chunk) are caught even where a decoder would silently fill the
+  missing rows with grey.
+
+Writing (:func:`write_image`) clamps, rounds, encodes in memory and replaces the
+target atomically, so an interrupted run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from dbgan.checkpoint import atomic_write_bytes
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DEFAULT_MAX_PIXELS",
+    "ImageReadError",
+    "ImageInfo",
+    "list_images",
+    "read_image",
+    "read_image_with_info",
+    "write_image",
+    "is_image_file",
+]
+
+PathLike = Union[str, Path]
+
+#: File name endings read as images (compared case-insensitively).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+#: Extensions that can hold 16 bits per channel when writing.
+_SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
+
+#: Decompression-bomb limit used when ``max_pixels`` is None (same as ``data.max_image_pixels``).
+DEFAULT_MAX_PIXELS = 250_000_000
+
+# ITU-R BT.601 luma weights (R, G, B).
+_LUMA = (0.299, 0.587, 0.114)
+
+# EXIF tag 0x0112 (Orientation)
+_ORIENTATION_TAG = 0x0112
+
+# Pillow's own decompression-bomb guard is a process-wide setting; we replace it by
+# ours (which names the dbgan setting) while a header is opened.
+_PIL_LOCK = threading.Lock()
+
+_GREY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "I;16S"}
+
+
+class ImageReadError(ValueError):
+    """An image file (or folder of images) cannot be read; the message names it and why."""
+
+
+@dataclass
+class ImageInfo:
+    """What an image FILE holds (before any channel conversion).
+
+    Attributes:
+        path: the file.
+        height, width: size after the EXIF orientation is applied.
+        channels: channels stored in the file: 1 grey, 2 grey+alpha, 3 colour, 4 colour+alpha.
+        bit_depth: bits per channel: 8, 16 (or 32 for float TIFF).
+    """
+
+    path: Path
+    height: int
+    width: int
+    channels: int
+    bit_depth: int
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def is_image_file(path: PathLike) -> bool:
+    """True for a non-hidden file whose name ends with one of :data:`IMAGE_EXTENSIONS`."""
+    p = Path(path)
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def list_images(folder: PathLike, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (optionally its subfolders), sorted by path.
+
+    Hidden files (names starting with ``.``, such as macOS ``._photo.jpg``) are skipped.
+
+    Raises:
+        ImageReadError: the folder does not exist, is a file, or holds no image.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise ImageReadError(f"{folder}: folder does not exist")
+    if not folder.is_dir():
+        raise ImageReadError(f"{folder}: is a file, expected a folder of images")
+    pattern = "**/*" if recursive else "*"
+    files = sorted(
+        p
+        for p in folder.glob(pattern)
+        if p.is_file()
+        and is_image_file(p)
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not files:
+        where = " (or its subfolders)" if recursive else ""
+        raise ImageReadError(
+            f"{folder}: no images found{where}; expected files ending in "
+            f"{', '.join(IMAGE_EXTENSIONS)}"
+        )
+    return files
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open_header(path: Path, max_pixels: int) -> tuple[int, int, str, int, Optional[str]]:
+    """(width, height, mode, EXIF orientation, format) from the file header via Pillow."""
+    with _PIL_LOCK:
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # our own check below names the dbgan setting
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                im = Image.open(path)
+        except UnidentifiedImageError:
+            raise ImageReadError(
+                f"{path}: not a readable image (unrecognised or damaged header); "
+                f"supported formats: {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}"
+            ) from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageReadError(f"{path}: cannot read image header ({exc})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+    with im:
+        width, height = im.size
+        mode, fmt = im.mode, im.format
+        if max_pixels > 0 and width * height > max_pixels:
+            raise ImageReadError(
+                f"{path}: {width}x{height} = {width * height} pixels exceeds the "
+                f"decompression-bomb limit of {max_pixels} pixels; if the file is trusted, "
+                f"raise the limit with data.max_image_pixels (config) or --max-pixels"
+            )
+        orientation = 1
+        try:
+            orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
+        except Exception:  # broken EXIF is not a reason to reject the pixels
+            orientation = 1
+    return width, height, mode, orientation, fmt
+
+
+# a JPEG marker inside entropy-coded data: 0xFF followed by neither a stuffed 0x00
+# nor a restart marker (RST0..7), nor another fill 0xFF
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """Walk the JPEG segments up to the end-of-image marker; False if the data runs out first.
+
+    Anything after the main image's EOI (thumbnails are inside APP1, but "motion
+    photos" and maker trailers append whole files) is ignored.
+    """
+    n = len(data)
+    if data[:2] != b"\xff\xd8":
+        return True  # not our business: the decoder will judge
+    pos = 2
+    while pos < n:
+        if data[pos] != 0xFF:  # garbage between segments (tolerated by libjpeg): resync
+            nxt = data.find(b"\xff", pos)
+            if nxt < 0:
+                return False
+            pos = nxt
+            continue
+        while pos + 1 < n and data[pos + 1] == 0xFF:  # fill bytes
+            pos += 1
+        if pos + 1 >= n:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xD9:  # EOI
+            return True
+        if 0xD0 <= marker <= 0xD7 or marker in (0x01, 0xD8):  # standalone markers
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return False
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan: skip the entropy-coded data
+            m = _JPEG_MARKER.search(data, min(pos, n))
+            if m is None:
+                return False
+            pos = m.start()
+    return False
+
+
+def _png_complete(data: bytes) -> bool:
+    """Walk the PNG chunks up to ``IEND``; False if the data runs out first."""
+    n = len(data)
+    pos = 8  # signature
+    while pos + 8 <= n:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return True
+        pos += 12 + length  # length, type, data, CRC
+    return False
+
+
+def _check_complete(path: Path, data: bytes, fmt: Optional[str]) -> None:
+    """Catch truncation that decoders may paper over (grey-filled JPEG rows)."""
+    if fmt == "JPEG" and not _jpeg_complete(data):
+        raise ImageReadError(
+            f"{path}: JPEG is truncated (the data ends before the end-of-image marker); "
+            f"re-download or re-export the file, or use data.skip_bad"
+        )
+    if fmt == "PNG" and not _png_complete(data):
+        raise ImageReadError(
+            f"{path}: PNG is truncated (the data ends before the IEND chunk); re-download or "
+            f"re-export the file, or use data.skip_bad"
+        )
+
+
+def _decode_with_pillow(path: Path, reason: str) -> np.ndarray:
+    """Fallback decoder; returns H x W (grey) or H x W x 3/4 in BGR(A) order like OpenCV."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                arr = np.asarray(im).astype(np.uint16)
+            elif im.mode in ("1", "L", "P", "LA", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                if im.mode in ("1", "L"):
+                    arr = np.asarray(im.convert("L"))
+                elif im.mode in ("LA", "RGBA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                    arr = np.asarray(im.convert("RGBA"))[..., [2, 1, 0, 3]]
+                else:
+                    arr = np.asarray(im.convert("RGB"))[..., ::-1]
+            elif im.mode == "F":
+                arr = np.asarray(im, dtype=np.float32)
+            elif im.mode == "I":
+                arr = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+            else:
+                raise ImageReadError(f"{path}: unsupported image mode {im.mode!r}")
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        raise ImageReadError(f"{path}: cannot decode image ({reason}; {exc})") from None
+    return np.ascontiguousarray(arr)
+
+
+def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF orientation 1..8 to an H x W (x C) array (same result as PIL's exif_transpose)."""
+    if orientation == 2:
+        arr = arr[:, ::-1]
+    elif orientation == 3:
+        arr = arr[::-1, ::-1]
+    elif orientation == 4:
+        arr = arr[::-1]
+    elif orientation == 5:
+        arr = arr.swapaxes(0, 1)
+    elif orientation == 6:
+        arr = np.rot90(arr, k=-1)
+    elif orientation == 7:
+        arr = arr[::-1, ::-1].swapaxes(0, 1)
+    elif orientation == 8:
+        arr = np.rot90(arr, k=1)
+    return np.ascontiguousarray(arr)
+
+
+def _file_channels(mode: str, arr: np.ndarray) -> int:
+    if mode in ("LA", "La", "PA"):
+        return 2 if mode != "PA" else 4
+    if mode in _GREY_MODES:
+        return 1
+    if mode in ("RGBA", "RGBa"):
+        return 4
+    if arr.ndim == 2:
+        return 1
+    return 4 if arr.shape[2] == 4 else 3
+
+
+def read_image_with_info(
+    path: PathLike,
+    channels: Optional[int] = None,
+    max_pixels: Optional[int] = None,
+) -> tuple[torch.Tensor, ImageInfo]:
+    """Read an image file as a ``float32`` tensor ``C x H x W`` in ``[0, 1]`` plus what the file holds.
+
+    Args:
+        path: image file (PNG, JPEG, TIFF, BMP, WebP).
+        channels: None keeps grey as 1 channel and colour as 3; 1 converts colour to
+            grey (ITU-R BT.601 luma); 3 repeats grey. Alpha is always dropped.
+        max_pixels: refuse images with more pixels than this (decompression bombs);
+            None uses :data:`DEFAULT_MAX_PIXELS`; 0 or less disables the check.
+
+    Returns:
+        (tensor, :class:`ImageInfo` of the file: original channels and bit depth).
+
+    Raises:
+        ImageReadError: missing, unreadable, damaged, truncated or too large file.
+        ValueError: ``channels`` is not None, 1 or 3.
+    """
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, expected an image file")
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+
+    width, height, mode, orientation, fmt = _open_header(path, limit)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+    _check_complete(path, data, fmt)
+
+    arr: Optional[np.ndarray] = None
+    reason = "OpenCV could not decode it"
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # pragma: no cover - depends on codec builds
+        reason = f"OpenCV: {str(exc).strip().splitlines()[-1]}"
+        arr = None
+    if arr is None or arr.size == 0:
+        arr = _decode_with_pillow(path, reason)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.shape[:2] != (height, width):
+        raise ImageReadError(
+            f"{path}: decoded size {arr.shape[1]}x{arr.shape[0]} does not match the header "
+            f"({width}x{height}); the file is probably damaged"
+        )
+
+    file_channels = _file_channels(mode, arr)
+    if arr.dtype == np.uint8:
+        bit_depth, scale = 8, 255.0
+    elif arr.dtype == np.uint16:
+        bit_depth, scale = 16, 65535.0
+    elif arr.dtype in (np.float32, np.float64):
+        bit_depth, scale = 32, 1.0
+    else:
+        raise ImageReadError(f"{path}: unsupported sample type {arr.dtype} (use 8- or 16-bit images)")
+
+    # to RGB / grey, alpha dropped (OpenCV gives BGR(A))
+    if arr.ndim == 3:
+        if mode in _GREY_MODES or mode in ("LA", "La"):
+            arr = arr[..., 0]
+        elif arr.shape[2] == 2:  # grey + alpha
+            arr = arr[..., 0]
+        elif arr.shape[2] >= 3:
+            arr = arr[..., 2::-1]
+        else:  # pragma: no cover
+            raise ImageReadError(f"{path}: unsupported channel count {arr.shape[2]}")
+    arr = _apply_orientation(arr, orientation)
+
+    img = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32))
+    if scale != 1.0:
+        img = img / scale
+    else:
+        img = torch.nan_to_num(img).clamp_(0.0, 1.0)
+    img = img.unsqueeze(0) if img.ndim == 2 else img.permute(2, 0, 1).contiguous()
+    img = convert_channels(img, channels)
+    info = ImageInfo(
+        path=path, height=img.shape[1], width=img.shape[2], channels=file_channels, bit_depth=bit_depth
+    )
+    return img, info
+
+
+def read_image(
+    path: PathLike,
+    channels: Optional[int] = None,
+    max_pixels: Optional[int] = None,
+) -> torch.Tensor:
+    """Read an image as ``float32`` ``C x H x W`` in ``[0, 1]``; see :func:`read_image_with_info`."""
+    return read_image_with_info(path, channels=channels, max_pixels=max_pixels)[0]
+
+
+def convert_channels(img: torch.Tensor, channels: Optional[int]) -> torch.Tensor:
+    """Convert ``C x H x W`` (C = 1 or 3) to ``channels`` (None: unchanged; 1: BT.601 luma; 3: repeat grey)."""
+    if channels is None or img.shape[0] == channels:
+        return img
+    if channels == 1:
+        w = torch.tensor(_LUMA, dtype=img.dtype, device=img.device).view(3, 1, 1)
+        return (img * w).sum(dim=0, keepdim=True)
+    if channels == 3:
+        return img.expand(3, -1, -1).contiguous()
+    raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _to_array(tensor: Union[torch.Tensor, np.ndarray], bit_depth: int, path: Path) -> np.ndarray:
+    if isinstance(tensor, np.ndarray):
+        tensor = torch.from_numpy(tensor)
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{path}: write_image needs a torch.Tensor or numpy array, got {type(tensor).__name__}")
+    x = tensor.detach().to("cpu", torch.float32)
+    if x.ndim == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim == 2:
+        x = x.unsqueeze(0)
+    if x.ndim != 3 or x.shape[0] not in (1, 3, 4):
+        raise ValueError(
+            f"{path}: write_image needs C x H x W with C in 1, 3, 4 (or H x W), got shape {tuple(tensor.shape)}"
+        )
+    maxval = 255.0 if bit_depth == 8 else 65535.0
+    x = torch.nan_to_num(x, nan=0.0).clamp_(0.0, 1.0).mul_(maxval).round_()
+    arr = x.numpy().astype(np.uint8 if bit_depth == 8 else np.uint16)
+    if arr.shape[0] == 1:
+        return arr[0]
+    arr = arr.transpose(1, 2, 0)
+    if arr.shape[2] == 3:
+        arr = arr[..., ::-1]  # RGB -> BGR for OpenCV
+    else:
+        arr = arr[..., [2, 1, 0, 3]]
+    return np.ascontiguousarray(arr)
+
+
+def write_image(
+    path: PathLike,
+    tensor: Union[torch.Tensor, np.ndarray],
+    bit_depth: int = 8,
+    quality: Optional[int] = None,
+) -> Path:
+    """Write ``C x H x W`` (or ``H x W``) values in ``[0, 1]`` to an image file, atomically.
+
+    Values are clamped to ``[0, 1]`` and rounded; grey (C = 1) stays grey. The
+    format follows the file extension; parent folders are created.
+
+    Args:
+        path: target file (.png, .jpg/.jpeg, .tif/.tiff, .bmp, .webp).
+        tensor: image values (torch tensor or numpy array).
+        bit_depth: 8 or 16 (16 only for PNG and TIFF).
+        quality: JPEG/WebP quality 1..100 (default: OpenCV's, 95).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(
+            f"{path}: unknown image extension {path.suffix!r}; use one of {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    if bit_depth not in (8, 16):
+        raise ValueError(f"{path}: bit_depth must be 8 or 16, got {bit_depth}")
+    if bit_depth == 16 and ext not in _SIXTEEN_BIT_EXTENSIONS:
+        raise ValueError(
+            f"{path}: {ext} files cannot hold 16 bits per channel; write .png or .tif, or use bit_depth=8"
+        )
+    arr = _to_array(tensor, bit_depth, path)
+    params: list[int] = []
+    if quality is not None:
+        if not 1 <= int(quality) <= 100:
+            raise ValueError(f"{path}: quality must lie in [1, 100], got {quality}")
+        if ext in (".jpg", ".jpeg"):
+            params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+        elif ext == ".webp":
+            params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
+    ok, buf = cv2.imencode(ext, arr, params)
+    if not ok:  # pragma: no cover - OpenCV codec failure
+        raise OSError(f"{path}: OpenCV could not encode the image as {ext}")
+    atomic_write_bytes(path, buf.tobytes())
+    return path
