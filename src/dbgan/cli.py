@@ -7,6 +7,7 @@ bad input (exit 2 for bad input/settings, 1 for a failed run, 130 for an abort).
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import shlex
 import sys
@@ -32,13 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("sharp_dir")
     s.add_argument("out_dir")
     s.add_argument("--aligned", action="store_true", help="write side-by-side A|B files (A=sharp, B=blurred)")
-    s.add_argument("--kernel-size", type=int, default=31)
-    s.add_argument("--intensity", type=_range, default=(0.0, 1.0), help="motion intensity or LOW,HIGH in [0,1]")
+    s.add_argument("--kernel-size", type=int, default=None, help="kernel size (default: synth.kernel_size, 31)")
+    s.add_argument("--intensity", type=_range, default=None,
+                   help="motion intensity or LOW,HIGH in [0,1] (default: synth.intensity, 0,1)")
     s.add_argument("--per-image", type=int, default=1, help="blurred versions per sharp image")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--save-kernels", action="store_true", help="also write the kernels as images")
     s.add_argument("--config", help="YAML config whose 'synth' section sets the degradation pipeline")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
+    s.add_argument("--max-pixels", type=int, default=None,
+                   help="decompression-bomb limit in pixels (raise it for huge scans; 0 = no limit)")
 
     t = sub.add_parser("train", help="train a scheme from a YAML config into runs/<name>/")
     t.add_argument("config")
@@ -99,8 +103,11 @@ def _run(args: argparse.Namespace) -> int:
             args.sharp_dir, args.out_dir, aligned=args.aligned, kernel_size=args.kernel_size,
             intensity=args.intensity, per_image=args.per_image, seed=args.seed,
             save_kernels=args.save_kernels, synth=synth_cfg, skip_bad=args.skip_bad,
+            max_pixels=args.max_pixels,
         )
         print(res.summary() if hasattr(res, "summary") else res)
+        for path, reason in getattr(res, "skipped", []):
+            print(f"unreadable, skipped: {path}: {reason}", file=sys.stderr)
         return 0
 
     if args.command == "train":
@@ -110,6 +117,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         command = "dbgan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         res = train(cfg, command=command, resume=args.resume)
+        for path, reason in res.skipped:
+            print(f"unreadable, skipped (data.skip_bad): {path}: {reason}", file=sys.stderr)
         if res.status == "failed":
             print(f"dbgan train: {res.message}", file=sys.stderr)
             return 1
@@ -179,6 +188,20 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The one-line reason of an error. An error raised in a DataLoader worker arrives as
+    "Caught X in DataLoader worker process N. Original Traceback ...": take the original
+    message (which names the file) from its last line."""
+    text = str(exc)
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Caught ") and "Original Traceback" in text:
+        _, sep, msg = lines[-1].partition(": ")
+        return msg.strip() if sep else lines[-1].strip()
+    return lines[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -190,11 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except known as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"dbgan {args.command}: error: {msg}", file=sys.stderr)
+        print(f"dbgan {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permissions: the write was atomic, nothing half-written
-        print(f"dbgan {args.command}: error: {exc}", file=sys.stderr)
+        hint = ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = (
+                "; files already written are intact (every write is atomic): free some space and "
+                "run the same command again" + (" to resume from the last saved state" if args.command == "train" else "")
+            )
+        print(f"dbgan {args.command}: error: {_one_line(exc)}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"dbgan {args.command}: aborted", file=sys.stderr)

@@ -35,7 +35,7 @@ from dbgan.config import SynthConfig, load_config
 
 log = logging.getLogger(__name__)
 
-TRAIN_PHOTOS = ("astronaut", "rocket", "motorcycle_left", "ihc", "hubble_deep_field", "coffee")
+TRAIN_PHOTOS = ("astronaut", "rocket", "motorcycle_left", "immunohistochemistry", "hubble_deep_field", "coffee")
 HELDOUT_PHOTOS = ("chelsea", "motorcycle_right")
 
 #: The stand-in "real" camera: blur in linear light, clipped highlights, noise, JPEG.
@@ -66,7 +66,11 @@ def realblur_samples_dir() -> Path | None:
 def _photo(name: str) -> torch.Tensor:
     from skimage import data as skd
 
-    img = getattr(skd, name)()
+    if name.startswith("motorcycle_"):  # the stereo pair ships as one call
+        left, right, _ = skd.stereo_motorcycle()
+        img = left if name.endswith("left") else right
+    else:
+        img = getattr(skd, name)()
     if img.ndim == 2:
         img = np.stack([img] * 3, -1)
     return torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1).float() / 255.0
@@ -236,14 +240,14 @@ def write_report(out: Path, dirs, deblurred: Path, report: dict, run_dir: Path, 
     parts.append("<table><tr><th>image</th><th>PSNR input</th><th>PSNR output</th><th>SSIM input</th><th>SSIM output</th></tr>")
     for row in report.get("images", []):
         parts.append(
-            f"<tr><td>{html.escape(row['name'])}</td><td>{row['psnr_input']:.2f}</td><td>{row['psnr_output']:.2f}</td>"
-            f"<td>{row['ssim_input']:.4f}</td><td>{row['ssim_output']:.4f}</td></tr>"
+            f"<tr><td>{html.escape(row['name'])}</td><td>{row['psnr_in']:.2f}</td><td>{row['psnr_out']:.2f}</td>"
+            f"<td>{row['ssim_in']:.4f}</td><td>{row['ssim_out']:.4f}</td></tr>"
         )
     mean = report.get("mean", {})
     if mean:
         parts.append(
-            f"<tr><th>mean</th><th>{mean['psnr_input']:.2f}</th><th>{mean['psnr_output']:.2f}</th>"
-            f"<th>{mean['ssim_input']:.4f}</th><th>{mean['ssim_output']:.4f}</th></tr>"
+            f"<tr><th>mean</th><th>{mean['psnr_in']:.2f}</th><th>{mean['psnr_out']:.2f}</th>"
+            f"<th>{mean['ssim_in']:.4f}</th><th>{mean['ssim_out']:.4f}</th></tr>"
         )
     parts.append("</table>")
     curves = plot_losses(run_dir / "losses.csv", figs / "losses.png")
@@ -261,8 +265,8 @@ def write_report(out: Path, dirs, deblurred: Path, report: dict, run_dir: Path, 
                      "no-reference sharpness (mean gradient energy) before and after.</p><table>"
                      "<tr><th>photo</th><th>sharpness before</th><th>after</th></tr>")
         for row in real_rows:
-            parts.append(f"<tr><td>{html.escape(str(row.get('name')))}</td><td>{row.get('sharpness_input', 0):.4g}</td>"
-                         f"<td>{row.get('sharpness_output', 0):.4g}</td></tr>")
+            parts.append(f"<tr><td>{html.escape(str(row.get('name')))}</td><td>{row.get('sharpness_in', 0):.4g}</td>"
+                         f"<td>{row.get('sharpness_out', 0):.4g}</td></tr>")
         parts.append("</table>")
     parts.append(
         "<h2>Do the same on your own data</h2><pre>"
