@@ -147,7 +147,8 @@ def plot_losses(csv_path: Path, out_png: Path) -> Path | None:
         ax.set_title(stage)
         ax.set_xlabel("iteration")
         ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=90)
