@@ -265,8 +265,10 @@ def test_skip_bad_truncated_at_load_time(tmp_path, astronaut):
     folder = tmp_path / "real"
     for i in range(3):
         write_image(folder / f"im{i}.png", _to_tensor(np.roll(astronaut, 9 * i, axis=0)[:64, :64]))
-    data = (folder / "im1.png").read_bytes()
-    (folder / "im1.png").write_bytes(data[: len(data) // 2])
+    data = bytearray((folder / "im1.png").read_bytes())
+    mid = len(data) // 2  # damage inside the file: the header and the end still look fine
+    data[mid : mid + 50] = bytes(b ^ 0xFF for b in data[mid : mid + 50])
+    (folder / "im1.png").write_bytes(bytes(data))
     ds = UnpairedDataset(folder, _cfg(skip_bad=True), seed=0)
     items = [ds[d] for d in range(6)]
     assert all(it["name"] != "im1.png" for it in items)

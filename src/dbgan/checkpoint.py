@@ -190,13 +190,26 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path}: not a readable safetensors checkpoint ({exc}); "
             "it may be truncated or in another format (dbgan never loads pickled .pth models)"
         ) from None
-    raw_meta = (header.get("__metadata__") or {}).get("dbgan")
+    raw_meta = (header.get("__metadata__") or {}).get("dbgan") if isinstance(header, dict) else None
+    where = "its header"
     if raw_meta is None:
         sidecar = path.with_suffix(".json")
         if not sidecar.is_file():
-            raise CheckpointError(f"{path}: safetensors file without dbgan metadata")
-        raw_meta = sidecar.read_text()
-    meta = json.loads(raw_meta)
+            raise CheckpointError(
+                f"{path}: safetensors file without dbgan metadata (not written by dbgan, and no "
+                f"{sidecar.name} beside it)"
+            )
+        where = str(sidecar)
+        try:
+            raw_meta = sidecar.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path}: cannot read its metadata {sidecar} ({exc})") from None
+    try:
+        meta = json.loads(raw_meta)
+    except ValueError as exc:
+        meta = exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the dbgan metadata in {where} is damaged ({meta})")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
     return Checkpoint(path=path, tensors=tensors, meta=meta)

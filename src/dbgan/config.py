@@ -340,9 +340,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     for text in overrides:
         path, value = parse_override(text)
         node = out
-        for part in path[:-1]:
+        for i, part in enumerate(path[:-1]):
             nxt = node.get(part)
-            if not isinstance(nxt, dict):
+            if nxt is not None and not isinstance(nxt, dict):
+                # do not silently replace a wrongly written section by the override
+                where = ".".join(path[: i + 1])
+                raise ConfigError(f"'{where}' must be a mapping, got {nxt!r} (while applying override '{text}')")
+            if nxt is None:
                 nxt = {}
                 node[part] = nxt
             node = nxt

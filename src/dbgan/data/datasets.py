@@ -45,9 +45,11 @@ worker and dataset.
 
 Bad files
 ---------
-At construction every file's header is read (cheap, with Pillow) to report
-layout errors up front: a pair of different sizes, an odd-width ``A|B`` file,
-an image smaller than the crop (``preprocess: crop``). With ``data.skip_bad``
+At construction every file's header is read (cheap, with Pillow), and for PNG
+and JPEG its last bytes (a truncated file is then fully decoded), to report
+damaged files and layout errors up front: a pair of different sizes, an
+odd-width ``A|B`` file, an image smaller than the crop (``preprocess: crop``).
+With ``data.skip_bad``
 unreadable files are skipped and listed in ``dataset.skipped`` as
 ``(path, reason)``; without it the :class:`dbgan.io.ImageReadError` naming
 the file is raised at construction (a file whose header Pillow cannot read is
@@ -137,6 +139,30 @@ def _probe(path: Path) -> Optional[Size]:
     return int(h), int(w)
 
 
+def _looks_complete(path: Path) -> bool:
+    """Cheap test (two small reads) that a PNG or JPEG file was not cut short.
+
+    A truncated file keeps a valid header, so the header probe alone would let it through
+    and training would stop on it hours later. PNG files end with an ``IEND`` chunk and
+    JPEG files with an end-of-image marker (``FF D9``), possibly followed by a little
+    trailing data; when the tail lacks them the file is fully decoded to decide (the
+    decoder raises :class:`dbgan.io.ImageReadError` naming the file if it is damaged).
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - 4096))
+            tail = fh.read()
+    except OSError:
+        return False
+    if head.startswith(b"\x89PNG"):
+        return b"IEND" in tail
+    if head.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" in tail
+    return True
+
+
 def _salt(tag: str) -> int:
     return zlib.crc32(tag.encode())
 
@@ -209,11 +235,12 @@ class _DrawIndexedDataset(Dataset):
         return read_image(path, channels=self.cfg.channels, max_pixels=self.cfg.max_image_pixels)
 
     def _probe_or_read(self, path: Path) -> Optional[Size]:
-        """Header size; a full decode when the header is unreadable or too big (the decoder then
-        raises :class:`ImageReadError` naming the file), and for validation with ``skip_bad``."""
+        """Header size; a full decode when the header is unreadable or too big, when the file
+        looks cut short (the decoder then raises :class:`ImageReadError` naming the file), and
+        for validation with ``skip_bad``."""
         size = _probe(path)
         too_big = size is not None and size[0] * size[1] > self.cfg.max_image_pixels
-        if size is None or too_big or (self.cfg.skip_bad and not self.train):
+        if size is None or too_big or not _looks_complete(path) or (self.cfg.skip_bad and not self.train):
             img = self._read(path)  # raises ImageReadError naming the file
             size = (int(img.shape[-2]), int(img.shape[-1]))
         return size

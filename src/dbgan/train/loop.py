@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from dbgan.checkpoint import (
     CheckpointError,
     atomic_torch_save,
+    atomic_write_bytes,
     load_checkpoint,
     safe_torch_load,
     save_checkpoint,
@@ -71,6 +72,7 @@ class TrainResult:
     iters: dict[str, int] = field(default_factory=dict)
     bad_steps: int = 0
     ranks_consistent: bool | None = None  # under torchrun: all ranks ended with identical weights
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files (data.skip_bad)
 
 
 # --------------------------------------------------------------------------- environment
@@ -215,18 +217,31 @@ def stage_dataset(cfg: Config, stage: str) -> Dataset:
     return CombinedDataset(parts)
 
 
+def _worker_ignores_sigint(worker_id: int) -> None:
+    """DataLoader worker init: leave Ctrl-C to the main process, which saves and then stops the
+    workers (a worker that died of SIGINT would turn a clean interrupt into a crash)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def batches(ds: Dataset, cfg: Config, stage_cfg: StageConfig, start_iter: int, info: DistInfo) -> Iterator[dict]:
     """Endless batches starting at iteration ``start_iter`` (exact resume: nothing else to restore)."""
     from dbgan.data import check_batchable, collate
 
     for part, _ in getattr(ds, "parts", [(ds, ())]):
         check_batchable(part, stage_cfg.batch_size)
+    # The loader draws a base seed for its workers when an iterator is made; from its own
+    # generator, not the global RNG: resuming makes the iterator at another point of the run,
+    # and a draw from the global stream would shift the generators' noise (no exact resume).
+    # Items do not depend on it: each is a pure function of (seed, draw).
+    loader_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + start_iter * 131 + info.rank)
     loader = DataLoader(
         ds,
         batch_size=stage_cfg.batch_size,
+        generator=loader_rng,
         sampler=DrawSampler(start_iter, stage_cfg.batch_size, info.rank, info.world),
         num_workers=cfg.data.num_workers,
         collate_fn=collate,
+        worker_init_fn=_worker_ignores_sigint if cfg.data.num_workers > 0 else None,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
@@ -329,6 +344,22 @@ class RunDir:
             return state
         return None
 
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temporary files left by writes that a kill interrupted (``.NAME.*.tmp``).
+
+        They were never renamed into place, so nothing refers to them; they only take space.
+        """
+        removed = []
+        for folder in (self.root, self.ckpt, self.state):
+            if folder.is_dir():
+                for p in folder.glob(".*.tmp"):
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                        removed.append(p)
+        if removed:
+            log.info("removed %d temporary files of interrupted writes in %s", len(removed), self.root)
+        return removed
+
     def link_latest(self, name: str) -> None:
         for ext in (".safetensors", ".json"):
             src = self.ckpt / f"{name}{ext}"
@@ -337,8 +368,9 @@ class RunDir:
                 tmp.unlink()
             try:
                 os.link(src, tmp)
-            except OSError:
-                tmp.write_bytes(src.read_bytes())
+            except OSError:  # no hard links on this file system: an atomic copy instead
+                atomic_write_bytes(self.ckpt / f"latest{ext}", src.read_bytes())
+                continue
             os.replace(tmp, self.ckpt / f"latest{ext}")
 
     def prune(self, stage: str, keep: int, final_iters: int) -> None:
@@ -472,6 +504,20 @@ def train(
     # ---- build everything before writing (bad settings fail early)
     nets, specs = build_nets(cfg, device)
     autocast, scaler = autocast_factory(cfg.train.amp, device)
+    start_stage = plan.index(state["stage"]) if state is not None else 0
+    # every stage's data is read (headers) and checked now: a missing folder, an image smaller
+    # than the crop or a bad file of the last stage must not surface after hours of the first
+    datasets = _stage_datasets(cfg, plan, start_stage)
+    val_ds = None
+    if cfg.data.val_dir:
+        from dbgan.data import make_val_dataset
+
+        val_ds = make_val_dataset(cfg.data, cfg.seed)
+    # the lists of skipped unreadable files (data.skip_bad), not the datasets: their caches
+    # are freed when their stage ends
+    skipped_lists = [part.skipped for ds in datasets.values() for part, _ in ds.parts if hasattr(part, "skipped")]
+    if val_ds is not None:
+        skipped_lists.append(val_ds.skipped)
     if info.enabled:
         for net in nets.values():
             for t in list(net.parameters()) + list(net.buffers()):
@@ -479,19 +525,15 @@ def train(
     monitor = Monitor(run.root, enabled=info.main, tensorboard=cfg.train.tensorboard)
     if info.main:
         run.root.mkdir(parents=True, exist_ok=True)
+        run.remove_stale_temp_files()
         save_config(cfg, run.root / "config.yaml", command)
-    val_ds = None
-    if cfg.data.val_dir:
-        from dbgan.data import make_val_dataset
 
-        val_ds = make_val_dataset(cfg.data, cfg.seed)
-
-    start_stage = 0
     start_iter = 0
     if state is not None:
-        start_stage = plan.index(state["stage"])
         start_iter = int(state["iter"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         log.info("resuming %s at %s iteration %d", run.root, state["stage"], start_iter)
     else:
         torch.manual_seed(cfg.seed + 104729 * info.rank)
@@ -505,6 +547,7 @@ def train(
                 continue
             stage = make_stage(name, cfg, nets, device)
             stage.autocast, stage.scaler, stage.grad_sync = autocast, scaler, make_grad_sync(info)
+            _build_loss_networks(stage, cfg, device)
             it0 = 0
             if state is not None and si == start_stage:
                 ckpt = load_checkpoint(run.ckpt / f"{run.name(name, start_iter)}.safetensors")
@@ -512,7 +555,10 @@ def train(
                 stage.load_state_dict(state["stage_state"])
                 it0 = start_iter
                 last_ckpt = ckpt.path
-                monitor.truncate(name, it0)
+                try:
+                    monitor.truncate(name, it0)
+                except (ValueError, TypeError, KeyError) as exc:  # a log line cut short by a kill
+                    log.warning("%s is damaged (%s); its rows are kept as they are", monitor.csv_path, exc)
             elif scfg.init_from:
                 ckpt = load_checkpoint(scfg.init_from)
                 stage.load_networks(ckpt)
@@ -525,19 +571,76 @@ def train(
                 continue
             stop = stop_at[1] if stop_at is not None and stop_at[0] == name else None
             outcome = _run_stage(
-                name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, specs, interrupt, result, stop
+                name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, specs, interrupt, result, stop,
+                ds=datasets.pop(name, None), last_good=last_ckpt,
             )
             last_ckpt = outcome or last_ckpt
             result.checkpoint = last_ckpt
             if result.status != "done":
                 break
     monitor.close()
+    seen: dict[str, str] = {}
+    for skipped in skipped_lists:  # at construction, or (without workers) when drawn
+        for path, why in skipped:
+            seen.setdefault(str(path), why)
+    result.skipped = [(Path(p), why) for p, why in sorted(seen.items())]
     if info.enabled:
         result.ranks_consistent = _ranks_consistent(nets)
         dist.barrier()
     if result.checkpoint is None:
         result.checkpoint = last_ckpt
     return result
+
+
+def _stage_datasets(cfg: Config, plan: tuple[str, ...], start_stage: int) -> dict[str, Dataset]:
+    """The training data of every stage still to run, built and checked up front."""
+    from dbgan.data import check_batchable
+
+    out: dict[str, Dataset] = {}
+    for si, name in enumerate(plan):
+        scfg = stage_cfg(cfg, name)
+        if si < start_stage or scfg.skip or scfg.iters == 0:
+            continue
+        ds = stage_dataset(cfg, name)
+        for part, _ in getattr(ds, "parts", [(ds, ())]):
+            check_batchable(part, scfg.batch_size)
+        out[name] = ds
+    return out
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _build_loss_networks(stage: S.Stage, cfg: Config, device: torch.device) -> None:
+    """Build the perceptual loss's VGG now, outside the training RNG stream.
+
+    Built lazily at the first step, its initialisation would draw from the global RNG at the
+    first step *after a resume* too, so a resumed run would draw different noise than an
+    uninterrupted one. Random weights (tests) are seeded from ``cfg.seed``.
+    """
+    subs = [stage] + [s for s in (getattr(stage, "bgan", None), getattr(stage, "dbgan", None)) if isinstance(s, S.Stage)]
+    for sub in subs:
+        if sub.scfg.w_perceptual > 0:
+            with torch.random.fork_rng(devices=_rng_devices(device)):
+                torch.manual_seed(cfg.seed)
+                sub.perceptual  # noqa: B018 - the property builds and caches the module
+
+
+class _NonFiniteWeights(RuntimeError):
+    """A network holds NaN/inf weights: they must not overwrite the last good checkpoint."""
+
+
+def _finite_weights(stage: S.Stage) -> str | None:
+    """The first network role holding a non-finite floating-point tensor, or None."""
+    for role, net in stage.networks().items():
+        tensors = net.state_dict() if isinstance(net, nn.Module) else net
+        for key, t in tensors.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return f"{role}.{key}"
+    return None
 
 
 def _ranks_consistent(nets: dict[str, nn.Module]) -> bool:
@@ -549,10 +652,13 @@ def _ranks_consistent(nets: dict[str, nn.Module]) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
-def _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, specs, interrupt, result, stop) -> Path | None:
+def _run_stage(
+    name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, specs, interrupt, result, stop,
+    ds: Dataset | None = None, last_good: Path | None = None,
+) -> Path | None:
     from tqdm import tqdm
 
-    ds = stage_dataset(cfg, name)
+    ds = ds if ds is not None else stage_dataset(cfg, name)
     data = batches(ds, cfg, scfg, it0, info)
     bar = tqdm(
         total=scfg.iters, initial=it0, desc=name, disable=not (cfg.train.progress and info.main),
@@ -561,12 +667,18 @@ def _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, 
     bad_in_row = 0
     recent: dict[str, list[float]] = {}
     saved: Path | None = None
+    saved_at = -1
     batch = None
     recent_means: dict[str, float] = {}
 
     def save(it: int) -> Path:
+        nonlocal saved_at
+        bad = _finite_weights(stage)  # same answer on every rank: the weights are identical
+        if bad is not None:
+            raise _NonFiniteWeights(bad, it)
         ckpt_name = run.name(name, it)
         path = run.ckpt / f"{ckpt_name}.safetensors"
+        saved_at = it
         if info.main:
             meta = {
                 "stage": name, "iter": it, "scheme": cfg.scheme, "config_hash": cfg.hash(),
@@ -578,6 +690,7 @@ def _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, 
                 {
                     "stage": name, "iter": it, "config_hash": cfg.hash(),
                     "stage_state": stage.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 },
             )
             run.link_latest(ckpt_name)
@@ -585,6 +698,17 @@ def _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, 
         if info.enabled:
             dist.barrier()
         return path
+
+    def fail(what: str, it: int) -> Path | None:
+        good = saved or last_good
+        result.status = "failed"
+        result.message = (
+            f"{what} (stage {name}, iteration {it}); stopped. Last good checkpoint: "
+            f"{good or 'none (no checkpoint saved yet)'}. Lower the learning rate, enable grad_clip "
+            "or check the data, then run again with --resume to continue from it."
+        )
+        result.iters[name] = it
+        return saved
 
     it = it0
     try:
@@ -595,15 +719,8 @@ def _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, 
                 bad_in_row += 1
                 result.bad_steps += 1
                 log.warning("%s iteration %d: non-finite loss, step skipped (%d in a row)", name, it, bad_in_row)
-                if bad_in_row > cfg.train.max_bad_steps:
-                    result.status = "failed"
-                    result.message = (
-                        f"{bad_in_row} non-finite losses in a row in stage {name} at iteration {it}; "
-                        f"stopped. Last good checkpoint: {saved or 'none (no checkpoint saved yet)'}. "
-                        "Lower the learning rate, enable grad_clip or check the data."
-                    )
-                    result.iters[name] = it
-                    return saved
+                if bad_in_row >= max(1, cfg.train.max_bad_steps):
+                    return fail(f"{bad_in_row} non-finite losses in a row", it)
             else:
                 bad_in_row = 0
             for k, v in values.items():
@@ -623,16 +740,22 @@ def _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, 
             if cfg.train.save_every and done % cfg.train.save_every == 0 and done < scfg.iters:
                 saved = save(done)
             if interrupt.requested or (stop is not None and done >= stop and done < scfg.iters):
-                saved = save(done)
+                if saved_at != done:
+                    saved = save(done)
                 result.status = "interrupted"
                 result.message = (
-                    f"stopped at {name} iteration {done}; resume state saved. Run the same command to continue."
+                    f"stopped at {name} iteration {done}; resume state saved ({saved}). "
+                    "Run the same command to continue."
                 )
                 result.iters[name] = done
                 return saved
+        it = scfg.iters
+        saved = save(scfg.iters)
+    except _NonFiniteWeights as exc:
+        bad, at = exc.args
+        return fail(f"non-finite weights in {bad}, not saved", at)
     finally:
         bar.close()
-    saved = save(scfg.iters)
     if batch is not None:
         if recent:
             recent_means = {k: sum(v) / len(v) for k, v in recent.items()}
@@ -644,7 +767,10 @@ def _run_stage(name, stage, scfg, cfg, it0, run, monitor, val_ds, device, info, 
 def _validate(stage, val_ds, batch, device, recent, monitor, name, it) -> None:
     if not monitor.enabled:
         return
-    res = validate(stage, val_ds, batch, device, recent)
+    # validation draws noise (blur generators) from the global RNG: keep it out of the training
+    # stream, so a run resumed from a state saved before a validation continues bit-identically
+    with torch.random.fork_rng(devices=_rng_devices(device)):
+        res = validate(stage, val_ds, batch, device, recent)
     monitor.samples(name, it, res["images"], res["metrics"])
     numeric = {f"val_{k}": float(v) for k, v in res["metrics"].items() if isinstance(v, (int, float))}
     if numeric:

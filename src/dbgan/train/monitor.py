@@ -109,7 +109,7 @@ class Monitor:
         if not self.enabled or not self.csv_path.is_file():
             return
         with self.csv_path.open() as fh:
-            rows = list(csv.DictReader(fh))
+            rows = [r for r in csv.DictReader(fh) if _well_formed(r)]  # a kill can cut the last row
         keep = [r for r in rows if not (r["stage"] == stage and int(r["iter"]) >= start_iter)]
         text = "stage,iter,key,value\n" + "".join(f"{r['stage']},{r['iter']},{r['key']},{r['value']}\n" for r in keep)
         atomic_write_text(self.csv_path, text)
@@ -119,9 +119,12 @@ class Monitor:
             return
         new = not self.csv_path.is_file()
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        cut = not new and _ends_without_newline(self.csv_path)
         with self.csv_path.open("a") as fh:
             if new:
                 fh.write("stage,iter,key,value\n")
+            elif cut:  # a previous append was cut short: do not glue onto that partial row
+                fh.write("\n")
             for key, value in values.items():
                 fh.write(f"{stage},{it},{key},{value:.6g}\n")
         if self.writer is not None:
@@ -154,6 +157,24 @@ class Monitor:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _well_formed(row: dict[str, Any]) -> bool:
+    try:
+        int(row["iter"])
+        float(row["value"])
+    except (TypeError, ValueError, KeyError):
+        return False
+    return bool(row.get("stage")) and bool(row.get("key"))
+
+
+def _ends_without_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() == 0:
+            return False
+        fh.seek(-1, 2)
+        return fh.read(1) != b"\n"
 
 
 def render_index(run_name: str, entries: list[dict[str, Any]]) -> str:
