@@ -1,0 +1,338 @@
+"""Evaluate a deblurrer: PSNR/SSIM on held-out pairs, no-reference sharpness on real photos.
+
+:func:`evaluate` (``dbgan eval CHECKPOINT --pairs DIR``) deblurs every blurred
+image of a pair folder at full size and reports, per image and on average, PSNR
+and SSIM of the *input* against the sharp image and of the *output* against it,
+and the gain. :func:`evaluate_unpaired` (``--unpaired DIR``) reports the
+no-reference :func:`dbgan.metrics.sharpness` of real blurred photos before and
+after deblurring.
+
+Pair folders (the layout is detected by the presence of ``sharp/`` and ``blur/``):
+
+* ``DIR/sharp/`` + ``DIR/blur/``: matched by file name (or, failing that, by
+  name without extension); unmatched files are listed in the report;
+* otherwise ``DIR/*`` side-by-side ``A|B`` files: A (left half) sharp, B (right
+  half) blurred.
+
+The output is rounded to the input's bit depth before it is measured, so the
+figures are those of the image ``dbgan deblur`` writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+from torch import Tensor
+
+from dbgan import metrics
+from dbgan.checkpoint import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+#: Columns of the per-image CSV of :func:`evaluate`.
+PAIRED_COLUMNS = ["name", "width", "height", "channels", "psnr_in", "ssim_in", "psnr_out", "ssim_out", "psnr_gain", "ssim_gain", "colour_bias_out"]
+#: Columns of the per-image CSV of :func:`evaluate_unpaired`.
+UNPAIRED_COLUMNS = ["name", "width", "height", "channels", "sharpness_in", "sharpness_out", "sharpness_ratio", "laplacian_in", "laplacian_out"]
+
+
+def _deblurrer(checkpoint: Any, device: str, tile: Optional[int], dtype: str):
+    from dbgan.infer import Deblurrer
+
+    if isinstance(checkpoint, Deblurrer):
+        return checkpoint
+    return Deblurrer.from_checkpoint(checkpoint, device=device, tile=tile, dtype=dtype)
+
+
+def quantise(img: Tensor, bit_depth: int) -> Tensor:
+    """Round ``[0, 1]`` values to the levels of an 8- or 16-bit file (as :func:`dbgan.io.write_image` does)."""
+    if bit_depth not in (8, 16):
+        return img.clamp(0.0, 1.0)
+    levels = 255.0 if bit_depth == 8 else 65535.0
+    return img.clamp(0.0, 1.0).mul(levels).round().div(levels)
+
+
+def find_pairs(pairs_dir: PathLike) -> tuple[str, list[tuple[str, Optional[Path], Path]], list[str]]:
+    """``(layout, [(name, sharp file or None, blurred file)], unmatched names)`` of a pair folder.
+
+    ``layout`` is ``"paired"`` (``sharp/`` + ``blur/``; sharp file given) or
+    ``"aligned"`` (A|B files; sharp is None, the file holds both).
+    """
+    from dbgan.io import ImageReadError, list_images
+
+    root = Path(pairs_dir)
+    if not root.is_dir():
+        raise ImageReadError(f"{root}: pairs folder does not exist")
+    sharp_dir, blur_dir = root / "sharp", root / "blur"
+    if sharp_dir.is_dir() or blur_dir.is_dir():
+        if not (sharp_dir.is_dir() and blur_dir.is_dir()):
+            raise ImageReadError(f"{root}: has only one of sharp/ and blur/; a paired folder needs both")
+        sharp = list_images(sharp_dir)
+        blur = list_images(blur_dir)
+        by_name = {p.name: p for p in sharp}
+        by_stem: dict[str, list[Path]] = {}
+        for p in sharp:
+            by_stem.setdefault(p.stem, []).append(p)
+        pairs, unmatched, used = [], [], set()
+        for b in blur:
+            s = by_name.get(b.name)
+            if s is None and len(by_stem.get(b.stem, [])) == 1:
+                s = by_stem[b.stem][0]
+            if s is None:
+                unmatched.append(f"blur/{b.name}")
+                continue
+            used.add(s)
+            pairs.append((b.name, s, b))
+        unmatched += [f"sharp/{p.name}" for p in sharp if p not in used]
+        if unmatched:
+            log.warning("%s: %d file(s) without a partner: %s", root, len(unmatched), ", ".join(unmatched[:5]))
+        if not pairs:
+            raise ImageReadError(f"{root}: no file name appears in both sharp/ and blur/")
+        return "paired", pairs, unmatched
+    files = list_images(root)
+    return "aligned", [(p.name, None, p) for p in files], []
+
+
+def _load_pair(sharp_path: Optional[Path], blur_path: Path, channels: Optional[int]) -> tuple[Tensor, Tensor, int]:
+    from dbgan.io import ImageReadError, read_image_with_info
+
+    if sharp_path is None:
+        ab, info = read_image_with_info(blur_path, channels=channels)
+        w = ab.shape[-1]
+        if w < 2:
+            raise ImageReadError(f"{blur_path}: too narrow to be a side-by-side A|B image")
+        half = w // 2
+        if w % 2:
+            log.warning("%s: odd width %d; using the left and right %d columns as A and B", blur_path, w, half)
+        return ab[:, :, :half].contiguous(), ab[:, :, w - half :].contiguous(), info.bit_depth
+    blur, info = read_image_with_info(blur_path, channels=channels)
+    sharp, _ = read_image_with_info(sharp_path, channels=blur.shape[0])
+    if sharp.shape != blur.shape:
+        raise ImageReadError(
+            f"{blur_path}: size {blur.shape[2]}x{blur.shape[1]} differs from its sharp image "
+            f"{sharp_path} ({sharp.shape[2]}x{sharp.shape[1]})"
+        )
+    return sharp, blur, info.bit_depth
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def evaluate(
+    checkpoint: Any,
+    pairs_dir: PathLike,
+    out: Optional[PathLike] = None,
+    *,
+    device: str = "auto",
+    tile: Optional[int] = None,
+    channels: Optional[int] = None,
+    progress: bool = True,
+    dtype: str = "fp32",
+) -> dict[str, Any]:
+    """PSNR/SSIM of a deblurrer on held-out pairs (see the module docstring for layouts).
+
+    Args:
+        checkpoint: checkpoint path / run directory, or a :class:`dbgan.infer.Deblurrer`.
+        pairs_dir: ``DIR/sharp`` + ``DIR/blur``, or a folder of A|B files.
+        out: report ``.json`` to write (atomically), with a ``.csv`` of the same stem beside it.
+        device, tile, dtype: inference settings (see :class:`dbgan.infer.Deblurrer`).
+        channels: read images as 1 (grey) or 3 (RGB) channels; None keeps each
+            blurred file's own (the sharp image is converted to match).
+        progress: tqdm progress bar.
+
+    Returns:
+        ``{"kind": "paired", "layout", "pairs_dir", "checkpoint", "count", "images": [...],
+        "mean": {psnr_in, ssim_in, psnr_out, ssim_out, psnr_gain, ssim_gain, colour_bias_out},
+        "unmatched": [...]}``; per image the columns of :data:`PAIRED_COLUMNS`.
+    """
+    from tqdm.auto import tqdm
+
+    layout, pairs, unmatched = find_pairs(pairs_dir)
+    runner = _deblurrer(checkpoint, device, tile, dtype)
+    rows: list[dict[str, Any]] = []
+    for name, sharp_path, blur_path in tqdm(pairs, desc="eval", unit="img", disable=not progress or len(pairs) < 2):
+        sharp, blur, bit_depth = _load_pair(sharp_path, blur_path, channels)
+        restored = quantise(runner(blur), bit_depth)
+        row = {
+            "name": name,
+            "width": int(blur.shape[2]),
+            "height": int(blur.shape[1]),
+            "channels": int(blur.shape[0]),
+            "psnr_in": metrics.psnr(blur, sharp),
+            "ssim_in": metrics.ssim(blur, sharp),
+            "psnr_out": metrics.psnr(restored, sharp),
+            "ssim_out": metrics.ssim(restored, sharp),
+            "colour_bias_out": [float(v) for v in metrics.colour_bias(restored, sharp)],
+        }
+        row["psnr_gain"] = row["psnr_out"] - row["psnr_in"]
+        row["ssim_gain"] = row["ssim_out"] - row["ssim_in"]
+        rows.append(row)
+        log.debug("%s: PSNR %.3f -> %.3f, SSIM %.4f -> %.4f", name, row["psnr_in"], row["psnr_out"], row["ssim_in"], row["ssim_out"])
+    mean = {k: _mean([r[k] for r in rows]) for k in ("psnr_in", "ssim_in", "psnr_out", "ssim_out", "psnr_gain", "ssim_gain")}
+    nch = {len(r["colour_bias_out"]) for r in rows}
+    mean["colour_bias_out"] = (
+        [float(v) for v in np.mean([r["colour_bias_out"] for r in rows], axis=0)] if len(nch) == 1 else None
+    )
+    report = {
+        "kind": "paired",
+        "layout": layout,
+        "pairs_dir": str(pairs_dir),
+        "checkpoint": _describe(checkpoint),
+        "count": len(rows),
+        "images": rows,
+        "mean": mean,
+        "unmatched": unmatched,
+    }
+    if out is not None:
+        write_report(report, out, PAIRED_COLUMNS)
+    return report
+
+
+def evaluate_unpaired(
+    checkpoint: Any,
+    folder: PathLike,
+    out: Optional[PathLike] = None,
+    *,
+    device: str = "auto",
+    tile: Optional[int] = None,
+    channels: Optional[int] = None,
+    progress: bool = True,
+    dtype: str = "fp32",
+) -> dict[str, Any]:
+    """No-reference sharpness of real blurred photos before and after deblurring.
+
+    Per image: :func:`dbgan.metrics.sharpness` (mean Sobel gradient energy of the
+    luma) of input and output and their ratio (> 1: sharper), and the variance of
+    the Laplacian of both; means over the folder. Arguments as :func:`evaluate`.
+    """
+    from tqdm.auto import tqdm
+
+    from dbgan.io import list_images, read_image_with_info
+
+    files = list_images(folder)
+    runner = _deblurrer(checkpoint, device, tile, dtype)
+    rows = []
+    for path in tqdm(files, desc="eval", unit="img", disable=not progress or len(files) < 2):
+        img, info = read_image_with_info(path, channels=channels)
+        restored = quantise(runner(img), info.bit_depth)
+        s_in, s_out = metrics.sharpness(img), metrics.sharpness(restored)
+        rows.append({
+            "name": path.name,
+            "width": int(img.shape[2]),
+            "height": int(img.shape[1]),
+            "channels": int(img.shape[0]),
+            "sharpness_in": s_in,
+            "sharpness_out": s_out,
+            "sharpness_ratio": s_out / s_in if s_in > 0 else float("inf"),
+            "laplacian_in": metrics.sharpness(img, "laplacian"),
+            "laplacian_out": metrics.sharpness(restored, "laplacian"),
+        })
+    mean = {k: _mean([r[k] for r in rows]) for k in UNPAIRED_COLUMNS[4:]}
+    report = {
+        "kind": "unpaired",
+        "folder": str(folder),
+        "checkpoint": _describe(checkpoint),
+        "count": len(rows),
+        "images": rows,
+        "mean": mean,
+    }
+    if out is not None:
+        write_report(report, out, UNPAIRED_COLUMNS)
+    return report
+
+
+def _describe(checkpoint: Any) -> str:
+    return str(checkpoint) if isinstance(checkpoint, (str, Path)) else type(checkpoint).__name__
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def write_report(report: dict[str, Any], out: PathLike, columns: list[str]) -> tuple[Path, Path]:
+    """Write ``report`` as JSON (non-finite numbers as ``"inf"`` / null) and a per-image CSV beside it.
+
+    The CSV (``out`` with suffix ``.csv``) has one row per image plus a ``mean``
+    row; list values (colour bias) are joined with spaces. Both writes are atomic.
+    """
+    out = Path(out)
+    json_text = json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n"
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+
+    def cell(v: Any) -> str:
+        if isinstance(v, (list, tuple)):
+            return " ".join(f"{x:.6g}" for x in v)
+        if isinstance(v, float):
+            return f"{v:.6f}" if math.isfinite(v) else str(v)
+        return "" if v is None else str(v)
+
+    for row in report["images"]:
+        writer.writerow([cell(row.get(c)) for c in columns])
+    writer.writerow([cell(report["mean"].get(c, "mean" if c == "name" else None)) for c in columns])
+    csv_path = out.with_suffix(".csv")
+    atomic_write_text(out, json_text)
+    atomic_write_text(csv_path, buf.getvalue())
+    log.info("wrote %s and %s", out, csv_path)
+    return out, csv_path
+
+
+def format_table(report: dict[str, Any], max_rows: int = 50) -> str:
+    """A plain-text table of a report from :func:`evaluate` or :func:`evaluate_unpaired` (for the CLI)."""
+
+    def f(v: Any, nd: int) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float) and math.isinf(v):
+            return "inf"
+        return f"{v:.{nd}f}"
+
+    rows = report["images"]
+    if report.get("kind") == "unpaired":
+        head = ["image", "sharp in", "sharp out", "ratio", "lapvar in", "lapvar out"]
+        body = [[r["name"], f(r["sharpness_in"], 4), f(r["sharpness_out"], 4), f(r["sharpness_ratio"], 3),
+                 f(r["laplacian_in"], 5), f(r["laplacian_out"], 5)] for r in rows[:max_rows]]
+        m = report["mean"]
+        foot = ["mean", f(m["sharpness_in"], 4), f(m["sharpness_out"], 4), f(m["sharpness_ratio"], 3),
+                f(m["laplacian_in"], 5), f(m["laplacian_out"], 5)]
+    else:
+        head = ["image", "PSNR in", "PSNR out", "gain", "SSIM in", "SSIM out", "gain"]
+        body = [[r["name"], f(r["psnr_in"], 2), f(r["psnr_out"], 2), f(r["psnr_gain"], 2),
+                 f(r["ssim_in"], 4), f(r["ssim_out"], 4), f(r["ssim_gain"], 4)] for r in rows[:max_rows]]
+        m = report["mean"]
+        foot = ["mean", f(m["psnr_in"], 2), f(m["psnr_out"], 2), f(m["psnr_gain"], 2),
+                f(m["ssim_in"], 4), f(m["ssim_out"], 4), f(m["ssim_gain"], 4)]
+    table = [head] + body + [foot]
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(head))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r))
+
+    sep = "  ".join("-" * w for w in widths)
+    out = [line(head), sep] + [line(r) for r in body]
+    if len(rows) > max_rows:
+        out.append(f"... {len(rows) - max_rows} more (see the report file)")
+    out += [sep, line(foot)]
+    if report.get("kind") != "unpaired":
+        bias = report["mean"].get("colour_bias_out")
+        if bias:
+            out.append("mean colour bias of outputs (output - sharp, per channel): " + " ".join(f"{b:+.4f}" for b in bias))
+        if report.get("unmatched"):
+            out.append(f"{len(report['unmatched'])} file(s) without a partner were skipped")
+    return "\n".join(out)
