@@ -127,3 +127,13 @@ def test_errors_are_one_line_and_name_the_problem(tmp_path, capsys):
     write_image(tmp_path / "in" / "a.png", torch.rand(3, 16, 16))
     assert main(["deblur", str(tmp_path / "missing.safetensors"), str(tmp_path / "in"), str(tmp_path / "o")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_deblur_max_pixels_is_configurable(trained, capsys):
+    src = trained["real"]
+    out = trained["root"] / "mp"
+    assert main(["deblur", str(trained["ckpt"]), str(src), str(out), "--max-pixels", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "max-pixels" in err or "max_image_pixels" in err
+    assert main(["deblur", str(trained["ckpt"]), str(src), str(out), "--max-pixels", "0"]) == 0
+    assert len(list(out.iterdir())) == len(list(src.iterdir()))

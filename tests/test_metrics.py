@@ -24,6 +24,15 @@ from dbgan.infer import Deblurrer  # noqa: E402
 from dbgan.io import write_image  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny nets gain nothing from threads, and on a shared CPU spinning worker threads cost a lot."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _pair(seed=0, c=3, h=48, w=64):
     g = torch.Generator().manual_seed(seed)
     a = torch.rand(c, h, w, generator=g)

@@ -101,11 +101,13 @@ def find_pairs(pairs_dir: PathLike) -> tuple[str, list[tuple[str, Optional[Path]
     return "aligned", [(p.name, None, p) for p in files], []
 
 
-def _load_pair(sharp_path: Optional[Path], blur_path: Path, channels: Optional[int]) -> tuple[Tensor, Tensor, int]:
+def _load_pair(
+    sharp_path: Optional[Path], blur_path: Path, channels: Optional[int], max_pixels: Optional[int] = None
+) -> tuple[Tensor, Tensor, int]:
     from dbgan.io import ImageReadError, read_image_with_info
 
     if sharp_path is None:
-        ab, info = read_image_with_info(blur_path, channels=channels)
+        ab, info = read_image_with_info(blur_path, channels=channels, max_pixels=max_pixels)
         w = ab.shape[-1]
         if w < 2:
             raise ImageReadError(f"{blur_path}: too narrow to be a side-by-side A|B image")
@@ -113,8 +115,8 @@ def _load_pair(sharp_path: Optional[Path], blur_path: Path, channels: Optional[i
         if w % 2:
             log.warning("%s: odd width %d; using the left and right %d columns as A and B", blur_path, w, half)
         return ab[:, :, :half].contiguous(), ab[:, :, w - half :].contiguous(), info.bit_depth
-    blur, info = read_image_with_info(blur_path, channels=channels)
-    sharp, _ = read_image_with_info(sharp_path, channels=blur.shape[0])
+    blur, info = read_image_with_info(blur_path, channels=channels, max_pixels=max_pixels)
+    sharp, _ = read_image_with_info(sharp_path, channels=blur.shape[0], max_pixels=max_pixels)
     if sharp.shape != blur.shape:
         raise ImageReadError(
             f"{blur_path}: size {blur.shape[2]}x{blur.shape[1]} differs from its sharp image "
@@ -137,6 +139,7 @@ def evaluate(
     channels: Optional[int] = None,
     progress: bool = True,
     dtype: str = "fp32",
+    max_pixels: Optional[int] = None,
 ) -> dict[str, Any]:
     """PSNR/SSIM of a deblurrer on held-out pairs (see the module docstring for layouts).
 
@@ -160,7 +163,7 @@ def evaluate(
     runner = _deblurrer(checkpoint, device, tile, dtype)
     rows: list[dict[str, Any]] = []
     for name, sharp_path, blur_path in tqdm(pairs, desc="eval", unit="img", disable=not progress or len(pairs) < 2):
-        sharp, blur, bit_depth = _load_pair(sharp_path, blur_path, channels)
+        sharp, blur, bit_depth = _load_pair(sharp_path, blur_path, channels, max_pixels)
         restored = quantise(runner(blur), bit_depth)
         row = {
             "name": name,
@@ -207,6 +210,7 @@ def evaluate_unpaired(
     channels: Optional[int] = None,
     progress: bool = True,
     dtype: str = "fp32",
+    max_pixels: Optional[int] = None,
 ) -> dict[str, Any]:
     """No-reference sharpness of real blurred photos before and after deblurring.
 
@@ -222,7 +226,7 @@ def evaluate_unpaired(
     runner = _deblurrer(checkpoint, device, tile, dtype)
     rows = []
     for path in tqdm(files, desc="eval", unit="img", disable=not progress or len(files) < 2):
-        img, info = read_image_with_info(path, channels=channels)
+        img, info = read_image_with_info(path, channels=channels, max_pixels=max_pixels)
         restored = quantise(runner(img), info.bit_depth)
         s_in, s_out = metrics.sharpness(img), metrics.sharpness(restored)
         rows.append({

@@ -881,6 +881,7 @@ def run_folder(
     progress: bool = True,
     dtype: DType = "fp32",
     memory_budget_mb: Optional[float] = None,
+    max_pixels: Optional[int] = None,
 ) -> RunResult:
     """Deblur (or blur) an image file or a folder of images into OUTPUT.
 
@@ -900,6 +901,8 @@ def run_folder(
         skip_bad: list unreadable inputs in ``bad`` and go on; otherwise the first
             :class:`dbgan.io.ImageReadError` (naming the file) propagates.
         progress: tqdm progress bar over the files.
+        max_pixels: decompression-bomb limit per input image (None: the default
+            ``dbgan.io.DEFAULT_MAX_PIXELS``; 0: no limit), for huge scans.
 
     Output files keep the input's channels (grey stays grey) and bit depth (16-bit
     PNG/TIFF in gives 16-bit out where the output format allows it); JPEG/WebP are
@@ -945,7 +948,7 @@ def run_folder(
     bar = tqdm(todo, desc=mode, unit="img", disable=not progress or len(todo) < 2, dynamic_ncols=True)
     for src, dst in bar:
         try:
-            img, info = read_image_with_info(src)
+            img, info = read_image_with_info(src, max_pixels=max_pixels)
         except ImageReadError as exc:
             msg = str(exc)
             if not skip_bad:

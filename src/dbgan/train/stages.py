@@ -102,6 +102,46 @@ def set_requires_grad(nets: Iterable[nn.Module], flag: bool) -> None:
             p.requires_grad_(flag)
 
 
+def reuses_logits(net: nn.Module) -> bool:
+    """True when ``net`` scores each image of a batch on its own and a call changes no state.
+
+    Then ``net(x)[i]`` depends only on ``x[i]`` and a repeated call gives the same
+    logits, so logits computed once can stand for a second call on the same pixels.
+    False with batch statistics (BatchNorm in training mode), active dropout, or
+    parametrizations and hooks (spectral norm's power iteration advances on every call).
+    """
+    from torch.nn.utils import parametrize
+
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            return False
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+            return False
+        if parametrize.is_parametrized(m) or m._forward_pre_hooks or m._forward_hooks:
+            return False
+    return True
+
+
+def pooled_logits(disc: nn.Module, pooled: torch.Tensor, fresh: torch.Tensor, fresh_logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's logits on an image-pool batch without a duplicate forward.
+
+    The pool returns each new image either as it is or swapped for a stored older
+    one. ``fresh_logits = disc(fresh)`` already scores the images passed through
+    unchanged, so (when :func:`reuses_logits` allows it) only the swapped ones go
+    through ``disc`` again; the result equals ``disc(pooled)`` up to floating-point
+    rounding, and the discriminator's gradient flows through both parts.
+    """
+    if pooled.shape != fresh.shape or not reuses_logits(disc):
+        return disc(pooled)
+    same = (pooled == fresh).flatten(1).all(1)
+    if bool(same.all()):
+        return fresh_logits
+    if not bool(same.any()):
+        return disc(pooled)
+    idx = (~same).nonzero().squeeze(1)
+    return fresh_logits.index_put((idx,), disc(pooled[idx]))
+
+
 def avg_pool(x: torch.Tensor, scale: int) -> torch.Tensor:
     return x if scale <= 1 else F.avg_pool2d(x, scale, ceil_mode=True)
 
@@ -192,7 +232,8 @@ class Stage:
 
         ``fake`` carries the generator's graph. Without an image pool the same
         ``D(fake)`` serves both losses; with one, the discriminator also sees a
-        pooled (detached) batch.
+        pooled (detached) batch, and only the images the pool swapped for stored
+        ones go through it again (see :func:`pooled_logits`).
         """
         mode = self.scfg.gan_mode
         if cond is not None:
@@ -202,7 +243,7 @@ class Stage:
         fake_logits = disc(fake)
         g = L.g_loss(mode, fake_logits, real_logits.detach())
         if pool is not None and self.scfg.pool_size > 0:
-            d_fake_logits = disc(self.pools[pool].query(fake.detach()))
+            d_fake_logits = pooled_logits(disc, self.pools[pool].query(fake.detach()), fake.detach(), fake_logits)
         else:
             d_fake_logits = fake_logits
         d = L.d_loss(mode, real_logits, d_fake_logits)

@@ -1,0 +1,299 @@
+"""Inference speed and peak memory: the plain path against dbgan's inference paths.
+
+For 1024x1024 and 2048x2048 RGB images and the seed preset's U-Net
+(``unet``, ``num_downs=8``, ``ngf=64``, 54 M parameters, random weights), prints
+side by side the time and peak memory of
+
+* ``plain``: ``net(x)`` in eager fp32 on the whole image (what a naive script does);
+* ``default``: :class:`dbgan.infer.Deblurrer` as ``dbgan deblur`` runs it (fp32,
+  channels_last, tiles only when the memory budget requires them);
+* ``tiled fp32``: the same with 512-pixel tiles, overlap 32;
+* ``bf16 + channels_last``: bf16 autocast;
+* ``onnxruntime``: the exported model through the same tiling code, on the
+  whole image, and as a bare ``.onnx`` file gets it by default (tiles planned
+  from the conservative activation estimate ``DEFAULT_BYTES_PER_PIXEL``; with
+  the checkpoint beside it the network's own estimate is used instead);
+
+as ratios to ``plain``, and the peak memory of a 4096x4096 image through the
+default (automatically tiled) path. Peak memory is the RSS high-water mark of
+the configuration's own process
+(``VmHWM`` of ``/proc/self/status``, which starts afresh at ``exec``, unlike
+``ru_maxrss``), so configurations do not contaminate each other;
+``activations`` is the peak minus the RSS after the network and the image were
+created. Every path runs in a process of its own that builds the net and the
+image and warms up once; the timed runs are then interleaved across the paths
+(round robin) and the best is reported, so a busy moment on a shared machine
+hurts every path alike. ``--quick``: two rounds at 1024, one run without
+warm-up at 2048.
+
+Targets on the 2-core development CPU: the fastest path at least 3x faster than
+``plain`` at 1024, and 4096x4096 under 2 GiB peak.
+
+    python benchmarks/infer_speed.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NET = {"num_downs": 8, "ngf": 64}
+GIB = 2**30
+
+
+def _rss_peak_bytes() -> int:
+    """This process's RSS high-water mark.
+
+    ``VmHWM`` from ``/proc/self/status`` (per address space, so it starts afresh at
+    ``exec``); ``getrusage``'s ``ru_maxrss`` is kept across ``exec`` on Linux and
+    would report the parent's peak for a child that uses less.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _rss_now_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return _rss_peak_bytes()
+
+
+# --------------------------------------------------------------------------- child
+
+
+def serve(spec: dict) -> None:
+    """Child process: build the configuration, warm up, then run once per ``run`` line on stdin.
+
+    Protocol (one JSON object per stdout line): ``{"ready": base_rss}`` after the
+    warm-up, ``{"time": seconds}`` per ``run``, ``{"peak": bytes, "plan": ...}`` on ``quit``.
+    """
+    import torch
+
+    from dbgan.nets import build_network
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    net = build_network("unet", **NET).eval()
+    size = spec["size"]
+    img = torch.rand(3, size, size, generator=torch.Generator().manual_seed(1))
+    kind = spec["kind"]
+    d = None
+    if kind == "plain":
+        x = img[None]
+
+        def run():
+            with torch.inference_mode():
+                return net(x)
+    else:
+        from dbgan.infer import Deblurrer, OnnxBackend
+
+        if kind == "onnx":
+            from dbgan.export import OnnxRunner
+
+            del net
+            d = Deblurrer(OnnxBackend(OnnxRunner(spec["onnx"], device="cpu")), tile=spec.get("tile"))
+        else:
+            d = Deblurrer(net, device="cpu", dtype=spec.get("dtype", "fp32"), channels_last=spec.get("channels_last"), tile=spec.get("tile"))
+
+        def run():
+            return d(img)
+
+    def say(obj: dict) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    base = _rss_now_bytes()
+    for _ in range(spec["warmup"]):
+        run()
+    say({"ready": base})
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "run":
+            t = time.perf_counter()
+            out = run()
+            say({"time": time.perf_counter() - t})
+            del out
+        elif cmd == "quit":
+            break
+    plan = None
+    if d is not None and d.last_plan is not None:
+        p = d.last_plan
+        plan = "whole image" if p.single else f"{p.count} tiles of {p.tile_w}x{p.tile_h}"
+    say({"peak": _rss_peak_bytes(), "base": base, "plan": plan})
+
+
+class Child:
+    """A configuration in its own process, driven line by line (so repeats can be interleaved)."""
+
+    def __init__(self, spec: dict):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", json.dumps(spec)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.times: list[float] = []
+        self.error: str | None = None
+        self.result: dict = {}
+        self._read("ready")
+
+    def _read(self, key: str) -> dict | None:
+        if self.error:
+            return None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self.error = f"child exited with {self.proc.returncode}"
+            return None
+        obj = json.loads(line)
+        if key not in obj:
+            self.error = f"unexpected reply {line.strip()[:80]}"
+            return None
+        return obj
+
+    def run(self) -> None:
+        if self.error:
+            return
+        self.proc.stdin.write("run\n")
+        r = self._read("time")
+        if r:
+            self.times.append(r["time"])
+
+    def finish(self) -> None:
+        if not self.error:
+            self.proc.stdin.write("quit\n")
+            self.result = self._read("peak") or {}
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _fmt_mem(b: float) -> str:
+    return f"{b / GIB:.2f} GiB" if b >= GIB else f"{b / 2**20:.0f} MiB"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2 rounds at 1024, a single run without warm-up at 2048")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration (default 3, quick 2)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in the children (0: torch's default)")
+    ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime")
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve(json.loads(args.serve))
+        return 0
+
+    import torch
+
+    from dbgan.nets import build_network
+
+    repeats = args.repeats or (2 if args.quick else 3)
+    torch.manual_seed(0)
+    net = build_network("unet", **NET).eval()
+    params = sum(p.numel() for p in net.parameters())
+    print("dbgan inference benchmark")
+    print(f"  CPU: {_cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+          f"({args.threads or torch.get_num_threads()} threads), python {platform.python_version()}")
+    print(f"  net: unet {NET} ({params / 1e6:.1f} M parameters, random weights), RGB input, CPU")
+    print("  timing: best of interleaved runs (one process per path, driven in turn); memory: peak RSS of that process")
+    try:
+        load = os.getloadavg()[0]
+        print(f"  load average at start: {load:.1f} (other processes share the cores: timings are noisy)")
+    except OSError:
+        pass
+
+    tmp = Path(tempfile.mkdtemp(prefix="dbgan_bench_"))
+    onnx_path = None
+    if not args.no_onnx:
+        try:
+            from dbgan.export import export_onnx
+
+            t = time.perf_counter()
+            onnx_path = str(export_onnx(net, tmp / "unet.onnx", check=False))
+            print(f"  onnx: exported in {time.perf_counter() - t:.1f} s (onnxruntime "
+                  f"{__import__('onnxruntime').__version__}, CPU provider)")
+        except Exception as exc:  # benchmark: report and go on
+            print(f"  onnx: export failed ({exc}); skipping onnxruntime")
+    del net
+
+    configs = [
+        ("plain (eager fp32, whole image)", {"kind": "plain"}),
+        ("default (fp32, channels_last, auto tiles)", {"kind": "deblurrer"}),
+        ("tiled fp32 (512, overlap 32)", {"kind": "deblurrer", "tile": 512}),
+        ("bf16 + channels_last", {"kind": "deblurrer", "dtype": "bf16", "channels_last": True}),
+    ]
+    if onnx_path:
+        configs.append(("onnxruntime (whole image)", {"kind": "onnx", "onnx": onnx_path, "tile": 1 << 16}))
+        configs.append(("onnxruntime (auto tiles)", {"kind": "onnx", "onnx": onnx_path}))
+
+    for size in (1024, 2048):
+        quick_big = args.quick and size == 2048
+        rounds = 1 if quick_big else repeats
+        print(f"\n{size}x{size} RGB ({'1 run, no warm-up' if quick_big else f'best of {rounds} interleaved runs after 1 warm-up'})")
+        children: list[tuple[str, Child]] = []
+        for name, spec in configs:
+            spec = {**spec, "size": size, "warmup": 0 if quick_big else 1, "threads": args.threads}
+            children.append((name, Child(spec)))  # started one at a time: warm-ups do not overlap
+        for _ in range(rounds):  # interleaved, so a busy moment hurts every path alike
+            for _name, ch in children:
+                ch.run()
+        for _name, ch in children:
+            ch.finish()
+        print(f"  {'path':44s} {'time':>8s} {'speed-up':>9s} {'peak RSS':>10s} {'activations':>12s} {'mem ratio':>9s}  plan")
+        plain = children[0][1]
+        plain_ok = not plain.error and plain.times and plain.result
+        for name, ch in children:
+            if ch.error or not ch.times or not ch.result:
+                print(f"  {name:44s} failed: {ch.error}")
+                continue
+            t = min(ch.times)
+            peak = ch.result["peak"]
+            act = peak - ch.result["base"]
+            speed = f"{min(plain.times) / t:.2f}x" if plain_ok else "-"
+            mem = f"{peak / plain.result['peak']:.2f}" if plain_ok else "-"
+            print(f"  {name:44s} {t:7.2f}s {speed:>9s} {_fmt_mem(peak):>10s} {_fmt_mem(act):>12s} {mem:>9s}  {ch.result.get('plan') or ''}")
+
+    print("\n4096x4096 RGB, default path (fp32, automatic tiling from the 1 GiB activation budget)")
+    big = Child({"kind": "deblurrer", "size": 4096, "warmup": 0, "threads": args.threads})
+    big.run()
+    big.finish()
+    if big.error or not big.result:
+        print(f"  failed: {big.error}")
+    else:
+        peak = big.result["peak"]
+        verdict = "under" if peak < 2 * GIB else "OVER"
+        print(f"  time {big.times[0]:.1f} s, peak RSS {_fmt_mem(peak)} ({verdict} the 2 GiB target), {big.result['plan']}")
+    for p in tmp.iterdir():
+        p.unlink()
+    tmp.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
