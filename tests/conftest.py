@@ -41,3 +41,14 @@ def sample_images(tmp_path: Path, sample_arrays: dict[str, np.ndarray]) -> list[
         Image.fromarray(arr).save(path)
         paths.append(path)
     return sorted(paths)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny nets gain nothing from threads, and on a shared CPU spinning worker threads cost a lot."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

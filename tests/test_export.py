@@ -28,13 +28,7 @@ from dbgan.io import read_image_with_info, write_image  # noqa: E402
 EXAMPLE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny nets gain nothing from threads, and on a shared CPU spinning worker threads cost a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

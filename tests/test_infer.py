@@ -40,13 +40,7 @@ STRONG_BOUND_MAX = 0.3
 STRONG_BOUND_MEAN = 0.01
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny nets gain nothing from threads, and on a shared CPU spinning worker threads cost a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _net(args=TINY, seed=0, **extra):

@@ -26,16 +26,12 @@ TINIEST = {"num_downs": 2, "ngf": 2}
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "realblur-samples"
 
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} not present")
+pytestmark = [
+    pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} not present"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny nets gain nothing from threads, and on a shared CPU spinning worker threads cost a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -107,13 +107,16 @@ def reuses_logits(net: nn.Module) -> bool:
 
     Then ``net(x)[i]`` depends only on ``x[i]`` and a repeated call gives the same
     logits, so logits computed once can stand for a second call on the same pixels.
-    False with batch statistics (BatchNorm in training mode), active dropout, or
-    parametrizations and hooks (spectral norm's power iteration advances on every call).
+    False with batch statistics (BatchNorm in training mode), running statistics updated
+    in training mode, active dropout, or parametrizations and hooks (spectral norm's
+    power iteration advances on every call).
     """
     from torch.nn.utils import parametrize
 
     for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.training and (
+            isinstance(m, nn.modules.batchnorm._BatchNorm) or m.track_running_stats
+        ):
             return False
         if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
             return False
@@ -369,10 +372,8 @@ def _lr_d(s: StageConfig) -> float:
     return s.lr_d if s.lr_d is not None else s.lr
 
 
-class BlurPretrainStage(Stage):
-    """G_blur learns sharp -> synthetic blur as a conditional GAN (pix2pix)."""
-
-    name = "blur_pretrain"
+class _BlurStage(Stage):
+    """A stage that trains G_blur against a blur discriminator (blur_pretrain, bgan)."""
 
     def __init__(self, cfg, stage_cfg, device, seed, blur_g: nn.Module, blur_d: nn.Module):
         super().__init__(cfg, stage_cfg, device, seed)
@@ -382,6 +383,12 @@ class BlurPretrainStage(Stage):
         self.add_optimizer("blur_d", blur_d, _lr_d(stage_cfg))
         self.add_pool("blur")
         self.finish_setup()
+
+
+class BlurPretrainStage(_BlurStage):
+    """G_blur learns sharp -> synthetic blur as a conditional GAN (pix2pix)."""
+
+    name = "blur_pretrain"
 
     def compute(self, batch, it):
         g_net, d_net = self.generators["blur_g"], self.discriminators["blur_d"]
@@ -400,19 +407,10 @@ class BlurPretrainStage(Stage):
         return {"sharp": batch["sharp"], "blur": batch["blur"], "fake_blur": fake}
 
 
-class BganStage(Stage):
+class BganStage(_BlurStage):
     """G_blur vs real blurred photos (unpaired), tied to the sharp input's structure."""
 
     name = "bgan"
-
-    def __init__(self, cfg, stage_cfg, device, seed, blur_g: nn.Module, blur_d: nn.Module):
-        super().__init__(cfg, stage_cfg, device, seed)
-        self.generators = {"blur_g": blur_g}
-        self.discriminators = {"blur_d": blur_d}
-        self.add_optimizer("blur_g", blur_g, stage_cfg.lr)
-        self.add_optimizer("blur_d", blur_d, _lr_d(stage_cfg))
-        self.add_pool("blur")
-        self.finish_setup()
 
     def blur_losses(self, batch, logs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(generated blur, G_blur loss, D_blur loss); shared with :class:`JointStage`."""
