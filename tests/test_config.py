@@ -1,0 +1,72 @@
+"""Typed configs: presets load, unknown keys and wrong types are named, overrides parse."""
+
+from __future__ import annotations
+
+import pytest
+
+from dbgan.config import ConfigError, build_config, load_config, preset_names
+
+
+@pytest.mark.parametrize("name", ["tiny", "seed", "paper", "demo"])
+def test_every_preset_loads(name):
+    assert name in preset_names()
+    cfg = load_config(name)
+    assert cfg.name == name
+    assert load_config(f"configs/{name}.yaml").to_dict() == cfg.to_dict()
+
+
+def test_seed_and_paper_presets_hold_their_recipes():
+    seed = load_config("seed")
+    assert seed.nets.blur_g.name == "unet" and seed.nets.blur_g.args["num_downs"] == 8
+    assert seed.nets.deblur_d.name == "patchgan" and seed.nets.deblur_d.args["norm"] == "none"
+    assert seed.stages.blur_pretrain.w_content == 100.0 and seed.stages.dbgan.pool_size == 10
+    assert (seed.data.load_size, seed.data.crop_size) == (1200, 1024)
+    paper = load_config("paper")
+    assert paper.nets.blur_g.name == "resnet_blur" and paper.nets.blur_g.args["noise"] == "vector"
+    assert paper.nets.deblur_g.name == "rrdb" and paper.nets.deblur_d.name == "vgg_disc"
+    d = paper.stages.dbgan
+    assert (d.gan_mode, d.w_perceptual, d.w_content, d.w_adv, d.lr, d.batch_size) == ("rbl", 1.0, 0.01, 0.005, 1e-4, 4)
+
+
+def test_unknown_key_names_it_and_the_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        build_config({"stages": {"dbgan": {"lrr": 1}}})
+    assert "stages.dbgan.lrr" in str(err.value) and "batch_size" in str(err.value)
+
+
+def test_wrong_type_names_key_and_type():
+    with pytest.raises(ConfigError, match=r"'data.crop_size' must be int"):
+        build_config({"data": {"crop_size": "big"}})
+    with pytest.raises(ConfigError, match=r"'train.progress' must be bool"):
+        build_config({}, ["train.progress=yes please"])
+
+
+def test_dotted_overrides_parse_values():
+    cfg = build_config({}, ["stages.dbgan.lr=1e-4", "scheme=joint", "nets.deblur_g.args.ngf=8", "data.flip=false"])
+    assert cfg.stages.dbgan.lr == 1e-4 and cfg.scheme == "joint"
+    assert cfg.nets.deblur_g.args == {"num_downs": 8, "ngf": 8}  # other args kept
+    assert cfg.data.flip is False
+
+
+def test_switching_architecture_drops_old_args():
+    cfg = build_config({"nets": {"deblur_g": {"name": "rrdb", "args": {"nb": 2}}}})
+    assert cfg.nets.deblur_g.args == {"nb": 2}
+
+
+def test_extends_merges_a_parent(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: " + str(load_config.__globals__["PRESETS_DIR"] / "tiny.yaml") + "\nname: kid\n")
+    cfg = load_config(child)
+    assert cfg.name == "kid" and cfg.data.crop_size == 48
+
+
+def test_impossible_values_are_rejected():
+    for raw, key in [
+        ({"data": {"crop_size": 400, "load_size": 286}}, "data.crop_size"),
+        ({"stages": {"bgan": {"lr": -1.0}}}, "stages.bgan.lr"),
+        ({"nets": {"blur_g": {"name": "nope"}}}, "nets.blur_g.name"),
+        ({"synth": {"kernel_size": 4}}, "synth.kernel_size"),
+        ({"scheme": "both"}, "scheme"),
+    ]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            build_config(raw)
