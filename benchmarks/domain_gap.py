@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 from dbgan.config import Config, SynthConfig, load_config
+from dbgan.demo import fit_longer_side
 
 #: colour photos (and grey ones, as RGB) used for training; none of them is a test photo
 TRAIN_PHOTOS = (
@@ -105,17 +106,6 @@ def photo(name: str) -> torch.Tensor:
     return torch.from_numpy(img.astype(np.float32) / scale).permute(2, 0, 1).contiguous()
 
 
-def fit(img: torch.Tensor, side: int) -> torch.Tensor:
-    """Shrink (antialiased) so that the longer side is ``side``; never enlarge."""
-    h, w = img.shape[-2:]
-    scale = side / max(h, w)
-    if scale >= 1:
-        return img
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    out = torch.nn.functional.interpolate(img[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-    return out.clamp(0, 1)
-
-
 def build_data(root: Path, args, synth: SynthConfig, real: SynthConfig) -> dict[str, Path]:
     """Write sharp/, real_blur/ (unpaired), test/{sharp,blur}, tune/{sharp,blur} (synthetic) and oracle pairs."""
     from dbgan.blur.degrade import DegradationPipeline
@@ -128,7 +118,7 @@ def build_data(root: Path, args, synth: SynthConfig, real: SynthConfig) -> dict[
     d = {k: root / k for k in ("sharp", "real_blur", "test", "tune", "oracle")}
     crop = args.real_crop
     for i, name in enumerate(TRAIN_PHOTOS):
-        img = fit(photo(name), args.train_side)
+        img = fit_longer_side(photo(name), args.train_side)
         write_image(d["sharp"] / f"{name}.png", img)
         h, w = img.shape[-2:]
         for k in range(args.real_per_photo):
@@ -151,7 +141,7 @@ def build_data(root: Path, args, synth: SynthConfig, real: SynthConfig) -> dict[
                 write_image(d["oracle"] / "sharp" / f"{name}_{k:02d}.png", sharp)
                 write_image(d["oracle"] / "blur" / f"{name}_{k:02d}.png", blurred)
     for i, name in enumerate(TEST_PHOTOS):
-        img = fit(photo(name), args.test_side)
+        img = fit_longer_side(photo(name), args.test_side)
         for r in range(args.test_per_photo):
             blurred, _ = real_pipe(img, np.random.default_rng([args.data_seed, 2, i, r]))
             write_image(d["test"] / "sharp" / f"{name}_{r}.png", img)

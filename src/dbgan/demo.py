@@ -76,13 +76,15 @@ def _photo(name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1).float() / 255.0
 
 
-def _fit(img: torch.Tensor, max_side: int) -> torch.Tensor:
+def fit_longer_side(img: torch.Tensor, side: int) -> torch.Tensor:
+    """Shrink (antialiased) so that the longer side is ``side``; never enlarge."""
     h, w = img.shape[-2:]
-    scale = max_side / max(h, w)
+    scale = side / max(h, w)
     if scale >= 1:
         return img
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return torch.nn.functional.interpolate(img[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    out = torch.nn.functional.interpolate(img[None], size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out[0].clamp(0, 1)
 
 
 def prepare_data(root: Path, quick: bool, seed: int = 0) -> dict[str, Path]:
@@ -96,7 +98,7 @@ def prepare_data(root: Path, quick: bool, seed: int = 0) -> dict[str, Path]:
     crop, per_image = (64, 3) if quick else (160, 12)
     photos = TRAIN_PHOTOS[:3] if quick else TRAIN_PHOTOS
     for name in photos:
-        img = _fit(_photo(name), 512)
+        img = fit_longer_side(_photo(name), 512)
         h, w = img.shape[-2:]
         for k in range(per_image):
             y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
@@ -106,7 +108,7 @@ def prepare_data(root: Path, quick: bool, seed: int = 0) -> dict[str, Path]:
             blurred, _ = real(img[:, y : y + crop, x : x + crop], np.random.default_rng([seed, 1, k, len(name)]))
             write_image(dirs["real_blur"] / f"{name}_{k:02d}.jpg", blurred)
     for i, name in enumerate(HELDOUT_PHOTOS[:1] if quick else HELDOUT_PHOTOS):
-        img = _fit(_photo(name), 96 if quick else 320)
+        img = fit_longer_side(_photo(name), 96 if quick else 320)
         blurred, _ = real(img, np.random.default_rng([seed, 2, i]))
         write_image(dirs["heldout/sharp"] / f"{name}.png", img)
         write_image(dirs["heldout/blur"] / f"{name}.png", blurred)
