@@ -31,6 +31,7 @@ from dbgan.blur import (
     to_linear,
 )
 from dbgan.config import SynthConfig
+from dbgan.blur.degrade import _reflect_pad_into
 
 
 def _centroid(k: np.ndarray) -> tuple[float, float]:
@@ -187,6 +188,29 @@ def test_fft_blur_batched_and_small_images():
     assert torch.allclose(fft_blur(flat, defocus_kernel(9, 3)), flat, atol=1e-6)
     with pytest.raises(ValueError):
         fft_blur(torch.rand(3, 8, 8), ks)  # N kernels for an unbatched image
+
+
+@pytest.mark.parametrize("shape,pads", [((9, 11), (3, 5, 4, 10)), ((6, 7), (5, 5, 6, 6)), ((20, 3), (0, 7, 2, 2))])
+def test_reflect_pad_into_matches_numpy(shape, pads):
+    src = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    top, bottom, left, right = pads
+    dst = np.full((shape[0] + top + bottom, shape[1] + left + right), np.nan, dtype=np.float32)
+    _reflect_pad_into(dst, src, top, left)
+    assert np.array_equal(dst, np.pad(src, ((top, bottom), (left, right)), mode="reflect"))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fft_blur_cpu_threads_match_torch_backend(threads, one_torch_thread):
+    # big enough for the threaded path; odd sizes, per-image and per-channel kernels
+    rng = np.random.default_rng(5)
+    imgs = torch.rand(3, 3, 517, 333, generator=torch.Generator().manual_seed(1))
+    ks = motion_kernels(3, 21, (0.3, 1.0), rng)
+    per_ch = rng.random((3, 3, 9, 6)).astype(np.float32)
+    torch.set_num_threads(threads)
+    for k in (ks, per_ch, ks[0]):
+        ours = fft_blur(imgs, k, backend="scipy")
+        assert ours.shape == imgs.shape
+        assert torch.allclose(ours, fft_blur(imgs, k, backend="torch"), atol=2e-6)
 
 
 def test_fft_blur_gradient_flows():

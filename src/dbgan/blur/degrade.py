@@ -137,67 +137,100 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-def _fft_blur_cpu(
-    img: torch.Tensor,
-    kb: torch.Tensor,
-    pads: tuple[int, int, int, int],
-    fshape: tuple[int, int],
-    crop: tuple[slice, slice],
-) -> torch.Tensor:
+def _reflect_pad_into(dst: np.ndarray, src: np.ndarray, top: int, left: int) -> None:
+    """Write ``src`` reflect-padded (``d c b | a b c d | c b a``) into ``dst``, no allocation.
+
+    ``dst`` is larger than ``src`` by ``top``/``left`` before and the rest after; every
+    pad must be smaller than the image side (callers fall back to :func:`reflect_pad`).
+    """
+    h, w = src.shape
+    bottom, right = dst.shape[0] - h - top, dst.shape[1] - w - left
+    rows = dst[top : top + h]
+    rows[:, left : left + w] = src
+    if left:
+        rows[:, :left] = src[:, left:0:-1]
+    if right:
+        rows[:, left + w :] = src[:, w - 2 : w - 2 - right : -1] if w - 2 - right >= 0 else src[:, w - 2 :: -1][:, :right]
+    if top:
+        dst[:top] = dst[2 * top : top : -1]
+    if bottom:
+        end = top + h - 2 - bottom
+        dst[top + h :] = dst[top + h - 2 : end : -1] if end >= 0 else dst[top + h - 2 :: -1][:bottom]
+
+
+def _fft_blur_cpu(img: torch.Tensor, kb: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
     """CPU FFT blur with pocketfft (``scipy.fft``), one channel at a time.
 
-    Channel by channel keeps the working set in cache (a batched transform of
-    many megapixel channels is memory-bound); each kernel's spectrum is computed
-    once per image and shared by its channels; channels run in parallel threads
-    (pocketfft releases the GIL), as many as ``torch.get_num_threads()``.
+    Per channel: reflect-pad into a reused buffer, real FFT of the rows, complex FFT
+    of the columns in place, multiply by the kernel's spectrum, inverse column FFT
+    in place, and the inverse real FFT of only the rows that are kept. That is two
+    transforms per channel (``scipy.signal.fftconvolve`` does three: it also
+    transforms the zero-padded kernel) with each kernel's spectrum computed once
+    per image and shared by its channels (from its few non-zero rows), and FFT
+    sizes from ``scipy.fft.next_fast_len``. Channel by channel keeps the working
+    set in cache (a batched transform of many megapixel channels is memory-bound);
+    channels run in as many threads as ``torch.get_num_threads()`` (pocketfft
+    releases the GIL), each thread reusing one padding buffer for its share.
     """
     import scipy.fft as sfft
 
-    fh, fw = fshape
-    top, bottom, left, right = pads
     x = img.detach().contiguous().numpy()
     x4 = x.reshape((-1,) + x.shape[-3:])  # (B, C, H, W)
     kn = kb.detach().contiguous().numpy()
     k4 = kn.reshape((1,) * (4 - kn.ndim) + kn.shape)  # (Bk or 1, Ck or 1, kh, kw)
-    out = np.empty_like(x4)
     n_img, n_ch = x4.shape[:2]
+    n_kch = min(n_ch, k4.shape[1])
     h, w = x4.shape[-2:]
-    small = max(top, bottom) >= h or max(left, right) >= w  # image smaller than the padding
+    ph, pw = kh // 2, kw // 2  # reflect padding needed on each side
+    ch, cw = (kh - 1) // 2, (kw - 1) // 2  # kernel centre (scipy 'same' convention)
+    fh, fw = sfft.next_fast_len(h + 2 * ph, True), sfft.next_fast_len(w + 2 * pw, True)
+    # Reflect-pad straight to the FFT size: the circular convolution of size
+    # (fh, fw) equals the linear one on the kept window, whatever lies beyond the
+    # first k // 2 padded rows/columns, so no zero-padding copy is needed.
+    top, left = ph, pw
+    small = max(ph, fh - h - ph) >= h or max(pw, fw - w - pw) >= w  # padding wider than the image
+    rows = slice(ph + ch, ph + ch + h)
+    cols = slice(pw + cw, pw + cw + w)
+    real_dtype = x4.dtype
+    out = np.empty_like(x4)
 
     def spectrum(i: int, c: int) -> np.ndarray:
         kk = k4[min(i, k4.shape[0] - 1), min(c, k4.shape[1] - 1)]
         return sfft.fft(sfft.rfft(kk, n=fw, axis=-1), n=fh, axis=-2)
 
-    def blur_image(i: int, channels: range, spectra: dict) -> None:
-        for c in channels:
+    def blur_channels(jobs: list[tuple[int, int]], spectra: dict[tuple[int, int], np.ndarray]) -> None:
+        """Blur the given (image, channel) pairs; missing kernel spectra are computed on the way."""
+        xp = np.empty((fh, fw), dtype=real_dtype)
+        for i, c in jobs:
+            key = (i, min(c, n_kch - 1))
+            if key not in spectra:
+                spectra.clear()  # a thread's images come in order: keep one image's spectra
+                spectra[key] = spectrum(*key)
             if small:
-                xp = reflect_pad(torch.from_numpy(x4[i, c]), top, bottom, left, right).numpy()
+                xp[...] = reflect_pad(torch.from_numpy(x4[i, c]), top, fh - h - top, left, fw - w - left).numpy()
             else:
-                xp = np.pad(x4[i, c], ((top, bottom), (left, right)), mode="reflect")
-            spec = sfft.rfft2(xp, overwrite_x=True)
-            spec *= spectra[min(c, k4.shape[1] - 1)]
-            out[i, c] = sfft.irfft2(spec, s=(fh, fw), overwrite_x=True)[crop]
+                _reflect_pad_into(xp, x4[i, c], top, left)
+            spec = sfft.rfft(xp, axis=1)
+            spec = sfft.fft(spec, axis=0, overwrite_x=True)
+            spec *= spectra[key]
+            spec = sfft.ifft(spec, axis=0, overwrite_x=True)
+            out[i, c] = sfft.irfft(spec[rows], n=fw, axis=1)[:, cols]
 
-    def run_image(i: int, channels: range) -> None:
-        spectra = {c: spectrum(i, c) for c in range(min(n_ch, k4.shape[1]))}
-        blur_image(i, channels, spectra)
-
+    jobs = [(i, c) for i in range(n_img) for c in range(n_ch)]
     threads = max(1, torch.get_num_threads())
-    if threads == 1 or n_img * n_ch == 1 or h * w < _MIN_PIXELS_FOR_THREADS:
-        for i in range(n_img):
-            run_image(i, range(n_ch))
+    if threads == 1 or len(jobs) == 1 or h * w < _MIN_PIXELS_FOR_THREADS:
+        blur_channels(jobs, {})
+    elif n_img >= threads:
+        # whole images per thread (each computes its own kernel spectra): no barriers
+        shares = [[ic for ic in jobs if ic[0] % threads == t] for t in range(threads)]
+        list(_pool(threads).map(lambda share: blur_channels(share, {}), shares))
     else:
+        # fewer images than threads: the kernel spectra first, then the channels split
         pool = _pool(threads)
-        # images in groups of `threads`: kernel spectra in parallel, then every channel
-        for g in range(0, n_img, threads):
-            group = range(g, min(g + threads, n_img))
-            pairs = [(i, c) for i in group for c in range(min(n_ch, k4.shape[1]))]
-            spectra_list = list(pool.map(lambda ic: spectrum(*ic), pairs))
-            spectra: dict[int, dict[int, np.ndarray]] = {i: {} for i in group}
-            for (i, c), sp in zip(pairs, spectra_list):
-                spectra[i][c] = sp
-            jobs = [(i, c) for i in group for c in range(n_ch)]
-            list(pool.map(lambda ic: blur_image(ic[0], range(ic[1], ic[1] + 1), spectra[ic[0]]), jobs))
+        keys = [(i, c) for i in range(n_img) for c in range(n_kch)]
+        spectra = dict(zip(keys, pool.map(lambda ic: spectrum(*ic), keys)))
+        shares = [jobs[t::threads] for t in range(min(threads, len(jobs)))]
+        list(pool.map(lambda share: blur_channels(share, dict(spectra)), shares))
     return torch.from_numpy(out.reshape(x.shape)).to(img.dtype)
 
 
@@ -254,15 +287,13 @@ def fft_blur(img: torch.Tensor, kernel: KernelLike, backend: str = "auto") -> to
     h, w = img.shape[-2:]
     ph, pw = kh // 2, kw // 2  # reflect padding needed on each side
     ch, cw = (kh - 1) // 2, (kw - 1) // 2  # kernel centre (scipy 'same' convention)
+    if _use_scipy(img, backend):
+        return _fft_blur_cpu(img, kb, kh, kw)
+
     fh, fw = _fast_len(h + 2 * ph), _fast_len(w + 2 * pw)
-    # Reflect-pad straight to the FFT size: the circular convolution of size
-    # (fh, fw) equals the linear one on the cropped window, whatever lies beyond
-    # the first k // 2 padded rows/columns, so no zero-padding copy is needed.
+    # Reflect-pad straight to the FFT size (see _fft_blur_cpu).
     pads = (ph, fh - h - ph, pw, fw - w - pw)
     crop = (slice(ph + ch, ph + ch + h), slice(pw + cw, pw + cw + w))
-
-    if _use_scipy(img, backend):
-        return _fft_blur_cpu(img, kb, pads, (fh, fw), crop)
 
     work = torch.float32 if img.dtype in (torch.float16, torch.bfloat16) else img.dtype
     xp = _pad_to(img.to(work), *pads)
