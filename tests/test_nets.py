@@ -20,6 +20,7 @@ TINY_GENERATORS = [
     ("resnet_blur", {"ngf": 4, "n_blocks": 2}),
     ("resnet_blur", {"ngf": 4, "n_blocks": 2, "noise": "map", "noise_nc": 2}),
     ("rrdb", {"nf": 8, "nb": 1, "gc": 4}),
+    ("kernel_blur", {"kernel_size": 5, "hidden": 8}),
 ]
 
 

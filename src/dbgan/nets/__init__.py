@@ -20,6 +20,7 @@ NETWORKS = Registry(
         "unet": "dbgan.nets.unet:UNetGenerator",  # pix2pix U-Net (num_downs=8 is "unet_256")
         "resnet_blur": "dbgan.nets.resnet:ResNetBlurGenerator",  # the paper's BGAN
         "rrdb": "dbgan.nets.rrdb:RRDBGenerator",  # the paper's DBGAN
+        "kernel_blur": "dbgan.nets.kernel_blur:KernelBlurGenerator",  # BGAN that predicts kernels + noise
         # discriminators
         "patchgan": "dbgan.nets.discriminators:PatchGANDiscriminator",
         "vgg_disc": "dbgan.nets.discriminators:VGGDiscriminator",

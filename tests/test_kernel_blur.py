@@ -1,0 +1,95 @@
+"""The kernel-predicting blur generator: it can only blur, and it learns what blur."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dbgan.blur import fft_blur, gaussian_kernel
+from dbgan.nets import build_network
+from dbgan.nets.kernel_blur import KernelBlurGenerator, blur_per_image
+
+
+def _z(n: int, dim: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+
+
+def test_blur_per_image_equals_fft_blur():
+    x = torch.rand(2, 3, 23, 30, generator=torch.Generator().manual_seed(0))
+    k = torch.rand(2, 7, 7, generator=torch.Generator().manual_seed(1))
+    k = k / k.sum((-2, -1), keepdim=True)
+    ref = fft_blur(x, k, backend="torch")
+    torch.testing.assert_close(blur_per_image(x, k), ref, atol=1e-5, rtol=0)
+    # images smaller than the kernel still work (replicated border), values stay a weighted mean
+    tiny = torch.rand(1, 1, 2, 3)
+    out = blur_per_image(tiny, k[:1])
+    assert out.shape == tiny.shape and tiny.min() - 1e-6 <= out.min() and out.max() <= tiny.max() + 1e-6
+
+
+def test_output_is_a_blur_of_the_input():
+    torch.manual_seed(0)
+    net = KernelBlurGenerator(kernel_size=9, linear_light=False, sensor_noise=False).eval()
+    x = torch.rand(3, 3, 32, 32)
+    z = _z(3)
+    p = net.params_from_noise(z)
+    k = p["kernels"]
+    assert k.shape == (3, 9, 9) and (k >= 0).all()
+    torch.testing.assert_close(k.sum((-2, -1)), torch.ones(3))
+    torch.testing.assert_close(net(x, z), blur_per_image(x, k).clamp(0, 1))
+    # the initial kernel is close to the Gaussian it was initialised with
+    torch.testing.assert_close(k[0], torch.from_numpy(gaussian_kernel(9, 1.0)).float(), atol=2e-3, rtol=0)
+    # a flat image stays flat, with or without linear light
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    net_ll = KernelBlurGenerator(kernel_size=9, sensor_noise=False)
+    with torch.no_grad():
+        net_ll.log_gamma.fill_(0.8)  # gamma 2.2
+    torch.testing.assert_close(net_ll(flat, _z(1)), flat)
+
+
+def test_noise_is_seeded_by_z_and_has_the_initial_level():
+    net = KernelBlurGenerator(kernel_size=5, init_noise=0.02).eval()
+    flat = torch.full((2, 3, 64, 64), 0.5)
+    y1 = net(flat, _z(2, seed=1))
+    torch.testing.assert_close(net(flat, _z(2, seed=1)), y1)  # same z, same output (noise included)
+    y2 = net(flat, _z(2, seed=2))
+    assert (y1 - y2).abs().max() > 1e-3
+    std = (y1 - 0.5).std().item()
+    assert 0.015 < std < 0.025, std
+    # the noise field differs between the images of a batch
+    assert (y1[0] - y1[1]).abs().max() > 1e-3
+    # a sampled vector has the configured length
+    assert net.sample_noise(flat, torch.Generator().manual_seed(0)).shape == (2, 8)
+
+
+def test_learns_a_wider_kernel_from_examples():
+    # fit the generator (L1) to images blurred by a wider Gaussian: the kernels widen
+    torch.manual_seed(0)
+    net = KernelBlurGenerator(kernel_size=9, hidden=16, linear_light=False, sensor_noise=False)
+    target_k = torch.from_numpy(gaussian_kernel(9, 2.0)).float()
+    ax = torch.arange(9, dtype=torch.float32) - 4
+    r2 = ax[:, None] ** 2 + ax[None, :] ** 2
+
+    def spread(k: torch.Tensor) -> float:
+        return float((k.detach() * r2).sum((-2, -1)).mean())
+
+    z0 = _z(4)
+    before = spread(net.params_from_noise(z0)["kernels"])
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(150):
+        x = torch.rand(4, 3, 24, 24, generator=gen)
+        loss = (net(x) - fft_blur(x, target_k, backend="torch")).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = spread(net.params_from_noise(z0)["kernels"])
+    assert before < 2.5 and after > 5.0, (before, after)  # Gaussian sigma 1 -> 2: spread 2 -> 8
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="odd"):
+        build_network("kernel_blur", kernel_size=4)
+    with pytest.raises(ValueError, match="out_channels"):
+        build_network("kernel_blur", in_channels=3, out_channels=1)
+    with pytest.raises(ValueError, match="init_sigma"):
+        build_network("kernel_blur", init_sigma=0)
