@@ -7,12 +7,21 @@ import pytest
 from dbgan.config import ConfigError, build_config, load_config, preset_names
 
 
-@pytest.mark.parametrize("name", ["tiny", "seed", "paper", "demo"])
+@pytest.mark.parametrize("name", ["tiny", "seed", "paper", "demo", "kernel"])
 def test_every_preset_loads(name):
     assert name in preset_names()
     cfg = load_config(name)
     assert cfg.name == name
     assert load_config(f"configs/{name}.yaml").to_dict() == cfg.to_dict()
+
+
+def test_kernel_preset_swaps_only_the_blur_generator():
+    kernel, demo = load_config("kernel").to_dict(), load_config("demo").to_dict()
+    assert kernel["nets"]["blur_g"] == {"name": "kernel_blur", "args": {"kernel_size": 15, "noise_dim": 8}}
+    for d in (kernel, demo):
+        d.pop("name")
+        d["nets"].pop("blur_g")
+    assert kernel == demo
 
 
 def test_seed_and_paper_presets_hold_their_recipes():

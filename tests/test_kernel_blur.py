@@ -93,3 +93,11 @@ def test_bad_arguments():
         build_network("kernel_blur", in_channels=3, out_channels=1)
     with pytest.raises(ValueError, match="init_sigma"):
         build_network("kernel_blur", init_sigma=0)
+
+
+def test_export_refuses_with_a_reason(tmp_path):
+    from dbgan.export import ExportError, export_onnx
+
+    with pytest.raises(ExportError, match="kernel_blur|KernelBlurGenerator.*cannot be exported"):
+        export_onnx(KernelBlurGenerator(kernel_size=5), tmp_path / "k.onnx", role="blur_g")
+    assert not (tmp_path / "k.onnx").exists()

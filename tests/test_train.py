@@ -225,3 +225,27 @@ def test_two_gloo_processes_keep_identical_parameters(folders, tmp_path):
         got = json.loads((out / f"rank{r}.json").read_text())
         assert got == {"ok": True, "status": "done"}
     assert (out / "runs" / "tiny" / "checkpoints" / "joint_000004.safetensors").is_file()
+
+
+def test_kernel_blur_generator_trains_and_blurs_from_its_checkpoint(folders, tmp_path):
+    from dbgan.infer import Blurrer
+    from dbgan.nets.kernel_blur import KernelBlurGenerator
+
+    cfg = tiny(folders, tmp_path, "scheme=separate", "name=kb", "nets.blur_g={name: kernel_blur, args: {kernel_size: 7, hidden: 16}}")
+    res = train(cfg)
+    assert res.status == "done", res.message
+    ckpt = tmp_path / "runs" / "kb" / "checkpoints" / "latest.safetensors"
+    blurrer = Blurrer.from_checkpoint(ckpt, device="cpu")
+    assert isinstance(blurrer.backend.net, KernelBlurGenerator)
+    # training moved the degradation away from its initialisation
+    fresh = KernelBlurGenerator(kernel_size=7, hidden=16)
+    trained = blurrer.backend.net
+    assert (trained.kernel_head.bias - fresh.kernel_head.bias).abs().max() > 1e-4
+    img = torch.from_numpy(_photos()[1][:45, :61].astype(np.float32) / 255).permute(2, 0, 1).contiguous()
+    a, b, c = blurrer(img, seed=3), blurrer(img, seed=3), blurrer(img, seed=4)
+    assert a.shape == img.shape
+    torch.testing.assert_close(a, b)  # the seed fixes kernel and noise
+    assert (a - c).abs().max() > 1e-4
+    # a blur: smoother than the input
+    grad = lambda t: (t[:, 1:] - t[:, :-1]).abs().mean()  # noqa: E731
+    assert grad(a) < grad(img)

@@ -241,6 +241,9 @@ def export_onnx(
         meta["dbgan.iter"] = str(ckpt.meta.get("iter"))
         meta["dbgan.checkpoint"] = ckpt.path.name
     net = net.to("cpu").float().eval()
+    unsupported = getattr(net, "onnx_unsupported", None)
+    if unsupported:
+        raise ExportError(f"{role} ({type(net).__name__}) cannot be exported to ONNX: {unsupported}")
     if exporter not in ("auto", "torchscript", "dynamo"):
         raise ExportError(f"exporter must be auto, torchscript or dynamo, got {exporter!r}")
     in_ch = int(getattr(net, "in_channels", 3))

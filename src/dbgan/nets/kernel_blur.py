@@ -25,7 +25,6 @@ output. The blur itself is a grouped convolution (differentiable in the kernel).
 from __future__ import annotations
 
 import hashlib
-import math
 
 import torch
 import torch.nn.functional as F
@@ -120,11 +119,17 @@ class KernelBlurGenerator(ImageGenerator):
         self.sensor_noise = sensor_noise
         if sensor_noise:
             self.noise_head = nn.Linear(hidden, 1)
-            nn.init.normal_(self.noise_head.weight, 0.0, 0.01)
-            nn.init.constant_(self.noise_head.bias, math.log(math.expm1(init_noise)))  # softplus^-1
+            nn.init.zeros_(self.noise_head.weight)  # every z starts at init_noise
+            nn.init.constant_(self.noise_head.bias, init_noise)
         self.linear_light = linear_light
         if linear_light:
             self.log_gamma = nn.Parameter(torch.zeros(()))
+
+    #: read by :func:`dbgan.export.export_onnx`, which refuses with this reason
+    onnx_unsupported = (
+        "its per-image kernels run as a batch-sized grouped convolution and its noise field is "
+        "seeded from z on the host; run it in PyTorch (dbgan blur without --onnx)"
+    )
 
     def params_from_noise(self, z: Tensor) -> dict[str, Tensor]:
         """The degradation that ``z`` (``N x noise_dim``) stands for: kernels, noise std, gamma."""
@@ -132,7 +137,9 @@ class KernelBlurGenerator(ImageGenerator):
         k = self.kernel_size
         out = {"kernels": torch.softmax(self.kernel_head(h), dim=-1).reshape(-1, k, k)}
         if self.sensor_noise:
-            out["noise_std"] = F.softplus(self.noise_head(h))[:, 0]
+            # |.| rather than softplus/exp: the gradient does not vanish when a stage
+            # (e.g. L1 pretraining on noiseless synthetic pairs) drives the level to 0
+            out["noise_std"] = self.noise_head(h)[:, 0].abs()
         if self.linear_light:
             out["gamma"] = self.log_gamma.exp()
         return out
