@@ -18,8 +18,8 @@ The output is therefore always a plausible blur of the input, whatever the
 adversarial training does; what BGAN learns is the *distribution* of kernels,
 the tone curve and the noise level that make the result look like the user's
 real photos. The Gaussian field of step 3 is drawn from a generator seeded by
-the bytes of ``z``, so a seeded noise vector (``Blurrer``) reproduces the whole
-output. The blur itself is a grouped convolution (differentiable in the kernel).
+``z`` and the image (:func:`seeded_field`), so a seeded noise vector
+(``Blurrer``) reproduces the whole output. The blur itself is a grouped convolution (differentiable in the kernel).
 """
 
 from __future__ import annotations
@@ -58,14 +58,23 @@ def blur_per_image(x: Tensor, kernels: Tensor) -> Tensor:
     return y.reshape(n, c, h, w)
 
 
-def field_from_vectors(z: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """A standard Gaussian field per image, reproducible from the bytes of that image's ``z``."""
-    out = torch.empty((z.shape[0],) + tuple(shape), dtype=torch.float32)
-    for i, zi in enumerate(z.detach().to("cpu", torch.float64)):
-        digest = hashlib.blake2b(zi.numpy().tobytes(), digest_size=8).digest()
-        seed = int.from_bytes(digest, "little") & (2**63 - 1)
-        out[i] = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    return out.to(z.device)
+def seeded_field(z: Tensor, img: Tensor) -> Tensor:
+    """A standard Gaussian field per image of ``img``, reproducible from ``z`` and the image.
+
+    Each image's field comes from a generator seeded by a hash of its ``z`` and of a
+    sparse sample of its pixels: the same noise vector on the same image always gives
+    the same field, and the tiles of a tiled run (same ``z``, different content) get
+    different fields rather than one pattern repeated.
+    """
+    out = torch.empty(img.shape, dtype=torch.float32)
+    zs = z.detach().to("cpu", torch.float64)
+    probe = img.detach()[:, :, ::7, ::7].to("cpu", torch.float32)
+    for i in range(img.shape[0]):
+        h = hashlib.blake2b(zs[i].numpy().tobytes(), digest_size=8)
+        h.update(probe[i].contiguous().numpy().tobytes())
+        seed = int.from_bytes(h.digest(), "little") & (2**63 - 1)
+        out[i] = torch.randn(img.shape[1:], generator=torch.Generator().manual_seed(seed))
+    return out.to(img.device)
 
 
 class KernelBlurGenerator(ImageGenerator):
@@ -154,7 +163,7 @@ class KernelBlurGenerator(ImageGenerator):
         if self.linear_light:
             y = y.clamp_min(_EPS) ** (1.0 / p["gamma"])
         if self.sensor_noise:
-            field = field_from_vectors(z, tuple(img.shape[1:])).to(y.dtype)
+            field = seeded_field(z, img).to(y.dtype)
             y = y + p["noise_std"].to(y.dtype)[:, None, None, None] * field
         return y.clamp(0.0, 1.0)
 
