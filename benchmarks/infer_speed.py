@@ -96,6 +96,9 @@ def serve(spec: dict) -> None:
     kind = spec["kind"]
     d = None
     if kind == "plain":
+        from dbgan.nets.small_conv import set_small_map_gemm
+
+        set_small_map_gemm(net, False)  # plain torch.nn convolutions everywhere
         x = img[None]
 
         def run():

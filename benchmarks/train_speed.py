@@ -7,7 +7,8 @@ What is compared, side by side in one process, interleaved round by round:
   ``fake.detach()`` and on the real image, one backward, ``optimizer_D.step()``);
   G update (D on ``fake`` *again* with D's parameters frozen, one backward,
   ``optimizer_G.step()``); ``torch.optim.Adam`` with its default (for-loop)
-  implementation, fp32, NCHW.
+  implementation, fp32, NCHW, and plain ``torch.nn`` convolutions in every layer
+  (the small-map GEMM path of ``dbgan.nets.small_conv`` switched off).
 * ``ours``: ``dbgan.train.loop.make_stage(...).step(batch, it)`` on the same
   ``seed`` preset networks, losses and optimizer settings, under the
   ``train.amp`` / ``train.channels_last`` settings named in the variant.
@@ -60,6 +61,7 @@ from torch import nn
 
 from dbgan.config import Config, load_config
 from dbgan.train import loop as L
+from dbgan.nets.small_conv import set_small_map_gemm
 from dbgan.train.pool import ImagePool
 
 # colour photos bundled with scikit-image (no download needed)
@@ -302,6 +304,8 @@ def ours(kind: str, cfg: Config, device: torch.device, compile_nets: bool = Fals
 def plain(kind: str, cfg: Config, device: torch.device, order: str = "d_first", fused: bool = False,
           pools: dict | None = None) -> tuple[Callable, PlainLoop]:
     nets, _ = L.build_nets(cfg, device)  # same seeded initialisation as ours
+    for net in nets.values():  # plain torch.nn convolutions everywhere (no small-map GEMM path)
+        set_small_map_gemm(net, False)
     if pools is None:  # the same pool draws as our stage's pools
         stage = L.make_stage(kind, cfg, nets, device)
         pools = copy.deepcopy(stage.pools)

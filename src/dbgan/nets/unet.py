@@ -22,6 +22,7 @@ from dbgan.nets.common import (
     signed_input,
     to_unit,
 )
+from dbgan.nets.small_conv import SmallMapConv2d, SmallMapConvTranspose2d
 
 
 class UNetGenerator(ImageGenerator):
@@ -85,12 +86,12 @@ class UNetGenerator(ImageGenerator):
         for i in range(num_downs):
             if i == 0:
                 downs.append(nn.Sequential(
-                    nn.Conv2d(in_channels + self.noise_input.channels, ch[0], 4, 2, 1, bias=use_bias)
+                    SmallMapConv2d(in_channels + self.noise_input.channels, ch[0], 4, 2, 1, bias=use_bias)
                 ))
                 continue
             layers: list[nn.Module] = [
                 nn.LeakyReLU(0.2, inplace=False),
-                nn.Conv2d(ch[i - 1], ch[i], 4, 2, 1, bias=use_bias),
+                SmallMapConv2d(ch[i - 1], ch[i], 4, 2, 1, bias=use_bias),
             ]
             if i != inner:
                 layers.append(norm_layer(norm, ch[i]))
@@ -101,13 +102,13 @@ class UNetGenerator(ImageGenerator):
             if i == 0:
                 c_in = ch[0] if inner == 0 else 2 * ch[0]
                 ups.append(nn.Sequential(
-                    nn.ReLU(inplace=False), nn.ConvTranspose2d(c_in, out_channels, 4, 2, 1), nn.Tanh()
+                    nn.ReLU(inplace=False), SmallMapConvTranspose2d(c_in, out_channels, 4, 2, 1), nn.Tanh()
                 ))
                 continue
             c_in = ch[i] if i == inner else 2 * ch[i]
             layers = [
                 nn.ReLU(inplace=False),
-                nn.ConvTranspose2d(c_in, ch[i - 1], 4, 2, 1, bias=use_bias),
+                SmallMapConvTranspose2d(c_in, ch[i - 1], 4, 2, 1, bias=use_bias),
                 norm_layer(norm, ch[i - 1]),
             ]
             if use_dropout and i != inner and ch[i - 1] == ch[i] == ngf * 8:
