@@ -375,7 +375,15 @@ def max_weight_diff(loop: PlainLoop, stage: L.S.Stage) -> float:
 
 def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch.device, steps: int,
                      bf16_name: str) -> list[tuple]:
-    """Ours (fp32 NCHW) vs the plain loop (G-first order), step by step; and bf16 vs fp32 at step 0.
+    """Ours (fp32 NCHW) vs the plain loop (G-first order), step by step; then our small-map GEMM
+    layers vs torch.nn layers, and bf16 vs fp32, at step 0.
+
+    The step-by-step comparison checks the loop logic, so ours runs with the same layer
+    arithmetic as plain there (the small-map GEMM path off): a different summation order
+    flips a few ReLU and L1 kinks and Adam's first update, ``lr * g / (|g| + eps)``,
+    turns a 1e-7 gradient difference in the inner layers' tiny gradients into weight
+    differences of up to ``lr``, which says nothing about the loop. The GEMM layers
+    are then compared on their own.
 
     Before every step the plain loop is given our exact state (weights, Adam moments,
     pool contents and draws) and both draw the same noise, so each step is compared
@@ -387,7 +395,9 @@ def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch
     largest relative weight difference after the step.
     """
     rows = []
-    step_o, stage, _ = ours(kind, base, device)
+    step_o, stage, nets_o = ours(kind, base, device)
+    for net in nets_o.values():  # the loop logic first, with the same layer arithmetic as plain
+        set_small_map_gemm(net, False)
     step_p, loop = plain(kind, base, device, order="g_first", fused=True, pools=copy.deepcopy(stage.pools))
     for i in range(steps):
         b = batches[i % len(batches)]
@@ -399,7 +409,22 @@ def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch
         for key in sorted(set(lo) & set(lp)):
             rows.append((f"step {i}", key, lp[key], lo[key]))
         rows.append((f"step {i}", "weights after", 0.0, max_weight_diff(loop, stage)))
-    del step_o, stage, step_p, loop
+    del step_o, stage, nets_o, step_p, loop
+    gc.collect()
+    # the layer arithmetic: our small-map GEMM path vs torch.nn layers at the first step
+    # (the forward values; their gradients are compared layer by layer in tests/test_small_conv.py)
+    step_g, stage_g, _ = ours(kind, base, device)
+    step_n, stage_n, nets_n = ours(kind, base, device)
+    for net in nets_n.values():
+        set_small_map_gemm(net, False)
+    torch.manual_seed(1000)
+    lg = step_g(batches[0], 0)
+    torch.manual_seed(1000)
+    ln = step_n(batches[0], 0)
+    for key in sorted(set(lg) & set(ln)):
+        if not key.endswith("_acc"):
+            rows.append(("small-map GEMM vs torch.nn, step 0", key, ln[key], lg[key]))
+    del step_g, stage_g, step_n, stage_n, nets_n
     gc.collect()
     # mixed precision vs fp32 at the first step (same weights, same noise)
     amp, cl = OURS_VARIANTS[bf16_name]
