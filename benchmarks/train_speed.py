@@ -373,6 +373,15 @@ def max_weight_diff(loop: PlainLoop, stage: L.S.Stage) -> float:
     return worst
 
 
+def first_step_rows(label: str, step_ref: Callable, step_new: Callable, batch: dict) -> list[tuple]:
+    """The first step's logged losses of two freshly built stages (same weights, same noise draw)."""
+    torch.manual_seed(1000)
+    new = step_new(batch, 0)
+    torch.manual_seed(1000)
+    ref = step_ref(batch, 0)
+    return [(label, key, ref[key], new[key]) for key in sorted(set(new) & set(ref)) if not key.endswith("_acc")]
+
+
 def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch.device, steps: int,
                      bf16_name: str) -> list[tuple]:
     """Ours (fp32 NCHW) vs the plain loop (G-first order), step by step; then our small-map GEMM
@@ -417,13 +426,7 @@ def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch
     step_n, stage_n, nets_n = ours(kind, base, device)
     for net in nets_n.values():
         set_small_map_gemm(net, False)
-    torch.manual_seed(1000)
-    lg = step_g(batches[0], 0)
-    torch.manual_seed(1000)
-    ln = step_n(batches[0], 0)
-    for key in sorted(set(lg) & set(ln)):
-        if not key.endswith("_acc"):
-            rows.append(("small-map GEMM vs torch.nn, step 0", key, ln[key], lg[key]))
+    rows += first_step_rows("small-map GEMM vs torch.nn, step 0", step_n, step_g, batches[0])
     del step_g, stage_g, step_n, stage_n, nets_n
     gc.collect()
     # mixed precision vs fp32 at the first step (same weights, same noise)
@@ -432,13 +435,7 @@ def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch
     cfg.train.amp, cfg.train.channels_last = ("auto" if device.type == "cuda" else amp), cl
     step_b, stage_b, _ = ours(kind, cfg, device)
     step_f, stage_f, _ = ours(kind, base, device)
-    torch.manual_seed(1000)
-    lb = step_b(batches[0], 0)
-    torch.manual_seed(1000)
-    lf = step_f(batches[0], 0)
-    for key in sorted(set(lb) & set(lf)):
-        if not key.endswith("_acc"):
-            rows.append((f"{bf16_name} vs fp32, step 0", key, lf[key], lb[key]))
+    rows += first_step_rows(f"{bf16_name} vs fp32, step 0", step_f, step_b, batches[0])
     return rows
 
 

@@ -74,3 +74,19 @@ def test_tracing_takes_the_standard_path():
     kinds = {n.kind() for n in traced.inlined_graph.nodes()}
     assert "aten::_convolution" in kinds or "aten::conv_transpose2d" in kinds, kinds
     assert "aten::col2im" not in kinds and "aten::matmul" not in kinds
+
+
+def test_unet_takes_the_gemm_path_only_for_small_maps(monkeypatch):
+    import dbgan.nets.small_conv as sc
+
+    seen: list[tuple[str, int]] = []
+    conv, tconv = sc.conv2d_gemm, sc.conv_transpose2d_gemm
+    monkeypatch.setattr(sc, "conv2d_gemm", lambda x, *a: seen.append(("c", x.shape[-1])) or conv(x, *a))
+    monkeypatch.setattr(sc, "conv_transpose2d_gemm", lambda x, *a: seen.append(("t", x.shape[-1])) or tconv(x, *a))
+    net = UNetGenerator(num_downs=8, ngf=2)
+    net(torch.rand(1, 3, 256, 256))
+    # batch 1: convolutions on 16x16 and smaller inputs, transposed ones on 16x16 and smaller
+    assert sorted(seen) == sorted([("c", s) for s in (16, 8, 4, 2)] + [("t", s) for s in (1, 2, 4, 8, 16)])
+    seen.clear()
+    net(torch.rand(4, 3, 256, 256))  # batch 4: the limit is on batch x pixels
+    assert sorted(seen) == sorted([("c", s) for s in (8, 4, 2)] + [("t", s) for s in (1, 2, 4, 8)])
