@@ -101,3 +101,30 @@ def test_export_refuses_with_a_reason(tmp_path):
     with pytest.raises(ExportError, match="kernel_blur|KernelBlurGenerator.*cannot be exported"):
         export_onnx(KernelBlurGenerator(kernel_size=5), tmp_path / "k.onnx", role="blur_g")
     assert not (tmp_path / "k.onnx").exists()
+
+
+def test_paired_terms_see_the_noise_free_output():
+    from dbgan.train.stages import blur_with_clean
+
+    torch.manual_seed(0)
+    net = KernelBlurGenerator(kernel_size=5, init_noise=0.02)
+    x = torch.rand(2, 3, 20, 20)
+    z = _z(2)
+    noisy, clean = net.forward_parts(x, z)
+    torch.testing.assert_close(noisy, net(x, z))
+    assert (noisy - clean).std() > 0.01  # the sensor noise is only in the first
+    plain = KernelBlurGenerator(kernel_size=5, sensor_noise=False)
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("noise_head")})
+    torch.testing.assert_close(clean, plain(x, z))
+    # an L1 to a noiseless target through the stages' helper does not push the noise level down
+    torch.manual_seed(1)
+    fake, clean = blur_with_clean(net, x)
+    (fake - clean).abs().mean().mul(0).add(clean.sub(x).abs().mean()).backward()
+    assert net.noise_head.bias.grad is None or float(net.noise_head.bias.grad.abs()) == 0.0
+    assert net.kernel_head.bias.grad.abs().sum() > 0
+    # other generators give one output for both
+    from dbgan.nets import build_network
+
+    unet = build_network("unet", num_downs=3, ngf=4)
+    a, b = blur_with_clean(unet, x[:, :, :16, :16])
+    assert a is b

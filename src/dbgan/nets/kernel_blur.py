@@ -153,7 +153,7 @@ class KernelBlurGenerator(ImageGenerator):
             out["gamma"] = self.log_gamma.exp()
         return out
 
-    def body(self, x: Tensor, img: Tensor) -> Tensor:
+    def _parts(self, x: Tensor, img: Tensor) -> tuple[Tensor, Tensor]:
         z = x[:, self.in_channels :, 0, 0].float()  # the tiled noise vector
         p = self.params_from_noise(z)
         y = img
@@ -162,10 +162,21 @@ class KernelBlurGenerator(ImageGenerator):
         y = blur_per_image(y, p["kernels"])
         if self.linear_light:
             y = y.clamp_min(_EPS) ** (1.0 / p["gamma"])
-        if self.sensor_noise:
-            field = seeded_field(z, img).to(y.dtype)
-            y = y + p["noise_std"].to(y.dtype)[:, None, None, None] * field
-        return y.clamp(0.0, 1.0)
+        clean = y.clamp(0.0, 1.0)
+        if not self.sensor_noise:
+            return clean, clean
+        field = seeded_field(z, img).to(y.dtype)
+        return (y + p["noise_std"].to(y.dtype)[:, None, None, None] * field).clamp(0.0, 1.0), clean
+
+    def body(self, x: Tensor, img: Tensor) -> Tensor:
+        return self._parts(x, img)[0]
+
+    def forward_parts(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(output, output before the sensor noise)``; the training stages tie the second to paired targets."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects N x {self.in_channels} x H x W input, got {tuple(x.shape)}")
+        xn = self.noise_input(x, noise)  # size_multiple is 1: no padding
+        return self._parts(xn, x)
 
     def extra_repr(self) -> str:
         return (

@@ -385,6 +385,21 @@ class _BlurStage(Stage):
         self.finish_setup()
 
 
+def blur_with_clean(g_net: nn.Module, sharp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The blur generator's output, and the same before any sensor noise it adds.
+
+    The paired terms (L1 to the synthetic blur, the content tie to the sharp input) use
+    the noise-free output: an L1 to noiseless targets would otherwise teach a generator
+    with a noise model (``kernel_blur``) to add no noise at all, whatever the real
+    photos look like. Generators without ``forward_parts`` return one output for both.
+    """
+    parts = getattr(g_net, "forward_parts", None)
+    if parts is None:
+        fake = g_net(sharp)
+        return fake, fake
+    return parts(sharp)
+
+
 class BlurPretrainStage(_BlurStage):
     """G_blur learns sharp -> synthetic blur as a conditional GAN (pix2pix)."""
 
@@ -393,11 +408,11 @@ class BlurPretrainStage(_BlurStage):
     def compute(self, batch, it):
         g_net, d_net = self.generators["blur_g"], self.discriminators["blur_d"]
         sharp, target = batch["sharp"], batch["blur"]
-        fake = g_net(sharp)
+        fake, clean = blur_with_clean(g_net, sharp)
         logs: dict[str, torch.Tensor] = {}
         cond = sharp if self.scfg.conditional_d else None
         g_adv, d = self.adversarial(d_net, target, fake, "blur", logs, "blur", cond=cond)
-        g = self.scfg.w_adv * g_adv + self.generator_terms(fake, target, logs)
+        g = self.scfg.w_adv * g_adv + self.generator_terms(clean, target, logs)
         logs["loss_g"] = g
         return [(g, [g_net]), (d, [d_net])], logs
 
@@ -416,12 +431,12 @@ class BganStage(_BlurStage):
         """(generated blur, G_blur loss, D_blur loss); shared with :class:`JointStage`."""
         g_net, d_net = self.generators["blur_g"], self.discriminators["blur_d"]
         sharp = batch["sharp"]
-        fake = g_net(sharp)
+        fake, clean = blur_with_clean(g_net, sharp)
         g_adv, d = self.adversarial(d_net, batch["real_blur"], fake, "blur", logs, "blur")
         s = self.scfg
-        g = s.w_adv * g_adv + self.generator_terms(fake, sharp, logs)
+        g = s.w_adv * g_adv + self.generator_terms(clean, sharp, logs)
         if s.w_synthetic > 0:
-            syn = F.l1_loss(fake, batch["blur"])
+            syn = F.l1_loss(clean, batch["blur"])
             logs["synthetic_l1"] = syn
             g = g + s.w_synthetic * syn
         logs["loss_g_blur"] = g
