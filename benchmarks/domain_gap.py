@@ -106,6 +106,21 @@ def photo(name: str) -> torch.Tensor:
     return torch.from_numpy(img.astype(np.float32) / scale).permute(2, 0, 1).contiguous()
 
 
+def random_crop(img: torch.Tensor, crop: int, rng: np.random.Generator) -> torch.Tensor:
+    """A ``crop x crop`` window of ``img`` at a position drawn from ``rng`` (row, then column)."""
+    h, w = img.shape[-2:]
+    y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+    return img[:, y : y + crop, x : x + crop].contiguous()
+
+
+def write_pair(folder: Path, filename: str, sharp: torch.Tensor, blurred: torch.Tensor) -> None:
+    """``folder/sharp/filename`` and ``folder/blur/filename``."""
+    from dbgan.io import write_image
+
+    write_image(folder / "sharp" / filename, sharp)
+    write_image(folder / "blur" / filename, blurred)
+
+
 def build_data(root: Path, args, synth: SynthConfig, real: SynthConfig) -> dict[str, Path]:
     """Write sharp/, real_blur/ (unpaired), test/{sharp,blur}, tune/{sharp,blur} (synthetic) and oracle pairs."""
     from dbgan.blur.degrade import DegradationPipeline
@@ -120,32 +135,22 @@ def build_data(root: Path, args, synth: SynthConfig, real: SynthConfig) -> dict[
     for i, name in enumerate(TRAIN_PHOTOS):
         img = fit_longer_side(photo(name), args.train_side)
         write_image(d["sharp"] / f"{name}.png", img)
-        h, w = img.shape[-2:]
         for k in range(args.real_per_photo):
             # an independent crop of the same photo, blurred by the stand-in camera: unpaired
-            y, x = int(rng_real.integers(0, h - crop + 1)), int(rng_real.integers(0, w - crop + 1))
-            blurred, _ = real_pipe(img[:, y : y + crop, x : x + crop].contiguous(), np.random.default_rng([args.data_seed, 1, i, k]))
+            blurred, _ = real_pipe(random_crop(img, crop, rng_real), np.random.default_rng([args.data_seed, 1, i, k]))
             write_image(d["real_blur"] / f"{name}_{k:02d}.png", blurred)
         for k in range(args.tune_per_photo):
             # synthetic pairs of training photos: what the classical baselines are tuned on
-            y, x = int(rng_tune.integers(0, h - crop + 1)), int(rng_tune.integers(0, w - crop + 1))
-            sharp = img[:, y : y + crop, x : x + crop].contiguous()
-            blurred, _ = syn_pipe(sharp, np.random.default_rng([args.data_seed, 3, i, k]))
-            write_image(d["tune"] / "sharp" / f"{name}_{k:02d}.png", sharp)
-            write_image(d["tune"] / "blur" / f"{name}_{k:02d}.png", blurred)
+            sharp = random_crop(img, crop, rng_tune)
+            write_pair(d["tune"], f"{name}_{k:02d}.png", sharp, syn_pipe(sharp, np.random.default_rng([args.data_seed, 3, i, k]))[0])
         if args.oracle:
             for k in range(args.real_per_photo):
-                y, x = int(rng_oracle.integers(0, h - crop + 1)), int(rng_oracle.integers(0, w - crop + 1))
-                sharp = img[:, y : y + crop, x : x + crop].contiguous()
-                blurred, _ = real_pipe(sharp, np.random.default_rng([args.data_seed, 4, i, k]))
-                write_image(d["oracle"] / "sharp" / f"{name}_{k:02d}.png", sharp)
-                write_image(d["oracle"] / "blur" / f"{name}_{k:02d}.png", blurred)
+                sharp = random_crop(img, crop, rng_oracle)
+                write_pair(d["oracle"], f"{name}_{k:02d}.png", sharp, real_pipe(sharp, np.random.default_rng([args.data_seed, 4, i, k]))[0])
     for i, name in enumerate(TEST_PHOTOS):
         img = fit_longer_side(photo(name), args.test_side)
         for r in range(args.test_per_photo):
-            blurred, _ = real_pipe(img, np.random.default_rng([args.data_seed, 2, i, r]))
-            write_image(d["test"] / "sharp" / f"{name}_{r}.png", img)
-            write_image(d["test"] / "blur" / f"{name}_{r}.png", blurred)
+            write_pair(d["test"], f"{name}_{r}.png", img, real_pipe(img, np.random.default_rng([args.data_seed, 2, i, r]))[0])
     return d
 
 

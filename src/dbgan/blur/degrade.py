@@ -187,11 +187,9 @@ def _fft_blur_cpu(img: torch.Tensor, kb: torch.Tensor, kh: int, kw: int) -> torc
     # Reflect-pad straight to the FFT size: the circular convolution of size
     # (fh, fw) equals the linear one on the kept window, whatever lies beyond the
     # first k // 2 padded rows/columns, so no zero-padding copy is needed.
-    top, left = ph, pw
     small = max(ph, fh - h - ph) >= h or max(pw, fw - w - pw) >= w  # padding wider than the image
     rows = slice(ph + ch, ph + ch + h)
     cols = slice(pw + cw, pw + cw + w)
-    real_dtype = x4.dtype
     out = np.empty_like(x4)
 
     def spectrum(i: int, c: int) -> np.ndarray:
@@ -200,16 +198,16 @@ def _fft_blur_cpu(img: torch.Tensor, kb: torch.Tensor, kh: int, kw: int) -> torc
 
     def blur_channels(jobs: list[tuple[int, int]], spectra: dict[tuple[int, int], np.ndarray]) -> None:
         """Blur the given (image, channel) pairs; missing kernel spectra are computed on the way."""
-        xp = np.empty((fh, fw), dtype=real_dtype)
+        xp = np.empty((fh, fw), dtype=x4.dtype)
         for i, c in jobs:
             key = (i, min(c, n_kch - 1))
             if key not in spectra:
                 spectra.clear()  # a thread's images come in order: keep one image's spectra
                 spectra[key] = spectrum(*key)
             if small:
-                xp[...] = reflect_pad(torch.from_numpy(x4[i, c]), top, fh - h - top, left, fw - w - left).numpy()
+                xp[...] = reflect_pad(torch.from_numpy(x4[i, c]), ph, fh - h - ph, pw, fw - w - pw).numpy()
             else:
-                _reflect_pad_into(xp, x4[i, c], top, left)
+                _reflect_pad_into(xp, x4[i, c], ph, pw)
             spec = sfft.rfft(xp, axis=1)
             spec = sfft.fft(spec, axis=0, overwrite_x=True)
             spec *= spectra[key]

@@ -202,15 +202,19 @@ class ImageGenerator(nn.Module):
             noise: from :meth:`sample_noise`; drawn with torch's global RNG when ``None``
                 (and the generator has noise).
         """
+        self.check_input(x)
+        xn = self.noise_input(x, noise)
+        xp, size = pad_to_multiple(xn, self.size_multiple)
+        img = xp[:, : self.in_channels]
+        return crop_to(self.body(xp, img), size)
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise a ValueError naming the expected layout unless ``x`` is ``N x in_channels x H x W``."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__} expects N x {self.in_channels} x H x W input, "
                 f"got {tuple(x.shape)}"
             )
-        xn = self.noise_input(x, noise)
-        xp, size = pad_to_multiple(xn, self.size_multiple)
-        img = xp[:, : self.in_channels]
-        return crop_to(self.body(xp, img), size)
 
     def body(self, x: Tensor, img: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -173,8 +173,7 @@ class KernelBlurGenerator(ImageGenerator):
 
     def forward_parts(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(output, output before the sensor noise)``; the training stages tie the second to paired targets."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"{type(self).__name__} expects N x {self.in_channels} x H x W input, got {tuple(x.shape)}")
+        self.check_input(x)
         xn = self.noise_input(x, noise)  # size_multiple is 1: no padding
         return self._parts(xn, x)
 
