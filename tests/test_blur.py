@@ -31,7 +31,8 @@ from dbgan.blur import (
     to_linear,
 )
 from dbgan.config import SynthConfig
-from dbgan.blur.degrade import _reflect_pad_into
+from dbgan.blur import degrade
+from dbgan.blur.degrade import _axis_plan, _reflect_pad_into
 
 
 def _centroid(k: np.ndarray) -> tuple[float, float]:
@@ -211,6 +212,34 @@ def test_fft_blur_cpu_threads_match_torch_backend(threads, one_torch_thread):
         ours = fft_blur(imgs, k, backend="scipy")
         assert ours.shape == imgs.shape
         assert torch.allclose(ours, fft_blur(imgs, k, backend="torch"), atol=2e-6)
+
+
+def test_axis_plan_tight_size_only_when_it_saves():
+    # 1024 is a fast size: transformed unpadded, bands of k // 2 and (k - 1) // 2 redone
+    assert _axis_plan(1024, 31) == (1024, 0, 15, 15)
+    assert _axis_plan(1024, 30) == (1024, 0, 15, 14)
+    # 1021 rounds to 1024: 3 rows of reflection, the rest of the halo is a band
+    assert _axis_plan(1021, 31) == (1024, 3, 12, 15)
+    # small images (side < 8 kernels) always get the full reflect padding, no band
+    assert _axis_plan(128, 31) == (160, 15, 0, 0)
+
+
+@pytest.mark.parametrize("pocketfft", ["entry points", "public scipy.fft"])
+@pytest.mark.parametrize("size", [(256, 320), (243, 255), (257, 300), (250, 1000)])
+@pytest.mark.parametrize("ksize", [(31, 31), (30, 30), (15, 21), (2, 3)])
+def test_fft_blur_cpu_band_redo_matches_torch_backend(pocketfft, size, ksize, monkeypatch, one_torch_thread):
+    # sizes whose tight transform leaves wrong bands on some sides, odd and even kernels:
+    # float64, so any misplaced row or column of the redone bands shows far above rounding
+    if pocketfft != "entry points":
+        monkeypatch.setattr(degrade, "_pocketfft", None)
+    rng = np.random.default_rng(sum(size) + sum(ksize))
+    imgs = torch.rand(2, 3, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    k = rng.random((2, 3, *ksize))
+    k /= k.sum(axis=(-2, -1), keepdims=True)
+    plans = [_axis_plan(n, kn) for n, kn in zip(size, ksize)]
+    assert any(p[2] or p[3] for p in plans), "size/kernel pair chosen to exercise the band redo"
+    ours = fft_blur(imgs, k, backend="scipy")
+    assert torch.allclose(ours, fft_blur(imgs, k, backend="torch"), atol=1e-12, rtol=0)
 
 
 def test_fft_blur_gradient_flows():
