@@ -15,12 +15,21 @@ def test_every_preset_loads(name):
     assert load_config(f"configs/{name}.yaml").to_dict() == cfg.to_dict()
 
 
-def test_kernel_preset_swaps_only_the_blur_generator():
+def test_kernel_preset_swaps_the_blur_generator_and_its_paired_terms_only():
     kernel, demo = load_config("kernel").to_dict(), load_config("demo").to_dict()
     assert kernel["nets"]["blur_g"] == {"name": "kernel_blur", "args": {"kernel_size": 15, "noise_dim": 8}}
+    # the paired L1 terms give way to the kernel prior in both blur stages
+    assert kernel["stages"]["blur_pretrain"]["w_content"] == 0 and demo["stages"]["blur_pretrain"]["w_content"] > 0
+    assert kernel["stages"]["bgan"]["w_synthetic"] == 0 and demo["stages"]["bgan"]["w_synthetic"] > 0
+    for stage in ("blur_pretrain", "bgan"):
+        assert kernel["stages"][stage]["w_kernel_prior"] > 0 and demo["stages"][stage]["w_kernel_prior"] == 0
     for d in (kernel, demo):
         d.pop("name")
         d["nets"].pop("blur_g")
+        d["stages"]["blur_pretrain"].pop("w_content")
+        d["stages"]["bgan"].pop("w_synthetic")
+        for stage in ("blur_pretrain", "bgan"):
+            d["stages"][stage].pop("w_kernel_prior")
     assert kernel == demo
 
 

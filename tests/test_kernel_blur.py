@@ -10,6 +10,28 @@ from dbgan.nets import build_network
 from dbgan.nets.kernel_blur import KernelBlurGenerator, blur_per_image
 
 
+@pytest.fixture
+def folders_kernel(sample_images, tmp_path):
+    """``make(*overrides)``: the tiny preset with a kernel_blur BGAN on the sample photos."""
+    from dbgan.config import load_config
+
+    folder = sample_images[0].parent
+
+    def make(*overrides: str):
+        return load_config(
+            "tiny",
+            [
+                f"data.sharp_dir={folder}",
+                f"data.real_blur_dir={folder}",
+                f"runs_dir={tmp_path / 'runs'}",
+                "nets.blur_g={name: kernel_blur, args: {kernel_size: 9}}",
+                *overrides,
+            ],
+        )
+
+    return make
+
+
 def _z(n: int, dim: int = 8, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
 
@@ -128,3 +150,52 @@ def test_paired_terms_see_the_noise_free_output():
     unet = build_network("unet", num_downs=3, ngf=4)
     a, b = blur_with_clean(unet, x[:, :, :16, :16])
     assert a is b
+
+
+def test_kernel_prior_keeps_the_learnt_kernels_varied(folders_kernel):
+    """blur_pretrain with only the kernel prior spreads the kernels out like the synthetic ones."""
+    from dbgan.blur import kernel_extent
+    from dbgan.train import loop as L
+
+    cfg = folders_kernel(
+        "stages.blur_pretrain.w_content=0",
+        "stages.blur_pretrain.w_adv=0",
+        "stages.blur_pretrain.w_kernel_prior=1",
+        "stages.blur_pretrain.lr=0.01",
+    )
+    nets, _ = L.build_nets(cfg, torch.device("cpu"))
+    stage = L.make_stage("blur_pretrain", cfg, nets, torch.device("cpu"))
+    g = nets["blur_g"]
+    z = _z(256, seed=5)
+
+    def spread() -> float:
+        with torch.no_grad():
+            return float(kernel_extent(g.params_from_noise(z)["kernels"].numpy()).std())
+
+    batch = next(L.batches(L.stage_dataset(cfg, "blur_pretrain"), cfg, cfg.stages.blur_pretrain, 0, L.DistInfo()))
+    start = spread()
+    first = stage.step(batch, 0)["kernel_mmd"]
+    for it in range(1, 60):
+        logs = stage.step(batch, it)
+    bank_spread = float(kernel_extent(stage.kernel_bank.reshape(-1, g.kernel_size, g.kernel_size).numpy()).std())
+    assert start < 0.05 * bank_spread  # every z starts at the same Gaussian
+    assert logs["kernel_mmd"] < 0.5 * first
+    assert spread() > 0.4 * bank_spread
+    # the same draws after a restart at any iteration: no state outside the checkpoint
+    a, b = {}, {}
+    stage.kernel_prior(7, a)
+    stage.kernel_prior(7, b)
+    assert float(a["kernel_mmd"].detach()) == float(b["kernel_mmd"].detach())
+
+
+def test_kernel_prior_needs_a_kernel_predicting_generator(folders_kernel):
+    from dbgan.train import loop as L
+
+    cfg = folders_kernel("stages.bgan.w_kernel_prior=1", "nets.blur_g={name: unet, args: {num_downs: 3, ngf: 4}}")
+    nets, _ = L.build_nets(cfg, torch.device("cpu"))
+    with pytest.raises(ValueError, match="stages.bgan.w_kernel_prior.*kernel_blur"):
+        L.make_stage("bgan", cfg, nets, torch.device("cpu"))
+    from dbgan.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stages.dbgan.w_kernel_prior"):
+        folders_kernel("stages.dbgan.w_kernel_prior=1")

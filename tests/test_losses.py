@@ -199,3 +199,22 @@ def test_loss_registry():
     assert set(L.LOSSES.names()) == {"content", "gan", "perceptual", "frequency"}
     assert isinstance(L.build_loss("gan", mode="hinge"), L.GANLoss)
     assert isinstance(L.build_loss("frequency", alpha=2.0), L.FocalFrequencyLoss)
+
+
+def test_mmd_rbf_separates_distributions_and_punishes_collapse():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 10, generator=gen)
+    b = torch.randn(64, 10, generator=gen)  # same distribution, other draw
+    shifted = torch.randn(64, 10, generator=gen) + 1.5
+    assert float(L.mmd_rbf(a, a)) == pytest.approx(0.0, abs=1e-6)
+    same, apart = float(L.mmd_rbf(a, b)), float(L.mmd_rbf(a, shifted))
+    assert 0 <= same < apart / 4, (same, apart)
+    # every sample at the mean of the targets (what a paired L1 leads to) is far from them
+    collapsed = b.mean(0, keepdim=True).expand(64, -1)
+    assert float(L.mmd_rbf(collapsed, a)) > 4 * same
+    # the gradient moves a collapsed sample apart
+    x = collapsed.clone().requires_grad_()
+    L.mmd_rbf(x, a).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="n x d"):
+        L.mmd_rbf(a, torch.randn(5, 3))

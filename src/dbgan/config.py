@@ -128,7 +128,12 @@ class StageConfig:
     synthetic blur in blur_pretrain, the sharp image in dbgan, the sharp *input*
     in bgan, compared after ``content_scale``x average pooling so that only
     structure is tied and the blur itself is left free); ``w_synthetic`` (bgan
-    only) is the reference recipe's L1 to the synthetic blur.
+    only) is the reference recipe's L1 to the synthetic blur; ``w_kernel_prior``
+    (blur_pretrain and bgan, kernel-predicting blur generators such as
+    ``kernel_blur`` only) is a distribution distance (MMD) between the kernels the
+    generator draws for random noise vectors and kernels drawn by ``synth``: it keeps
+    the learnt kernels as varied as the synthetic ones, where an L1 to paired
+    synthetic blur pulls every kernel towards their mean.
     """
 
     iters: int = 1000
@@ -147,6 +152,7 @@ class StageConfig:
     w_content: float = 100.0
     content_scale: int = 1
     w_synthetic: float = 0.0
+    w_kernel_prior: float = 0.0
     w_perceptual: float = 0.0
     w_frequency: float = 0.0
     pool_size: int = 0  # image pool of generated images for the discriminator (0 = off)
@@ -529,11 +535,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"'{pre}.ema' must lie in [0, 1), got {st.ema}")
         if st.content_scale < 1:
             raise ConfigError(f"'{pre}.content_scale' must be >= 1, got {st.content_scale}")
-        for key in ("w_adv", "w_content", "w_synthetic", "w_perceptual", "w_frequency", "grad_clip"):
+        for key in ("w_adv", "w_content", "w_synthetic", "w_kernel_prior", "w_perceptual", "w_frequency", "grad_clip"):
             if getattr(st, key) < 0:
                 raise ConfigError(f"'{pre}.{key}' must be >= 0, got {getattr(st, key)}")
         if st.pool_size < 0:
             raise ConfigError(f"'{pre}.pool_size' must be >= 0, got {st.pool_size}")
+        if stage == "dbgan" and st.w_kernel_prior > 0:
+            raise ConfigError(f"'{pre}.w_kernel_prior' applies to the blur stages (blur_pretrain, bgan) only")
     t = cfg.train
     for key in ("log_every", "val_every", "save_every", "keep_last", "max_bad_steps"):
         if getattr(t, key) < 0:

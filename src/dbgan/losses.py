@@ -1,5 +1,7 @@
 """Losses: content (L1, MSE, Charbonnier), adversarial (vanilla, LSGAN, hinge, RBL),
-perceptual (VGG19 features) and focal frequency.
+perceptual (VGG19 features), focal frequency, and a sample-distribution distance
+(:func:`mmd_rbf`, used to keep a kernel-predicting blur generator's kernels as
+varied as the synthetic ones).
 
 Pure functions do the arithmetic; thin ``nn.Module`` wrappers hold settings
 (and the VGG for the perceptual loss). Modules are built by name through
@@ -97,6 +99,30 @@ class ContentLoss(nn.Module):
 
 
 # --------------------------------------------------------------------------- adversarial
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+def mmd_rbf(x: Tensor, y: Tensor, scales: Sequence[float] = (0.5, 1.0, 2.0)) -> Tensor:
+    """Squared maximum mean discrepancy between two samples, ``x`` (``n x d``) and ``y`` (``m x d``).
+
+    Gaussian kernels of bandwidths ``scales`` times the median pairwise distance of
+    the pooled sample (the median heuristic; the bandwidth gets no gradient), summed.
+    The biased (V-statistic) estimate: non-negative, zero when the samples coincide,
+    and it grows as the two distributions separate. Unlike an L1 between *paired*
+    samples it does not pull every sample to the mean of the targets.
+    """
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"mmd_rbf needs n x d and m x d samples, got {tuple(x.shape)} and {tuple(y.shape)}")
+    xy = torch.cat([x, y]).float()
+    sq = (xy * xy).sum(1)
+    d2 = (sq[:, None] + sq[None, :] - 2 * xy @ xy.t()).clamp_min(0)
+    off = d2.detach()[~torch.eye(len(xy), dtype=torch.bool, device=xy.device)]
+    med = off.median().clamp_min(1e-12)
+    k = sum(torch.exp(-d2 / (2 * s * s * med)) for s in scales)
+    n = len(x)
+    return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 
 
 def _check_mode(mode: str) -> None:

@@ -30,7 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import numpy as np
+
 from dbgan import losses as L
+from dbgan.blur.kernels import random_kernel
 from dbgan.config import Config, StageConfig
 from dbgan.train.pool import ImagePool
 
@@ -372,6 +375,24 @@ def _lr_d(s: StageConfig) -> float:
     return s.lr_d if s.lr_d is not None else s.lr
 
 
+#: kernels per step in the kernel-prior term, and the size of the synthetic bank they come from
+KERNEL_PRIOR_BATCH = 64
+KERNEL_PRIOR_BANK = 2048
+
+
+def fit_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
+    """``kernel`` centre-cropped or zero-padded to ``size x size`` and renormalised to sum 1."""
+    k = kernel.shape[0]
+    if k > size:
+        o = (k - size) // 2
+        kernel = kernel[o : o + size, o : o + size]
+    elif k < size:
+        o = (size - k) // 2
+        kernel = np.pad(kernel, ((o, size - k - o), (o, size - k - o)))
+    total = kernel.sum()
+    return (kernel / total if total > 0 else kernel).astype(np.float32)
+
+
 class _BlurStage(Stage):
     """A stage that trains G_blur against a blur discriminator (blur_pretrain, bgan)."""
 
@@ -382,7 +403,39 @@ class _BlurStage(Stage):
         self.add_optimizer("blur_g", blur_g, stage_cfg.lr)
         self.add_optimizer("blur_d", blur_d, _lr_d(stage_cfg))
         self.add_pool("blur")
+        self.kernel_bank: torch.Tensor | None = None
+        if stage_cfg.w_kernel_prior > 0:
+            self.kernel_bank = self._synthetic_kernel_bank(blur_g)
         self.finish_setup()
+
+    def _synthetic_kernel_bank(self, blur_g: nn.Module) -> torch.Tensor:
+        """Kernels drawn by ``cfg.synth`` (fitted to the generator's kernel size), flattened."""
+        size = getattr(blur_g, "kernel_size", None)
+        if not callable(getattr(blur_g, "params_from_noise", None)) or not isinstance(size, int):
+            raise ValueError(
+                f"stages.{self.name}.w_kernel_prior needs a blur generator that predicts kernels "
+                f"from its noise vector (kernel_blur), got {type(blur_g).__name__}"
+            )
+        rng = np.random.default_rng([self.seed, 4099])
+        bank = [fit_kernel(random_kernel(self.cfg.synth, rng), size) for _ in range(KERNEL_PRIOR_BANK)]
+        return torch.from_numpy(np.stack(bank).reshape(len(bank), -1)).to(self.device)
+
+    def kernel_prior(self, it: int, logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """``w_kernel_prior`` x MMD between kernels for random noise vectors and synthetic ones.
+
+        Both draws depend only on the stage seed and the iteration, so a resumed run
+        repeats them exactly without extra state in the checkpoint.
+        """
+        if self.kernel_bank is None:
+            return 0.0
+        g_net = self.generators["blur_g"]
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + it)
+        z = torch.randn(KERNEL_PRIOR_BATCH, g_net.noise_input.noise_dim, generator=gen).to(self.device)
+        idx = torch.randint(len(self.kernel_bank), (KERNEL_PRIOR_BATCH,), generator=gen).to(self.device)
+        learnt = g_net.params_from_noise(z)["kernels"].flatten(1)
+        mmd = L.mmd_rbf(learnt, self.kernel_bank[idx])
+        logs["kernel_mmd"] = mmd
+        return self.scfg.w_kernel_prior * mmd
 
 
 def blur_with_clean(g_net: nn.Module, sharp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -412,7 +465,7 @@ class BlurPretrainStage(_BlurStage):
         logs: dict[str, torch.Tensor] = {}
         cond = sharp if self.scfg.conditional_d else None
         g_adv, d = self.adversarial(d_net, target, fake, "blur", logs, "blur", cond=cond)
-        g = self.scfg.w_adv * g_adv + self.generator_terms(clean, target, logs)
+        g = self.scfg.w_adv * g_adv + self.generator_terms(clean, target, logs) + self.kernel_prior(it, logs)
         logs["loss_g"] = g
         return [(g, [g_net]), (d, [d_net])], logs
 
@@ -427,7 +480,7 @@ class BganStage(_BlurStage):
 
     name = "bgan"
 
-    def blur_losses(self, batch, logs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def blur_losses(self, batch, logs, it: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(generated blur, G_blur loss, D_blur loss); shared with :class:`JointStage`."""
         g_net, d_net = self.generators["blur_g"], self.discriminators["blur_d"]
         sharp = batch["sharp"]
@@ -439,12 +492,13 @@ class BganStage(_BlurStage):
             syn = F.l1_loss(clean, batch["blur"])
             logs["synthetic_l1"] = syn
             g = g + s.w_synthetic * syn
+        g = g + self.kernel_prior(it, logs)
         logs["loss_g_blur"] = g
         return fake, g, d
 
     def compute(self, batch, it):
         logs: dict[str, torch.Tensor] = {}
-        _, g, d = self.blur_losses(batch, logs)
+        _, g, d = self.blur_losses(batch, logs, it)
         return [(g, [self.generators["blur_g"]]), (d, [self.discriminators["blur_d"]])], logs
 
     @torch.no_grad()
@@ -539,7 +593,7 @@ class JointStage(Stage):
 
     def compute(self, batch, it):
         logs: dict[str, torch.Tensor] = {}
-        fake_blur, g_blur, d_blur = self.bgan.blur_losses(batch, logs)
+        fake_blur, g_blur, d_blur = self.bgan.blur_losses(batch, logs, it)
         jcfg = self.cfg.joint
         if jcfg.backprop_into_blur:
             deblur_in = scale_grad(fake_blur, jcfg.w_deblur_into_blur)
