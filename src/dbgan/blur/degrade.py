@@ -28,10 +28,30 @@ import torch.nn.functional as F
 
 from dbgan.blur.kernels import random_kernel
 
-try:  # pocketfft's own entry points (scipy.fft wraps them) accept output buffers
-    from scipy.fft._pocketfft import pypocketfft as _pocketfft
-except ImportError:  # pragma: no cover - another scipy layout: the public API, with copies
-    _pocketfft = None
+
+
+def _pocketfft_entry_points():
+    """pocketfft's own entry points (``scipy.fft`` wraps them), which write into given buffers.
+
+    A private scipy module: used only if it imports and a tiny round trip through the
+    ``out`` arguments is right; otherwise ``None`` and the public ``scipy.fft`` path is used.
+    """
+    try:
+        from scipy.fft._pocketfft import pypocketfft as pf
+
+        x = np.arange(8, dtype=np.float32).reshape(2, 4)
+        spec = np.empty((2, 3), dtype=np.complex64)
+        back = np.empty_like(x)
+        pf.r2c(x, axes=(1,), forward=True, inorm=0, out=spec)
+        pf.c2c(spec, axes=(0,), forward=True, inorm=0, out=spec)
+        pf.c2c(spec, axes=(0,), forward=False, inorm=2, out=spec)
+        pf.c2r(spec, axes=(1,), lastsize=4, forward=False, inorm=2, out=back)
+        return pf if np.allclose(back, x, atol=1e-5) else None
+    except Exception:  # pragma: no cover - another scipy layout or signature
+        return None
+
+
+_pocketfft = _pocketfft_entry_points()
 
 __all__ = [
     "fft_blur",
@@ -163,16 +183,6 @@ def _reflect_pad_into(dst: np.ndarray, src: np.ndarray, top: int, left: int) -> 
         dst[top + h :] = dst[top + h - 2 : end : -1] if end >= 0 else dst[top + h - 2 :: -1][:bottom]
 
 
-def _reflect_index_np(start: int, stop: int, n: int) -> np.ndarray:
-    """Indices into ``range(n)`` of positions ``start..stop-1`` under reflect padding."""
-    idx = np.arange(start, stop)
-    if n == 1:
-        return np.zeros_like(idx)
-    period = 2 * (n - 1)
-    idx = np.mod(idx, period)
-    return np.where(idx >= n, period - idx, idx)
-
-
 def _axis_plan(n: int, k: int) -> tuple[int, int, int, int]:
     """How :func:`_fft_blur_cpu` handles one axis of length ``n`` for a kernel of length ``k``.
 
@@ -182,7 +192,7 @@ def _axis_plan(n: int, k: int) -> tuple[int, int, int, int]:
     wrong. When the image side itself rounds to a smaller fast size (1024, 1000, ...), the
     transform is done at that size with only the rounding as padding; the circular wrap
     then spoils at most ``a`` rows before and ``b`` after, which are redone separately
-    (see :func:`_redo_bands`). That saves a fifth of the work at 1024x1024.
+    (see :class:`_BandRedo`). That saves a fifth of the work at 1024x1024.
     """
     import scipy.fft as sfft
 

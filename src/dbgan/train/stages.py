@@ -26,11 +26,10 @@ import contextlib
 import math
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import numpy as np
 
 from dbgan import losses as L
 from dbgan.blur.kernels import random_kernel
