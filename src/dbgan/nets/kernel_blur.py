@@ -20,6 +20,11 @@ the tone curve and the noise level that make the result look like the user's
 real photos. The Gaussian field of step 3 is drawn from a generator seeded by
 ``z`` and the image (:func:`seeded_field`), so a seeded noise vector
 (``Blurrer``) reproduces the whole output. The blur itself is a grouped convolution (differentiable in the kernel).
+
+Train it with a kernel prior rather than paired L1 terms (``stages.*.w_kernel_prior``,
+as the ``kernel`` preset does): an L1 to synthetic blur made with a kernel that ``z``
+knows nothing about pulls every kernel to the mean kernel, while the prior matches the
+*distribution* of kernels to the synthetic one (:func:`dbgan.losses.mmd_rbf`).
 """
 
 from __future__ import annotations
