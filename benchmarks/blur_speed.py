@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="images per batched call (default 8, quick 4)")
     ap.add_argument("--kernel-size", type=int, default=31)
     ap.add_argument("--kernels", type=int, default=None, help="kernels to generate (default 2000, quick 300)")
-    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, quick 2)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 6, quick 4)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
 
@@ -118,7 +118,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     batch = args.batch or (4 if args.quick else 8)
     n_kernels = args.kernels or (300 if args.quick else 2000)
-    rounds = args.rounds or (2 if args.quick else 3)
+    rounds = args.rounds or (4 if args.quick else 6)
     ks = args.kernel_size
     n_loop = max(20, n_kernels // 10)
 

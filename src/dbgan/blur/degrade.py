@@ -16,10 +16,11 @@ output has the input's size and no dark frame.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import cv2
 import numpy as np
@@ -332,8 +333,9 @@ def _fft_blur_cpu(img: torch.Tensor, kb: torch.Tensor, kh: int, kw: int) -> torc
     ch, cw = (kh - 1) // 2, (kw - 1) // 2  # kernel centre (scipy 'same' convention)
     # phase ramps that centre the kernel, so output pixel r sits at r + pad
     cplx = np.result_type(x4.dtype, np.complex64)
-    ramp_h = np.exp(2j * np.pi * ch * np.arange(fh) / fh).astype(cplx)[:, None]
-    ramp_w = np.exp(2j * np.pi * cw * np.arange(fw // 2 + 1) / fw).astype(cplx)
+    # the kernel's taps sit at circular offsets -centre..: output pixel r lands at r + pad
+    # (kh <= fh and kw <= fw always: the FFT sizes cover image + kernel or 8 kernel widths)
+    tap_rows, tap_cols = (np.arange(kh) - ch) % fh, (np.arange(kw) - cw) % fw
     rows, cols = slice(top, top + h), slice(left, left + w)
     out = np.empty_like(x4)
 
@@ -342,11 +344,14 @@ def _fft_blur_cpu(img: torch.Tensor, kb: torch.Tensor, kh: int, kw: int) -> torc
     def spectrum(i: int, c: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """The kernel's spectrum for the main transform, and those for the band strips."""
         kk = k4[min(i, k4.shape[0] - 1), min(c, k4.shape[1] - 1)]
-        spec = sfft.fft(sfft.rfft(kk, n=fw, axis=-1) * ramp_w, n=fh, axis=-2)
-        spec *= ramp_h / (fh * fw)
+        rows_k = np.zeros((kh, fw), dtype=x4.dtype)
+        rows_k[:, tap_cols] = kk / (fh * fw)  # pre-scaled: no transform normalises
+        spec = np.zeros((fh, fw // 2 + 1), dtype=cplx)
+        spec[tap_rows] = sfft.rfft(rows_k, axis=-1)  # only the kernel's few rows
+        spec = sfft.fft(spec, axis=0, overwrite_x=True)
         return spec, (redo.spectra(kk) if redo else [])
 
-    def blur_channels(jobs: list[tuple[int, int]], spectra: dict) -> None:
+    def blur_channels(jobs: Iterable[tuple[int, int]], spectra: dict) -> None:
         """Blur the given (image, channel) pairs; missing kernel spectra are computed on the way."""
         xp = None if unpadded else np.empty((fh, fw), dtype=x4.dtype)
         bufc = np.empty((fh, fw // 2 + 1), dtype=cplx)
@@ -376,16 +381,38 @@ def _fft_blur_cpu(img: torch.Tensor, kb: torch.Tensor, kh: int, kw: int) -> torc
     if threads == 1 or len(jobs) == 1 or h * w < _MIN_PIXELS_FOR_THREADS:
         blur_channels(jobs, {})
     elif n_img >= threads:
-        # whole images per thread (each computes its own kernel spectra): no barriers
-        shares = [[ic for ic in jobs if ic[0] % threads == t] for t in range(threads)]
-        list(_pool(threads).map(lambda share: blur_channels(share, {}), shares))
+        # whole images, handed out one at a time to whichever thread is free (a thread
+        # slowed down by other load on its core takes fewer); each computes its own spectra
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in range(n_img):
+            todo.put(i)
+
+        def next_images() -> Iterator[tuple[int, int]]:
+            while True:
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                yield from ((i, c) for c in range(n_ch))
+
+        list(_pool(threads).map(lambda _: blur_channels(next_images(), {}), range(threads)))
     else:
-        # fewer images than threads: the kernel spectra first, then the channels split
+        # fewer images than threads: the kernel spectra first, then channels one at a time
         pool = _pool(threads)
         keys = [(i, c) for i in range(n_img) for c in range(n_kch)]
         spectra = dict(zip(keys, pool.map(lambda ic: spectrum(*ic), keys)))
-        shares = [jobs[t::threads] for t in range(min(threads, len(jobs)))]
-        list(pool.map(lambda share: blur_channels(share, dict(spectra)), shares))
+        todo_ch: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+        for ic in jobs:
+            todo_ch.put(ic)
+
+        def next_channels() -> Iterator[tuple[int, int]]:
+            while True:
+                try:
+                    yield todo_ch.get_nowait()
+                except queue.Empty:
+                    return
+
+        list(pool.map(lambda _: blur_channels(next_channels(), dict(spectra)), range(min(threads, len(jobs)))))
     return torch.from_numpy(out.reshape(x.shape)).to(img.dtype)
 
 
