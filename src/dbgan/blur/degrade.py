@@ -20,7 +20,7 @@ import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, TypeVar, Union
 
 import cv2
 import numpy as np
@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 KernelLike = Union[torch.Tensor, np.ndarray]
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- FFT convolution
@@ -272,6 +273,23 @@ class _BandRedo:
                 out[r0:r1, c0:c1] = band
 
 
+def _shared_items(items: Iterable[T]) -> Callable[[], Iterator[T]]:
+    """Hand ``items`` out to several threads: each calls the result for its own iterator,
+    and every item goes to whichever thread asks next (so a slower thread takes fewer)."""
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for item in items:
+        todo.put(item)
+
+    def take() -> Iterator[T]:
+        while True:
+            try:
+                yield todo.get_nowait()
+            except queue.Empty:
+                return
+
+    return take
+
+
 def _circular_convolve(
     padded: np.ndarray, spec_k: np.ndarray, rows: slice, bufc: np.ndarray, dest: np.ndarray
 ) -> None:
@@ -306,7 +324,7 @@ def _fft_blur_cpu(img: torch.Tensor, kb: torch.Tensor, kh: int, kw: int) -> torc
     the rows that are kept. That is two transforms per channel
     (``scipy.signal.fftconvolve`` does three: it also transforms the zero-padded kernel),
     with each kernel's spectrum computed once per image and shared by its channels
-    (from its few non-zero rows, centred by a phase ramp). Sizes come from
+    (from its few non-zero rows, placed at their circular offsets). Sizes come from
     :func:`_axis_plan`: an image whose side is already a fast FFT size (1024, ...) is
     transformed unpadded and the thin bands spoiled by the circular wrap are redone
     exactly; otherwise it is reflect-padded into a reused buffer. Channel by channel
@@ -331,7 +349,6 @@ def _fft_blur_cpu(img: torch.Tensor, kb: torch.Tensor, kh: int, kw: int) -> torc
     # equals the linear one on the kept window, whatever lies beyond the padding.
     small = max(top, fh - h - top) >= h or max(left, fw - w - left) >= w  # padding wider than the image
     ch, cw = (kh - 1) // 2, (kw - 1) // 2  # kernel centre (scipy 'same' convention)
-    # phase ramps that centre the kernel, so output pixel r sits at r + pad
     cplx = np.result_type(x4.dtype, np.complex64)
     # the kernel's taps sit at circular offsets -centre..: output pixel r lands at r + pad
     # (kh <= fh and kw <= fw always: the FFT sizes cover image + kernel or 8 kernel widths)
@@ -383,36 +400,15 @@ def _fft_blur_cpu(img: torch.Tensor, kb: torch.Tensor, kh: int, kw: int) -> torc
     elif n_img >= threads:
         # whole images, handed out one at a time to whichever thread is free (a thread
         # slowed down by other load on its core takes fewer); each computes its own spectra
-        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for i in range(n_img):
-            todo.put(i)
-
-        def next_images() -> Iterator[tuple[int, int]]:
-            while True:
-                try:
-                    i = todo.get_nowait()
-                except queue.Empty:
-                    return
-                yield from ((i, c) for c in range(n_ch))
-
-        list(_pool(threads).map(lambda _: blur_channels(next_images(), {}), range(threads)))
+        images = _shared_items(range(n_img))
+        list(_pool(threads).map(lambda _: blur_channels(((i, c) for i in images() for c in range(n_ch)), {}), range(threads)))
     else:
         # fewer images than threads: the kernel spectra first, then channels one at a time
         pool = _pool(threads)
         keys = [(i, c) for i in range(n_img) for c in range(n_kch)]
         spectra = dict(zip(keys, pool.map(lambda ic: spectrum(*ic), keys)))
-        todo_ch: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
-        for ic in jobs:
-            todo_ch.put(ic)
-
-        def next_channels() -> Iterator[tuple[int, int]]:
-            while True:
-                try:
-                    yield todo_ch.get_nowait()
-                except queue.Empty:
-                    return
-
-        list(pool.map(lambda _: blur_channels(next_channels(), dict(spectra)), range(min(threads, len(jobs)))))
+        channels = _shared_items(jobs)
+        list(pool.map(lambda _: blur_channels(channels(), dict(spectra)), range(min(threads, len(jobs)))))
     return torch.from_numpy(out.reshape(x.shape)).to(img.dtype)
 
 
