@@ -17,7 +17,10 @@ def test_every_preset_loads(name):
 
 def test_kernel_preset_swaps_the_blur_generator_and_its_paired_terms_only():
     kernel, demo = load_config("kernel").to_dict(), load_config("demo").to_dict()
-    assert kernel["nets"]["blur_g"] == {"name": "kernel_blur", "args": {"kernel_size": 15, "noise_dim": 8}}
+    assert kernel["nets"]["blur_g"] == {
+        "name": "kernel_blur",
+        "args": {"kernel_size": 15, "noise_dim": 8, "init_gamma": 2.2, "learn_gamma": False},
+    }
     # the paired L1 terms give way to the kernel prior in both blur stages
     assert kernel["stages"]["blur_pretrain"]["w_content"] == 0 and demo["stages"]["blur_pretrain"]["w_content"] > 0
     assert kernel["stages"]["bgan"]["w_synthetic"] == 0 and demo["stages"]["bgan"]["w_synthetic"] > 0
@@ -88,3 +91,14 @@ def test_impossible_values_are_rejected():
     ]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             build_config(raw)
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    """YAML 1.1 reads ``1e-6`` as a string; free-form network args would then get a str."""
+    cfg = build_config({}, ["nets.blur_g.args.init_gamma=2e0", "stages.dbgan.lr=3E-4"])
+    assert cfg.nets.blur_g.args["init_gamma"] == 2.0 and isinstance(cfg.nets.blur_g.args["init_gamma"], float)
+    assert cfg.stages.dbgan.lr == 3e-4
+    f = tmp_path / "c.yaml"
+    f.write_text("stages:\n  dbgan: {lr: 5e-5}\n")
+    assert load_config(str(f)).stages.dbgan.lr == 5e-5
+    assert build_config({}, ["name=1e3x"]).name == "1e3x"  # not a number: stays a string

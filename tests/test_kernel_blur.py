@@ -199,3 +199,68 @@ def test_kernel_prior_needs_a_kernel_predicting_generator(folders_kernel):
 
     with pytest.raises(ConfigError, match="stages.dbgan.w_kernel_prior"):
         folders_kernel("stages.dbgan.w_kernel_prior=1")
+
+
+def test_gamma_starts_where_asked_and_its_learning_rate_is_scaled(folders_kernel):
+    """``init_gamma`` sets the tone curve; ``gamma_lr_scale`` gives that one scalar its own step size."""
+    from dbgan.train import loop as L
+    from dbgan.train.stages import lr_factor
+
+    assert float(KernelBlurGenerator(kernel_size=5, init_gamma=2.2).log_gamma.detach().exp()) == pytest.approx(2.2)
+    for bad in ({"init_gamma": 0.0}, {"gamma_lr_scale": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            KernelBlurGenerator(kernel_size=5, **bad)
+    cfg = folders_kernel(
+        "nets.blur_g.args.gamma_lr_scale=50",
+        "stages.blur_pretrain.schedule=cosine",
+        "stages.blur_pretrain.lr=1e-4",
+    )
+    nets, _ = L.build_nets(cfg, torch.device("cpu"))
+    stage = L.make_stage("blur_pretrain", cfg, nets, torch.device("cpu"))
+    g = nets["blur_g"]
+    groups = stage.optimizers["blur_g"].param_groups
+    assert sorted(gr["lr_scale"] for gr in groups) == [1.0, 50.0]
+    (gamma_group,) = [gr for gr in groups if gr["lr_scale"] == 50.0]
+    assert [id(p) for p in gamma_group["params"]] == [id(g.log_gamma)]
+    batch = next(L.batches(L.stage_dataset(cfg, "blur_pretrain"), cfg, cfg.stages.blur_pretrain, 0, L.DistInfo()))
+    before = float(g.log_gamma.detach())
+    stage.step(batch, 3)
+    factor = lr_factor(cfg.stages.blur_pretrain, 3)
+    assert 0 < factor < 1
+    assert gamma_group["lr"] == pytest.approx(1e-4 * 50 * factor)
+    assert all(gr["lr"] == pytest.approx(1e-4 * factor) for gr in groups if gr is not gamma_group)
+    # Adam's first step moves each parameter by about its lr
+    assert abs(float(g.log_gamma.detach()) - before) == pytest.approx(1e-4 * 50 * factor, rel=0.05)
+    # a resumed optimizer keeps the groups and their scales
+    opt = stage.optimizers["blur_g"]
+    opt.load_state_dict(opt.state_dict())
+    assert sorted(gr["lr_scale"] for gr in opt.param_groups) == [1.0, 50.0]
+
+
+def test_lr_scales_must_name_real_parameters():
+    from dbgan.train.stages import param_groups
+
+    net = KernelBlurGenerator(kernel_size=5)
+    net.lr_scales = lambda: {"no_such_weight": 2.0}
+    with pytest.raises(ValueError, match="no_such_weight"):
+        param_groups(net)
+    assert [g["lr_scale"] for g in param_groups(KernelBlurGenerator(kernel_size=5))] == [1.0]
+
+
+def test_a_fixed_gamma_is_saved_but_never_trained():
+    net = KernelBlurGenerator(kernel_size=5, init_gamma=2.2, learn_gamma=False)
+    assert "log_gamma" not in dict(net.named_parameters()) and "log_gamma" in net.state_dict()
+    assert net.params_from_noise(_z(1))["gamma"].item() == pytest.approx(2.2)
+    learnt = KernelBlurGenerator(kernel_size=5, init_gamma=1.7)
+    net.load_state_dict(learnt.state_dict())  # checkpoints of either kind load into the other
+    assert net.params_from_noise(_z(1))["gamma"].item() == pytest.approx(1.7)
+    # in linear light a dark-bright edge blurs brighter than on the encoded values
+    x = torch.zeros(1, 3, 1, 16)
+    x[..., 8:] = 1.0
+    x = x.expand(1, 3, 16, 16).contiguous()
+    lin = KernelBlurGenerator(kernel_size=5, init_gamma=2.2, learn_gamma=False, sensor_noise=False)
+    enc = KernelBlurGenerator(kernel_size=5, init_gamma=1.0, learn_gamma=False, sensor_noise=False)
+    enc.load_state_dict({**lin.state_dict(), "log_gamma": torch.zeros(())})
+    z = _z(1)
+    with torch.no_grad():
+        assert float(lin(x, z).mean()) > float(enc(x, z).mean()) + 0.02

@@ -251,3 +251,32 @@ def test_kernel_blur_generator_trains_and_blurs_from_its_checkpoint(folders, tmp
     with torch.no_grad():
         _, clean = trained.forward_parts(img[None].contiguous(), trained.sample_noise(img[None]))
     assert grad(clean) < grad(img)
+
+
+def test_joint_stage_runs_every_network_on_the_dbgan_schedule(folders):
+    """The joint stage lasts ``stages.dbgan.iters``: all four networks follow that schedule."""
+    from dbgan.train import loop as L
+    from dbgan.train.stages import lr_factor
+
+    cfg = load_config(
+        "tiny",
+        [
+            f"data.sharp_dir={folders['sharp']}",
+            f"data.real_blur_dir={folders['real']}",
+            "scheme=joint",
+            "stages.dbgan.iters=10",
+            "stages.dbgan.schedule=cosine",
+            "stages.bgan.iters=2",  # its own schedule would have ended long before iteration 6
+            "stages.bgan.schedule=linear",
+            "stages.bgan.decay_start=0",
+            "stages.bgan.lr=1e-3",
+        ],
+    )
+    nets, _ = L.build_nets(cfg, torch.device("cpu"))
+    stage = L.make_stage("joint", cfg, nets, torch.device("cpu"))
+    batch = next(L.batches(L.stage_dataset(cfg, "joint"), cfg, L.stage_cfg(cfg, "joint"), 0, L.DistInfo()))
+    stage.step(batch, 6)
+    factor = lr_factor(cfg.stages.dbgan, 6)
+    assert 0 < factor < 1
+    assert stage.optimizers["blur_g"].param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
+    assert stage.optimizers["deblur_g"].param_groups[0]["lr"] == pytest.approx(cfg.stages.dbgan.lr * factor)

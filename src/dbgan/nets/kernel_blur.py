@@ -10,7 +10,11 @@ degradation and applies it:
    softmax, so non-negative and summing to 1 (motion, defocus and Gaussian blur
    are all of this form), initialised near a Gaussian of ``init_sigma``;
 2. optionally in **linear light**: ``x ** gamma`` before and ``** (1 / gamma)``
-   after the blur, with one learnt ``gamma`` (initialised at 1, i.e. off);
+   after the blur, with one ``gamma`` (``init_gamma``, default 1, i.e. off), learnt or
+   fixed (``learn_gamma``). Real cameras blur scene radiance before their tone curve,
+   so photos want about 2.2 (sRGB); the ``kernel`` preset fixes it there, because at
+   CPU scale the discriminator does not find the tone curve by itself (it drifts
+   towards 1 and costs 0.3 dB, see ``docs/benchmarks.md``);
 3. **sensor noise**: a per-image standard deviation ``sigma(z)`` (initialised near
    ``init_noise``) times a Gaussian field.
 
@@ -95,6 +99,11 @@ class KernelBlurGenerator(ImageGenerator):
         linear_light: learn a gamma and blur in linear light.
         sensor_noise: learn a per-image noise level and add a Gaussian field.
         init_noise: initial noise std (in ``[0, 1]`` units).
+        init_gamma: initial gamma (1: blur on the encoded values; about 2.2 for sRGB).
+        learn_gamma: train the gamma (True) or keep ``init_gamma`` as the camera's known
+            tone curve (False).
+        gamma_lr_scale: learning-rate factor for the gamma (one scalar moves by about
+            ``lr`` per Adam step; see :meth:`lr_scales`).
     """
 
     size_multiple = 1
@@ -110,16 +119,23 @@ class KernelBlurGenerator(ImageGenerator):
         linear_light: bool = True,
         sensor_noise: bool = True,
         init_noise: float = 0.003,
+        init_gamma: float = 1.0,
+        learn_gamma: bool = True,
+        gamma_lr_scale: float = 1.0,
     ):
         super().__init__()
         if out_channels is not None and out_channels != in_channels:
             raise ValueError("kernel_blur keeps the channels: out_channels must equal in_channels")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        if gamma_lr_scale <= 0:
+            raise ValueError(f"gamma_lr_scale must be > 0, got {gamma_lr_scale}")
         if noise_dim < 1 or hidden < 1:
             raise ValueError(f"noise_dim and hidden must be >= 1, got {noise_dim}, {hidden}")
-        if init_sigma <= 0 or init_noise <= 0:
-            raise ValueError(f"init_sigma and init_noise must be > 0, got {init_sigma}, {init_noise}")
+        if init_sigma <= 0 or init_noise <= 0 or init_gamma <= 0:
+            raise ValueError(
+                f"init_sigma, init_noise and init_gamma must be > 0, got {init_sigma}, {init_noise}, {init_gamma}"
+            )
         self.in_channels = self.out_channels = in_channels
         self.kernel_size = kernel_size
         self.noise_input = NoiseInput("vector", noise_dim=noise_dim)
@@ -136,8 +152,24 @@ class KernelBlurGenerator(ImageGenerator):
             nn.init.zeros_(self.noise_head.weight)  # every z starts at init_noise
             nn.init.constant_(self.noise_head.bias, init_noise)
         self.linear_light = linear_light
+        self.learn_gamma = bool(learn_gamma)
+        self.gamma_lr_scale = float(gamma_lr_scale)
         if linear_light:
-            self.log_gamma = nn.Parameter(torch.zeros(()))
+            log_gamma = torch.tensor(float(init_gamma)).log()
+            if self.learn_gamma:
+                self.log_gamma = nn.Parameter(log_gamma)
+            else:  # the camera's known tone curve: saved with the weights, never trained
+                self.register_buffer("log_gamma", log_gamma)
+
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate factors per parameter name (read by the training stages' optimizers).
+
+        ``log_gamma`` is one scalar: Adam moves it by about ``lr`` per step, so without
+        a larger factor it stays near its initial value over a whole training run.
+        """
+        if self.linear_light and self.learn_gamma and self.gamma_lr_scale != 1.0:
+            return {"log_gamma": self.gamma_lr_scale}
+        return {}
 
     #: read by :func:`dbgan.export.export_onnx`, which refuses with this reason
     onnx_unsupported = (
@@ -184,6 +216,6 @@ class KernelBlurGenerator(ImageGenerator):
 
     def extra_repr(self) -> str:
         return (
-            f"kernel_size={self.kernel_size}, linear_light={self.linear_light}, "
+            f"kernel_size={self.kernel_size}, linear_light={self.linear_light}, learn_gamma={self.learn_gamma}, "
             f"sensor_noise={self.sensor_noise}"
         )

@@ -88,14 +88,42 @@ class EMA:
                 self.shadow[key].copy_(value)
 
 
-def make_optimizer(params: Iterable[nn.Parameter], lr: float, stage: StageConfig) -> torch.optim.Optimizer:
-    """Adam with the fused (or foreach) implementation where the device supports it."""
-    params = [p for p in params if p.requires_grad]
+def param_groups(net: nn.Module) -> list[dict[str, Any]]:
+    """``net``'s trainable parameters as optimizer groups, one per learning-rate scale.
+
+    A network may name parameters that need a larger step than the stage's ``lr``
+    through a method ``lr_scales() -> {parameter name: factor}``: a scalar physical
+    parameter (e.g. ``kernel_blur``'s gamma) moves by at most about ``lr`` per Adam
+    step, so at ``lr = 2e-4`` it could not travel from 1 to 2.2 in a few thousand
+    iterations. Each group carries its ``lr_scale``; the stages multiply it into the
+    scheduled learning rate.
+    """
+    scales_fn = getattr(net, "lr_scales", None)
+    scales = dict(scales_fn()) if callable(scales_fn) else {}
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            name = name.removeprefix("_orig_mod.")  # a torch.compile wrapper
+            groups.setdefault(float(scales.pop(name, 1.0)), []).append(p)
+    if scales:
+        raise ValueError(f"{type(net).__name__}.lr_scales names unknown parameters: {sorted(scales)}")
+    return [{"params": ps, "lr_scale": scale} for scale, ps in groups.items()]
+
+
+def make_optimizer(groups: list[dict[str, Any]], lr: float, stage: StageConfig) -> torch.optim.Optimizer:
+    """Adam (fused, or foreach where fused is unsupported) over :func:`param_groups` groups."""
+    groups = [{**g, "lr": lr * g.get("lr_scale", 1.0)} for g in groups if g["params"]]
     kwargs: dict[str, Any] = dict(lr=lr, betas=tuple(stage.betas), weight_decay=stage.weight_decay)
     try:
-        return torch.optim.Adam(params, fused=True, **kwargs)
+        return torch.optim.Adam(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, foreach=True, **kwargs)
+        return torch.optim.Adam(groups, foreach=True, **kwargs)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group of ``opt`` to ``lr`` times the group's ``lr_scale``."""
+    for group in opt.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def set_requires_grad(nets: Iterable[nn.Module], flag: bool) -> None:
@@ -183,7 +211,7 @@ class Stage:
 
     # ------------------------------------------------------------------ set-up helpers
     def add_optimizer(self, role: str, net: nn.Module, lr: float) -> None:
-        self.optimizers[role] = make_optimizer(net.parameters(), lr, self.scfg)
+        self.optimizers[role] = make_optimizer(param_groups(net), lr, self.scfg)
         self.base_lrs[role] = lr
 
     def add_pool(self, key: str) -> None:
@@ -272,8 +300,7 @@ class Stage:
         ``{"skipped": 1.0}`` plus whatever was finite.
         """
         for role, opt in self.optimizers.items():
-            for group in opt.param_groups:
-                group["lr"] = self.base_lrs[role] * lr_factor(self.scfg, it)
+            set_lr(opt, self.base_lrs[role] * lr_factor(self.scfg, it))
         for net in list(self.generators.values()) + list(self.discriminators.values()):
             net.train()
         for net in self.frozen.values():
@@ -566,7 +593,9 @@ class JointStage(Stage):
     G_blur's loss is its own BGAN loss plus (``joint.backprop_into_blur``) the
     deblurrer's loss scaled by ``joint.w_deblur_into_blur``; G_deblur's loss is its
     DBGAN loss; each discriminator has its own loss. All four networks have
-    optimizers.
+    optimizers. The stage runs ``stages.dbgan.iters`` iterations, so all four follow
+    the dbgan stage's learning-rate schedule, each from its own base rate
+    (``stages.bgan.lr`` / ``lr_d`` for the blur pair).
     """
 
     name = "joint"
@@ -585,9 +614,6 @@ class JointStage(Stage):
     def step(self, batch, it=0):
         for sub in (self.bgan, self.dbgan):  # share the loop's AMP/distributed settings
             sub.autocast, sub.scaler, sub.grad_sync = self.autocast, self.scaler, self.grad_sync
-        for role, opt in self.bgan.optimizers.items():
-            for group in opt.param_groups:
-                group["lr"] = self.base_lrs[role] * lr_factor(self.bgan.scfg, it)
         return super().step(batch, it)
 
     def compute(self, batch, it):
