@@ -307,6 +307,24 @@ def noise_sigma(img: torch.Tensor) -> float:
     return float(np.sqrt(np.pi / 2) * np.abs(r).sum() / (6.0 * r.shape[0] * r.shape[1]))
 
 
+def degradation_summary(net) -> str | None:
+    """Gamma, noise level and kernel size a kernel-predicting blur generator gives for random ``z``."""
+    if net is None or not callable(getattr(net, "params_from_noise", None)):
+        return None
+    from dbgan.blur import kernel_extent
+
+    z = torch.randn(512, net.noise_input.noise_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p = net.params_from_noise(z)
+    radius = kernel_extent(p["kernels"].float().numpy())
+    parts = [f"kernel RMS radius {radius.mean():.2f} ± {radius.std():.2f} px"]
+    if "noise_std" in p:
+        parts.append(f"noise std {float(p['noise_std'].mean()):.4f} ± {float(p['noise_std'].std()):.4f}")
+    if "gamma" in p:
+        parts.append(f"gamma {float(p['gamma']):.2f}")
+    return ", ".join(parts)
+
+
 def blur_stats(images: list[torch.Tensor], sharp: list[torch.Tensor] | None = None) -> dict[str, float]:
     """High-frequency residual (:func:`noise_sigma`), sharpness (mean gradient energy) and PSNR to sharp."""
     from dbgan import metrics as M
@@ -463,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                 [syn_pipe(s, np.random.default_rng([args.data_seed, 5, i]))[0].float() for i, s in enumerate(sharp_imgs)],
                 sharp_imgs))],
         ]
+        learnt_rows: list[str] = []
         for scheme in ("separate", "joint"):
             if scheme in ckpts:
                 blurrer = Blurrer.from_checkpoint(ckpts[scheme][0], device="cpu", seed=0)
@@ -471,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
                 train_stats.append([label, *_stat_cells(blur_stats(fakes, tune_sharp))])
                 fakes = [blurrer(s, seed=i).clamp(0, 1) for i, s in enumerate(sharp_imgs)]
                 test_stats.append([label, *_stat_cells(blur_stats(fakes, sharp_imgs))])
+                learnt = degradation_summary(getattr(blurrer.backend, "net", None))
+                if learnt:
+                    learnt_rows.append(f"{label}: {learnt}")
     finally:
         if tmp_ctx is not None:
             tmp_ctx.cleanup()
@@ -492,6 +514,12 @@ def main(argv: list[str] | None = None) -> int:
     print("Blur statistics on the test photos (diagnosis only):")
     print(fmt_table(head, test_stats))
     print()
+    if learnt_rows:
+        print("What the kernel-predicting BGANs learnt (512 random noise vectors; the stand-in camera: gamma "
+              f"{REAL_DOMAIN.gamma if REAL_DOMAIN.linear_light else 1.0}, noise std {REAL_DOMAIN.noise_sigma}):")
+        for line in learnt_rows:
+            print("  " + line)
+        print()
     best_learned = max((statistics.mean(rows[LABELS[s]]["psnr"]), s) for s in ("separate", "joint") if LABELS[s] in rows) \
         if any(LABELS[s] in rows for s in ("separate", "joint")) else None
     if best_learned and LABELS["synthetic"] in rows:

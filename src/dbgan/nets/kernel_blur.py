@@ -14,7 +14,7 @@ degradation and applies it:
    fixed (``learn_gamma``). Real cameras blur scene radiance before their tone curve,
    so photos want about 2.2 (sRGB); the ``kernel`` preset fixes it there, because at
    CPU scale the discriminator does not find the tone curve by itself (it drifts
-   towards 1 and costs 0.3 dB, see ``docs/benchmarks.md``);
+   towards 1 and costs 0.3-0.5 dB, see ``docs/benchmarks.md``);
 3. **sensor noise**: a per-image standard deviation ``sigma(z)`` (initialised near
    ``init_noise``) times a Gaussian field.
 
@@ -96,7 +96,7 @@ class KernelBlurGenerator(ImageGenerator):
         noise_dim: length of the Gaussian noise vector ``z`` (mode ``"vector"``).
         hidden: width of the MLP.
         init_sigma: the initial kernels are close to a Gaussian of this std (pixels).
-        linear_light: learn a gamma and blur in linear light.
+        linear_light: blur in linear light (``x ** gamma``; see ``init_gamma``, ``learn_gamma``).
         sensor_noise: learn a per-image noise level and add a Gaussian field.
         init_noise: initial noise std (in ``[0, 1]`` units).
         init_gamma: initial gamma (1: blur on the encoded values; about 2.2 for sRGB).
