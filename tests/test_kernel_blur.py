@@ -36,6 +36,17 @@ def _z(n: int, dim: int = 8, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
 
 
+def _blur_pretrain(folders_kernel, *overrides: str):
+    """(config, blur_pretrain stage, its kernel_blur generator, one batch) for the given overrides."""
+    from dbgan.train import loop as L
+
+    cfg = folders_kernel(*overrides)
+    nets, _ = L.build_nets(cfg, torch.device("cpu"))
+    stage = L.make_stage("blur_pretrain", cfg, nets, torch.device("cpu"))
+    batch = next(L.batches(L.stage_dataset(cfg, "blur_pretrain"), cfg, cfg.stages.blur_pretrain, 0, L.DistInfo()))
+    return cfg, stage, nets["blur_g"], batch
+
+
 def test_blur_per_image_equals_fft_blur():
     x = torch.rand(2, 3, 23, 30, generator=torch.Generator().manual_seed(0))
     k = torch.rand(2, 7, 7, generator=torch.Generator().manual_seed(1))
@@ -155,24 +166,20 @@ def test_paired_terms_see_the_noise_free_output():
 def test_kernel_prior_keeps_the_learnt_kernels_varied(folders_kernel):
     """blur_pretrain with only the kernel prior spreads the kernels out like the synthetic ones."""
     from dbgan.blur import kernel_extent
-    from dbgan.train import loop as L
 
-    cfg = folders_kernel(
+    _, stage, g, batch = _blur_pretrain(
+        folders_kernel,
         "stages.blur_pretrain.w_content=0",
         "stages.blur_pretrain.w_adv=0",
         "stages.blur_pretrain.w_kernel_prior=1",
         "stages.blur_pretrain.lr=0.01",
     )
-    nets, _ = L.build_nets(cfg, torch.device("cpu"))
-    stage = L.make_stage("blur_pretrain", cfg, nets, torch.device("cpu"))
-    g = nets["blur_g"]
     z = _z(256, seed=5)
 
     def spread() -> float:
         with torch.no_grad():
             return float(kernel_extent(g.params_from_noise(z)["kernels"].numpy()).std())
 
-    batch = next(L.batches(L.stage_dataset(cfg, "blur_pretrain"), cfg, cfg.stages.blur_pretrain, 0, L.DistInfo()))
     start = spread()
     first = stage.step(batch, 0)["kernel_mmd"]
     for it in range(1, 60):
@@ -203,26 +210,22 @@ def test_kernel_prior_needs_a_kernel_predicting_generator(folders_kernel):
 
 def test_gamma_starts_where_asked_and_its_learning_rate_is_scaled(folders_kernel):
     """``init_gamma`` sets the tone curve; ``gamma_lr_scale`` gives that one scalar its own step size."""
-    from dbgan.train import loop as L
     from dbgan.train.stages import lr_factor
 
     assert float(KernelBlurGenerator(kernel_size=5, init_gamma=2.2).log_gamma.detach().exp()) == pytest.approx(2.2)
     for bad in ({"init_gamma": 0.0}, {"gamma_lr_scale": -1.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             KernelBlurGenerator(kernel_size=5, **bad)
-    cfg = folders_kernel(
+    cfg, stage, g, batch = _blur_pretrain(
+        folders_kernel,
         "nets.blur_g.args.gamma_lr_scale=50",
         "stages.blur_pretrain.schedule=cosine",
         "stages.blur_pretrain.lr=1e-4",
     )
-    nets, _ = L.build_nets(cfg, torch.device("cpu"))
-    stage = L.make_stage("blur_pretrain", cfg, nets, torch.device("cpu"))
-    g = nets["blur_g"]
     groups = stage.optimizers["blur_g"].param_groups
     assert sorted(gr["lr_scale"] for gr in groups) == [1.0, 50.0]
     (gamma_group,) = [gr for gr in groups if gr["lr_scale"] == 50.0]
     assert [id(p) for p in gamma_group["params"]] == [id(g.log_gamma)]
-    batch = next(L.batches(L.stage_dataset(cfg, "blur_pretrain"), cfg, cfg.stages.blur_pretrain, 0, L.DistInfo()))
     before = float(g.log_gamma.detach())
     stage.step(batch, 3)
     factor = lr_factor(cfg.stages.blur_pretrain, 3)
