@@ -93,6 +93,15 @@ def test_impossible_values_are_rejected():
             build_config(raw)
 
 
+def test_noise_match_is_a_bgan_term_only():
+    assert build_config({}, ["stages.bgan.w_noise_match=1"]).stages.bgan.w_noise_match == 1.0
+    for stage in ("blur_pretrain", "dbgan"):
+        with pytest.raises(ConfigError, match=f"stages.{stage}.w_noise_match"):
+            build_config({}, [f"stages.{stage}.w_noise_match=1"])
+    with pytest.raises(ConfigError, match="stages.bgan.w_noise_match"):
+        build_config({}, ["stages.bgan.w_noise_match=-1"])
+
+
 def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     """YAML 1.1 reads ``1e-6`` as a string; free-form network args would then get a str."""
     cfg = build_config({}, ["nets.blur_g.args.init_gamma=2e0", "stages.dbgan.lr=3E-4"])

@@ -218,3 +218,34 @@ def test_mmd_rbf_separates_distributions_and_punishes_collapse():
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="n x d"):
         L.mmd_rbf(a, torch.randn(5, 3))
+
+
+def test_noise_level_reads_the_noise_std_and_ignores_smooth_structure():
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 1, 64)[None, None, None, :].expand(1, 3, 64, 64)  # smooth: no residual
+    assert float(L.noise_level(ramp)) < 1e-6
+    for sigma in (0.005, 0.02):
+        grey = (0.5 + sigma * torch.randn(2, 1, 96, 96, generator=g)).clamp(0, 1)
+        assert torch.allclose(L.noise_level(grey), torch.tensor([sigma, sigma]), rtol=0.05)
+    # colour: the luma of independent channel noise
+    rgb = 0.5 + 0.02 * torch.randn(1, 3, 96, 96, generator=g)
+    assert float(L.noise_level(rgb)) == pytest.approx(0.02 * math.sqrt(0.299**2 + 0.587**2 + 0.114**2), rel=0.05)
+    with pytest.raises(ValueError, match="3x3"):
+        L.noise_level(torch.zeros(1, 3, 2, 8))
+
+
+def test_noise_match_pulls_the_noise_level_towards_the_real_photos():
+    g = torch.Generator().manual_seed(1)
+    base = torch.full((4, 3, 48, 48), 0.5)
+    real = base + 0.01 * torch.randn(base.shape, generator=g)
+    field = torch.randn(base.shape, generator=g)
+    for start, direction in ((0.05, -1), (0.002, 1)):  # too noisy: lower it; too clean: raise it
+        s = torch.tensor(start, requires_grad=True)
+        loss = L.noise_match_loss(base + s * field, real)
+        loss.backward()
+        assert float(loss.detach()) > 0.5 and float(s.grad) * direction < 0
+    assert float(L.noise_match_loss(real, real)) < 1e-12
+    fake = (base + 0.01 * torch.randn(base.shape, generator=g)).requires_grad_(True)
+    real_g = real.clone().requires_grad_(True)
+    L.noise_match_loss(fake, real_g).backward()
+    assert real_g.grad is None  # the real photos are a target only

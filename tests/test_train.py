@@ -280,3 +280,35 @@ def test_joint_stage_runs_every_network_on_the_dbgan_schedule(folders):
     assert 0 < factor < 1
     assert stage.optimizers["blur_g"].param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
     assert stage.optimizers["deblur_g"].param_groups[0]["lr"] == pytest.approx(cfg.stages.dbgan.lr * factor)
+
+
+def test_bgan_noise_match_term_reaches_the_blur_generator_only(folders):
+    """``stages.bgan.w_noise_match`` adds the unpaired noise-level term to G_blur's loss only."""
+    from dbgan.train import loop as L
+
+    cfg = load_config(
+        "tiny",
+        [
+            f"data.sharp_dir={folders['sharp']}",
+            f"data.real_blur_dir={folders['real']}",
+            "stages.bgan.w_noise_match=2",
+        ],
+    )
+    nets, _ = L.build_nets(cfg, torch.device("cpu"))
+    batch = next(L.batches(L.stage_dataset(cfg, "bgan"), cfg, L.stage_cfg(cfg, "bgan"), 0, L.DistInfo()))
+    batch = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+
+    def losses(weight: float):
+        cfg.stages.bgan.w_noise_match = weight
+        stage = L.make_stage("bgan", cfg, nets, torch.device("cpu"))
+        torch.manual_seed(0)  # the same noise map every time
+        ((g, g_nets), (d, d_nets)), logs = stage.compute(batch, 0)
+        assert g_nets == [nets["blur_g"]] and d_nets == [nets["blur_d"]]
+        return float(g.detach()), float(d.detach()), logs
+
+    g2, d2, logs2 = losses(2.0)
+    g0, d0, logs0 = losses(0.0)
+    nm = float(logs2["noise_match"].detach())
+    assert nm > 0 and "noise_match" not in logs0
+    assert g2 - g0 == pytest.approx(2.0 * nm, rel=1e-4)
+    assert d2 == pytest.approx(d0)

@@ -134,7 +134,10 @@ class StageConfig:
     ``kernel_blur`` only) is a distribution distance (MMD) between the kernels the
     generator draws for random noise vectors and kernels drawn by ``synth``: it keeps
     the learnt kernels as varied as the synthetic ones, where an L1 to paired
-    synthetic blur pulls every kernel towards their mean.
+    synthetic blur pulls every kernel towards their mean. ``w_noise_match`` (bgan
+    only, any blur generator) ties the generated blur's noise level (Immerkaer's
+    estimate, :func:`dbgan.losses.noise_level`) to the unpaired real photos', on a log
+    scale, so the discriminator cannot drive the noise far from what the photos show.
     """
 
     iters: int = 1000
@@ -154,6 +157,7 @@ class StageConfig:
     content_scale: int = 1
     w_synthetic: float = 0.0
     w_kernel_prior: float = 0.0
+    w_noise_match: float = 0.0
     w_perceptual: float = 0.0
     w_frequency: float = 0.0
     pool_size: int = 0  # image pool of generated images for the discriminator (0 = off)
@@ -555,13 +559,16 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"'{pre}.ema' must lie in [0, 1), got {st.ema}")
         if st.content_scale < 1:
             raise ConfigError(f"'{pre}.content_scale' must be >= 1, got {st.content_scale}")
-        for key in ("w_adv", "w_content", "w_synthetic", "w_kernel_prior", "w_perceptual", "w_frequency", "grad_clip"):
+        for key in ("w_adv", "w_content", "w_synthetic", "w_kernel_prior", "w_noise_match", "w_perceptual",
+                    "w_frequency", "grad_clip"):
             if getattr(st, key) < 0:
                 raise ConfigError(f"'{pre}.{key}' must be >= 0, got {getattr(st, key)}")
         if st.pool_size < 0:
             raise ConfigError(f"'{pre}.pool_size' must be >= 0, got {st.pool_size}")
         if stage == "dbgan" and st.w_kernel_prior > 0:
             raise ConfigError(f"'{pre}.w_kernel_prior' applies to the blur stages (blur_pretrain, bgan) only")
+        if stage != "bgan" and st.w_noise_match > 0:
+            raise ConfigError(f"'{pre}.w_noise_match' applies to the bgan stage (unpaired real photos) only")
     t = cfg.train
     for key in ("log_every", "val_every", "save_every", "keep_last", "max_bad_steps"):
         if getattr(t, key) < 0:

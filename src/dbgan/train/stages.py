@@ -518,6 +518,10 @@ class BganStage(_BlurStage):
             syn = F.l1_loss(clean, batch["blur"])
             logs["synthetic_l1"] = syn
             g = g + s.w_synthetic * syn
+        if s.w_noise_match > 0:
+            nm = L.noise_match_loss(fake, batch["real_blur"])
+            logs["noise_match"] = nm
+            g = g + s.w_noise_match * nm
         g = g + self.kernel_prior(it, logs)
         logs["loss_g_blur"] = g
         return fake, g, d
