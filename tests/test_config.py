@@ -26,11 +26,13 @@ def test_kernel_preset_swaps_the_blur_generator_and_its_paired_terms_only():
     assert kernel["stages"]["bgan"]["w_synthetic"] == 0 and demo["stages"]["bgan"]["w_synthetic"] > 0
     for stage in ("blur_pretrain", "bgan"):
         assert kernel["stages"][stage]["w_kernel_prior"] > 0 and demo["stages"][stage]["w_kernel_prior"] == 0
+    assert kernel["stages"]["bgan"]["w_noise_match"] > 0 and demo["stages"]["bgan"]["w_noise_match"] == 0
     for d in (kernel, demo):
         d.pop("name")
         d["nets"].pop("blur_g")
         d["stages"]["blur_pretrain"].pop("w_content")
         d["stages"]["bgan"].pop("w_synthetic")
+        d["stages"]["bgan"].pop("w_noise_match")
         for stage in ("blur_pretrain", "bgan"):
             d["stages"][stage].pop("w_kernel_prior")
     assert kernel == demo
