@@ -295,16 +295,11 @@ def train_scheme(cfg: Config) -> tuple[Path, float]:
 
 
 def noise_sigma(img: torch.Tensor) -> float:
-    """Immerkaer's fast noise estimate (1996) on the luma: the residual of a 3x3 kernel that cancels
-    smooth structure, ``sigma = sqrt(pi/2) / (6 (H-2)(W-2)) * sum |I * N|`` (0-1 scale)."""
-    from scipy.signal import convolve2d
+    """Immerkaer's fast noise estimate on the luma of one ``C x H x W`` image (:func:`dbgan.losses.noise_level`)."""
+    from dbgan.losses import noise_level
 
-    from dbgan import metrics as M
-
-    y = np.asarray(M.luma(img), dtype=np.float64)
-    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
-    r = convolve2d(y, kernel, mode="valid")
-    return float(np.sqrt(np.pi / 2) * np.abs(r).sum() / (6.0 * r.shape[0] * r.shape[1]))
+    with torch.no_grad():
+        return float(noise_level(img[None]))
 
 
 def degradation_summary(net) -> str | None:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dbgan.metrics import LUMA
 from dbgan.registry import Registry
 
 GAN_MODES = ("vanilla", "lsgan", "hinge", "rbl")
@@ -112,7 +113,7 @@ def noise_level(x: Tensor) -> Tensor:
         raise ValueError(f"noise_level needs N x C x H x W images of at least 3x3, got {tuple(x.shape)}")
     x = x.float()
     if x.shape[1] == 3:
-        y = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+        y = (x * x.new_tensor(LUMA)[None, :, None, None]).sum(1, keepdim=True)
     else:
         y = x.mean(1, keepdim=True)
     k = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], device=x.device)

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from dbgan.blur.kernels import random_kernel
 
 
-
 def _pocketfft_entry_points():
     """pocketfft's own entry points (``scipy.fft`` wraps them), which write into given buffers.
 
