@@ -8,7 +8,9 @@ What is compared, side by side in one process, interleaved round by round:
   G update (D on ``fake`` *again* with D's parameters frozen, one backward,
   ``optimizer_G.step()``); ``torch.optim.Adam`` with its default (for-loop)
   implementation, fp32, NCHW, and plain ``torch.nn`` convolutions in every layer
-  (the small-map GEMM path of ``dbgan.nets.small_conv`` switched off).
+  (the small-map GEMM path of ``dbgan.nets.small_conv`` switched off), the U-Net
+  decoding the whole padded image when a crop is smaller than 256 (cropped
+  decoding of ``dbgan.nets.unet`` switched off).
 * ``ours``: ``dbgan.train.loop.make_stage(...).step(batch, it)`` on the same
   ``seed`` preset networks, losses and optimizer settings, under the
   ``train.amp`` / ``train.channels_last`` settings named in the variant.
@@ -62,6 +64,7 @@ from torch import nn
 from dbgan.config import Config, load_config
 from dbgan.train import loop as L
 from dbgan.nets.small_conv import set_small_map_gemm
+from dbgan.nets.unet import set_cropped_decoding
 from dbgan.train.pool import ImagePool
 
 # colour photos bundled with scikit-image (no download needed)
@@ -292,6 +295,12 @@ class Variant:
     holder: object  # keeps the networks alive
 
 
+def plain_arithmetic(net: nn.Module) -> None:
+    """Plain ``torch.nn`` layers computed in full: no small-map GEMM path, no cropped U-Net decoding."""
+    set_small_map_gemm(net, False)
+    set_cropped_decoding(net, False)
+
+
 def ours(kind: str, cfg: Config, device: torch.device, compile_nets: bool = False) -> tuple[Callable, L.S.Stage, dict]:
     nets, _ = L.build_nets(cfg, device)
     if compile_nets:
@@ -304,8 +313,8 @@ def ours(kind: str, cfg: Config, device: torch.device, compile_nets: bool = Fals
 def plain(kind: str, cfg: Config, device: torch.device, order: str = "d_first", fused: bool = False,
           pools: dict | None = None) -> tuple[Callable, PlainLoop]:
     nets, _ = L.build_nets(cfg, device)  # same seeded initialisation as ours
-    for net in nets.values():  # plain torch.nn convolutions everywhere (no small-map GEMM path)
-        set_small_map_gemm(net, False)
+    for net in nets.values():  # plain torch.nn convolutions everywhere, the padded U-Net decoded in full
+        plain_arithmetic(net)
     if pools is None:  # the same pool draws as our stage's pools
         stage = L.make_stage(kind, cfg, nets, device)
         pools = copy.deepcopy(stage.pools)
@@ -385,14 +394,15 @@ def first_step_rows(label: str, step_ref: Callable, step_new: Callable, batch: d
 def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch.device, steps: int,
                      bf16_name: str) -> list[tuple]:
     """Ours (fp32 NCHW) vs the plain loop (G-first order), step by step; then our small-map GEMM
-    layers vs torch.nn layers, and bf16 vs fp32, at step 0.
+    layers and cropped U-Net decoding vs torch.nn layers decoding in full, and bf16 vs fp32,
+    at step 0.
 
     The step-by-step comparison checks the loop logic, so ours runs with the same layer
-    arithmetic as plain there (the small-map GEMM path off): a different summation order
+    arithmetic as plain there (the small-map GEMM path and cropped decoding off): a different summation order
     flips a few ReLU and L1 kinks and Adam's first update, ``lr * g / (|g| + eps)``,
     turns a 1e-7 gradient difference in the inner layers' tiny gradients into weight
     differences of up to ``lr``, which says nothing about the loop. The GEMM layers
-    are then compared on their own.
+    and cropped decoding are then compared on their own.
 
     Before every step the plain loop is given our exact state (weights, Adam moments,
     pool contents and draws) and both draw the same noise, so each step is compared
@@ -406,7 +416,7 @@ def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch
     rows = []
     step_o, stage, nets_o = ours(kind, base, device)
     for net in nets_o.values():  # the loop logic first, with the same layer arithmetic as plain
-        set_small_map_gemm(net, False)
+        plain_arithmetic(net)
     step_p, loop = plain(kind, base, device, order="g_first", fused=True, pools=copy.deepcopy(stage.pools))
     for i in range(steps):
         b = batches[i % len(batches)]
@@ -420,13 +430,14 @@ def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch
         rows.append((f"step {i}", "weights after", 0.0, max_weight_diff(loop, stage)))
     del step_o, stage, nets_o, step_p, loop
     gc.collect()
-    # the layer arithmetic: our small-map GEMM path vs torch.nn layers at the first step
-    # (the forward values; their gradients are compared layer by layer in tests/test_small_conv.py)
+    # the layer arithmetic: our small-map GEMM path and cropped U-Net decoding vs torch.nn
+    # layers decoding in full, at the first step (the forward values; their gradients are
+    # compared in tests/test_small_conv.py and tests/test_nets.py)
     step_g, stage_g, _ = ours(kind, base, device)
     step_n, stage_n, nets_n = ours(kind, base, device)
     for net in nets_n.values():
-        set_small_map_gemm(net, False)
-    rows += first_step_rows("small-map GEMM vs torch.nn, step 0", step_n, step_g, batches[0])
+        plain_arithmetic(net)
+    rows += first_step_rows("GEMM path + cropped decoding vs torch.nn, step 0", step_n, step_g, batches[0])
     del step_g, stage_g, step_n, stage_n, nets_n
     gc.collect()
     # mixed precision vs fp32 at the first step (same weights, same noise)

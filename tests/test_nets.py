@@ -10,7 +10,7 @@ from dbgan.nets.common import PadToMultiple, count_parameters, crop_to, pad_to_m
 from dbgan.nets.discriminators import PatchGANDiscriminator, VGGDiscriminator
 from dbgan.nets.resnet import ResNetBlurGenerator
 from dbgan.nets.rrdb import RRDBGenerator
-from dbgan.nets.unet import UNetGenerator
+from dbgan.nets.unet import UNetGenerator, set_cropped_decoding
 
 # tiny versions of every generator: (registry name, kwargs)
 TINY_GENERATORS = [
@@ -152,6 +152,57 @@ def test_unet_innermost_1x1_without_norm_trains():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def _out_and_grads(net, x, noise, weight):
+    y = net(x, noise)
+    grads = torch.autograd.grad((y * weight).sum(), [x, *net.parameters()])
+    return y, grads
+
+
+@pytest.mark.parametrize(
+    "kw, size",
+    [
+        ({"num_downs": 8, "ngf": 4, "noise": "map"}, (128, 128)),  # a 128 crop in unet_256
+        ({"num_downs": 8, "ngf": 4, "residual": True}, (100, 77)),
+        ({"num_downs": 3, "ngf": 4}, (5, 9)),  # odd sizes, a level needing the whole map
+        ({"num_downs": 3, "ngf": 4}, (13, 1)),
+    ],
+)
+def test_unet_cropped_decoding_equals_full_decoding(kw, size):
+    net = UNetGenerator(**kw)
+    x = torch.rand(2, 3, *size, requires_grad=True)
+    noise = net.sample_noise(x)
+    weight = torch.randn(2, 3, *size)
+    y, grads = _out_and_grads(net, x, noise, weight)
+    assert set_cropped_decoding(net, False) == 1
+    y_full, grads_full = _out_and_grads(net, x, noise, weight)
+    assert y.shape == y_full.shape == x.shape
+    torch.testing.assert_close(y, y_full, rtol=0, atol=1e-6)
+    for g, g_full in zip(grads, grads_full):
+        torch.testing.assert_close(g, g_full, rtol=1e-5, atol=1e-6 * float(g_full.abs().max()))
+
+
+def test_unet_cropped_decoding_computes_less():
+    # the outermost transposed convolution sees only the rows and columns the crop needs
+    net = UNetGenerator(num_downs=8, ngf=4)
+    seen = []
+    net.ups[0][1].register_forward_hook(lambda m, inp, out: seen.append(tuple(inp[0].shape[-2:])))
+    net(torch.rand(1, 3, 128, 96))
+    set_cropped_decoding(net, False)
+    net(torch.rand(1, 3, 128, 96))
+    assert seen == [(65, 49), (128, 128)]
+    net(torch.rand(1, 3, 256, 256))  # nothing to crop
+    assert seen[-1] == (128, 128)
+
+
+def test_unet_cropped_decoding_only_with_pointwise_up_layers():
+    assert UNetGenerator(num_downs=3, ngf=4).crops_decoding()
+    assert not UNetGenerator(num_downs=3, ngf=4, norm="instance").crops_decoding()  # statistics over the map
+    assert not UNetGenerator(num_downs=3, ngf=4, norm="batch").crops_decoding()
+    drop = UNetGenerator(num_downs=5, ngf=4, use_dropout=True)
+    assert not drop.train().crops_decoding()  # the dropout mask would change shape
+    assert drop.eval().crops_decoding()
 
 
 def test_rrdb_starts_near_identity():

@@ -19,6 +19,21 @@ NORMS = ("none", "batch", "instance")
 # --------------------------------------------------------------------------- padding
 
 
+def standard_path_only() -> bool:
+    """True while tracing, scripting, compiling or exporting to ONNX.
+
+    Shape-dependent shortcuts (the small-map GEMM path, the U-Net's cropped
+    decoding) are skipped then, so exported graphs hold plain layers and no
+    branch on the image size.
+    """
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
 def _sym_min(a, b):
     # torch.sym_min keeps the minimum symbolic under torch.export / the dynamo ONNX exporter
     # and is plain min() on ints; the TorchScript tracer gives sizes as 0-d tensors instead

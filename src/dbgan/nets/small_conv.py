@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dbgan.nets.common import standard_path_only
+
 #: default batch x input-map size (N * H * W) up to which the GEMM path is taken
 #: (measured per layer on a 2-core Zen 4, fp32 and bf16: the gain fades past these)
 CONV_MAX_PIXELS = 256  # e.g. one 16x16 map, four 8x8 maps
@@ -61,15 +63,6 @@ def conv_transpose2d_gemm(
     return y if bias is None else y + bias.to(y.dtype)[None, :, None, None]
 
 
-def _standard_path_only() -> bool:
-    return (
-        torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or torch.compiler.is_compiling()
-        or torch.onnx.is_in_onnx_export()
-    )
-
-
 class SmallMapConv2d(nn.Conv2d):
     """``nn.Conv2d`` with the GEMM path for input maps of at most ``gemm_max_pixels`` pixels on CPU."""
 
@@ -77,7 +70,7 @@ class SmallMapConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         if (
-            not _standard_path_only()  # first: no shape test while tracing
+            not standard_path_only()  # first: no shape test while tracing
             and x.dim() == 4
             and x.device.type == "cpu"
             and x.shape[0] * x.shape[-2] * x.shape[-1] <= self.gemm_max_pixels
@@ -97,7 +90,7 @@ class SmallMapConvTranspose2d(nn.ConvTranspose2d):
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
         if (
-            not _standard_path_only()  # first: no shape test while tracing
+            not standard_path_only()  # first: no shape test while tracing
             and output_size is None
             and x.dim() == 4
             and x.device.type == "cpu"

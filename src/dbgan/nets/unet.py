@@ -17,9 +17,12 @@ from dbgan.nets.common import (
     ImageGenerator,
     NoiseInput,
     check_choice,
+    crop_to,
     init_normal,
     norm_layer,
+    pad_to_multiple,
     signed_input,
+    standard_path_only,
     to_unit,
 )
 from dbgan.nets.small_conv import SmallMapConv2d, SmallMapConvTranspose2d
@@ -34,6 +37,16 @@ class UNetGenerator(ImageGenerator):
     norm (-> Dropout(0.5) at the inner ``8 * ngf`` levels when ``use_dropout``);
     Tanh at the output. Works internally in ``[-1, 1]``; inputs and outputs are
     ``[0, 1]``. Any input size works (reflect-padded to ``2**num_downs``, cropped back).
+
+    Cropped decoding: when the input is smaller than its padded size, the up path
+    computes only the region the cropped output depends on (a 4x4 stride-2
+    transposed convolution needs input rows ``[0, n // 2 + 1)`` for output rows
+    ``[0, n)``), while the down path still sees the whole padded image. The result
+    equals decoding everything and cropping, up to float rounding; a 128 px crop
+    in a ``unet_256`` then decodes about a third of the padded area. It applies
+    when every up-path layer besides the convolution is pointwise (``norm="none"``,
+    dropout inactive) and not while tracing or exporting; :func:`set_cropped_decoding`
+    turns it off (the plain reference loop of ``benchmarks/train_speed.py`` does).
 
     Args:
         in_channels: image channels in (1 grey, 3 RGB).
@@ -76,6 +89,9 @@ class UNetGenerator(ImageGenerator):
         self.size_multiple = 2**num_downs
         self.num_downs = num_downs
         self.residual = residual
+        self.norm = norm
+        self.use_dropout = use_dropout
+        self.cropped_decoding = True
         self.noise_input = NoiseInput(noise, noise_nc, noise_dim)
 
         use_bias = norm != "batch"  # BatchNorm has its own shift (pix2pix's rule)
@@ -119,15 +135,50 @@ class UNetGenerator(ImageGenerator):
         self.ups = nn.ModuleList(ups)
         init_normal(self, 0.02)
 
-    def body(self, x: Tensor, img: Tensor) -> Tensor:
+    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        self.check_input(x)
+        xn = self.noise_input(x, noise)
+        xp, size = pad_to_multiple(xn, self.size_multiple)
+        img = xp[:, : self.in_channels]
+        return crop_to(self.body(xp, img, size), size)
+
+    def crops_decoding(self) -> bool:
+        """True when the up path may compute only the region the cropped output needs."""
+        return self.cropped_decoding and self.norm == "none" and not (self.use_dropout and self.training) and not standard_path_only()
+
+    def body(self, x: Tensor, img: Tensor, out_size: tuple[int, int] | None = None) -> Tensor:
+        """The U-Net on the padded input; with ``out_size``, correct only in ``[:out_size[0], :out_size[1]]``.
+
+        Returns at least ``out_size`` rows and columns (with cropped decoding, not
+        more than needed), and the whole padded size without ``out_size``.
+        """
         h = signed_input(x, self.in_channels)  # noise channels stay as drawn (N(0, 1))
         feats = []
         for down in self.downs:
             h = down(h)
             feats.append(h)
+        # need[i]: rows and columns of ups[i]'s output that the cropped result depends on
+        need = [(x.shape[-2], x.shape[-1])]
+        if out_size is not None and self.crops_decoding():
+            need = [(min(out_size[0], x.shape[-2]), min(out_size[1], x.shape[-1]))]
+        for i in range(self.num_downs - 1):
+            full = (feats[i].shape[-2], feats[i].shape[-1])
+            need.append(tuple(min(n // 2 + 1, f) for n, f in zip(need[-1], full)))
         h = self.ups[-1](feats[-1])
         for i in range(self.num_downs - 2, -1, -1):
-            h = self.ups[i](torch.cat([feats[i], h], dim=1))
+            rows, cols = need[i + 1]
+            h = self.ups[i](torch.cat([feats[i][..., :rows, :cols], h[..., :rows, :cols]], dim=1))
+        h = h[..., : need[0][0], : need[0][1]]
         if self.residual:
-            return (img + h).clamp(0.0, 1.0)
+            return (img[..., : h.shape[-2], : h.shape[-1]] + h).clamp(0.0, 1.0)
         return to_unit(h)
+
+
+def set_cropped_decoding(net: nn.Module, enabled: bool) -> int:
+    """Turn cropped decoding on or off in every U-Net inside ``net``; returns how many were switched."""
+    count = 0
+    for m in net.modules():
+        if isinstance(m, UNetGenerator):
+            m.cropped_decoding = enabled
+            count += 1
+    return count
