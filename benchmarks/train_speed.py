@@ -129,7 +129,7 @@ def write_photos(root: Path, seed: int = 0) -> tuple[Path, Path]:
     return sharp_dir, real_dir
 
 
-def make_config(sharp: Path, real: Path, size: int, batch: int, amp: str = "none", channels_last: bool = False,
+def make_config(sharp: Path, real: Path, size: int, batch: int, amp: str = "none", channels_last: bool | str = "none",
                 device: str = "cpu") -> Config:
     """The ``seed`` preset at one benchmark point (crop ``size``, batch ``batch``)."""
     overrides = [
@@ -142,7 +142,7 @@ def make_config(sharp: Path, real: Path, size: int, batch: int, amp: str = "none
         f"data.crop_size={size}",
         "data.num_workers=0",
         f"train.amp={amp}",
-        f"train.channels_last={str(channels_last).lower()}",
+        f"train.channels_last={str(channels_last).lower()}",  # "none": the plain loop's nets are NCHW
         "train.progress=false",
         "train.tensorboard=false",
     ]
@@ -324,11 +324,12 @@ def plain(kind: str, cfg: Config, device: torch.device, order: str = "d_first", 
 
 
 OURS_VARIANTS = {
-    # name: (amp, channels_last)
-    "ours fp32": ("none", False),
-    "ours fp32 CL": ("none", True),
-    "ours bf16": ("bf16", False),
-    "ours bf16 CL": ("bf16", True),
+    # name: (amp, channels_last); "auto" is the default: the discriminators channels_last on CPU
+    "ours fp32": ("none", "auto"),
+    "ours fp32 CL": ("none", "all"),
+    "ours bf16": ("bf16", "auto"),
+    "ours bf16 NCHW": ("bf16", "none"),
+    "ours bf16 CL": ("bf16", "all"),
 }
 
 
@@ -430,14 +431,16 @@ def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch
         rows.append((f"step {i}", "weights after", 0.0, max_weight_diff(loop, stage)))
     del step_o, stage, nets_o, step_p, loop
     gc.collect()
-    # the layer arithmetic: our small-map GEMM path and cropped U-Net decoding vs torch.nn
-    # layers decoding in full, at the first step (the forward values; their gradients are
+    # the layer arithmetic: our small-map GEMM path, cropped U-Net decoding and channels_last
+    # discriminators vs torch.nn NCHW layers decoding in full, at the first step (the forward values; their gradients are
     # compared in tests/test_small_conv.py and tests/test_nets.py)
-    step_g, stage_g, _ = ours(kind, base, device)
+    cfg = copy.deepcopy(base)
+    cfg.train.channels_last = "auto"  # and our default memory format (channels_last discriminators on CPU)
+    step_g, stage_g, _ = ours(kind, cfg, device)
     step_n, stage_n, nets_n = ours(kind, base, device)
     for net in nets_n.values():
         plain_arithmetic(net)
-    rows += first_step_rows("GEMM path + cropped decoding vs torch.nn, step 0", step_n, step_g, batches[0])
+    rows += first_step_rows("our layers vs torch.nn, step 0", step_n, step_g, batches[0])
     del step_g, stage_g, step_n, stage_n, nets_n
     gc.collect()
     # mixed precision vs fp32 at the first step (same weights, same noise)
@@ -565,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     print("preset       : seed (U-Net 256 generators, norm none, noise map on G_blur; 70x70 PatchGAN; vanilla GAN "
           "+ L1 x100; image pool 10; Adam 2e-4 (0.5, 0.999)); joint: bgan w_synthetic 100, w_content 0")
     print(f"points       : {', '.join(f'{s}x{s} batch {b}' for s, b in points)}; steps timed: {', '.join(kinds)}")
-    print(f"variants     : {', '.join(names)}  (CL = channels_last; bf16 = train.amp=bf16 autocast"
+    print(f"variants     : {', '.join(names)}  (channels_last: auto unless named, CL = all, NCHW = none; bf16 = train.amp=bf16 autocast"
           f"{', AMP auto on CUDA' if device.type == 'cuda' else ''})")
     print(f"timing       : {rounds} rounds x {args.steps} step(s) per variant, order rotated each round, "
           f"{args.warmup} warm-up steps; s/step = median over rounds; ratio = median over rounds of "

@@ -113,3 +113,16 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     f.write_text("stages:\n  dbgan: {lr: 5e-5}\n")
     assert load_config(str(f)).stages.dbgan.lr == 5e-5
     assert build_config({}, ["name=1e3x"]).name == "1e3x"  # not a number: stays a string
+
+
+def test_channels_last_modes():
+    from dbgan.config import channels_last_mode
+
+    assert build_config({}).train.channels_last == "auto"
+    assert channels_last_mode("auto", "cpu") == "discriminators"
+    assert channels_last_mode("auto", "cuda") == "none"  # not measured there
+    assert channels_last_mode(True, "cuda") == "all" and channels_last_mode(False, "cpu") == "none"
+    assert build_config({}, ["train.channels_last=true"]).train.channels_last is True
+    assert build_config({}, ["train.channels_last=discriminators"]).train.channels_last == "discriminators"
+    with pytest.raises(ConfigError, match=r"train\.channels_last.*'sideways'"):
+        build_config({}, ["train.channels_last=sideways"])

@@ -312,3 +312,27 @@ def test_bgan_noise_match_term_reaches_the_blur_generator_only(folders):
     assert nm > 0 and "noise_match" not in logs0
     assert g2 - g0 == pytest.approx(2.0 * nm, rel=1e-4)
     assert d2 == pytest.approx(d0)
+
+
+def test_channels_last_discriminators_by_default_on_cpu(folders):
+    """``train.channels_last: auto`` puts only the discriminators in channels_last on CPU; same losses."""
+    cl = torch.channels_last
+    logs = {}
+    for mode in ("auto", "none", "all"):
+        cfg = load_config(
+            "tiny",
+            [f"data.sharp_dir={folders['sharp']}", f"data.real_blur_dir={folders['real']}", "scheme=joint",
+             f"train.channels_last={mode}"],
+        )
+        nets, _ = L.build_nets(cfg, torch.device("cpu"))
+        for role, net in nets.items():
+            convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+            expect = mode == "all" or (mode == "auto" and role.endswith("_d"))
+            assert all(w.is_contiguous(memory_format=cl) == expect for w in convs), (mode, role)
+        stage = L.make_stage("joint", cfg, nets, torch.device("cpu"))
+        batch = next(L.batches(L.stage_dataset(cfg, "joint"), cfg, L.stage_cfg(cfg, "joint"), 0, L.DistInfo()))
+        torch.manual_seed(0)  # the blur generator's noise
+        logs[mode] = stage.step(batch, 0)
+    for mode in ("auto", "all"):
+        for key, value in logs["none"].items():
+            assert logs[mode][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (mode, key)

@@ -49,7 +49,7 @@ from dbgan.checkpoint import (
     safe_torch_load,
     save_checkpoint,
 )
-from dbgan.config import Config, ConfigError, StageConfig, save_config
+from dbgan.config import Config, ConfigError, StageConfig, channels_last_mode, save_config
 from dbgan.nets import build_network
 from dbgan.train.monitor import Monitor, spectrum_distance
 from dbgan.train import stages as S
@@ -278,7 +278,8 @@ def build_nets(cfg: Config, device: torch.device) -> tuple[dict[str, nn.Module],
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"'nets.{role.replace('blur_pretrain_d', 'blur_d')}': {exc}") from None
         net = net.to(device)
-        if cfg.train.channels_last:
+        cl_mode = channels_last_mode(cfg.train.channels_last, device.type)
+        if cl_mode == "all" or (cl_mode == "discriminators" and role.endswith("_d")):
             net = net.to(memory_format=torch.channels_last)
         nets[role] = net
     return nets, specs

@@ -33,7 +33,7 @@ from torch import nn
 
 from dbgan import losses as L
 from dbgan.blur.kernels import random_kernel
-from dbgan.config import Config, StageConfig
+from dbgan.config import Config, StageConfig, channels_last_mode
 from dbgan.train.pool import ImagePool
 
 Batch = dict[str, torch.Tensor]
@@ -306,7 +306,7 @@ class Stage:
         for net in self.frozen.values():
             net.eval()
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
-        if self.cfg.train.channels_last:
+        if channels_last_mode(self.cfg.train.channels_last, self.device.type) == "all":
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
         with self.autocast():
             updates, logs = self.compute(batch, it)
