@@ -221,7 +221,15 @@ class ImageGenerator(nn.Module):
         xn = self.noise_input(x, noise)
         xp, size = pad_to_multiple(xn, self.size_multiple)
         img = xp[:, : self.in_channels]
-        return crop_to(self.body(xp, img), size)
+        return crop_to(self.cropped_body(xp, img, size), size)
+
+    def cropped_body(self, x: Tensor, img: Tensor, out_size: tuple[int, int]) -> Tensor:
+        """:meth:`body` when only its top-left ``out_size`` crop will be kept.
+
+        Subclasses may compute less here (the U-Net decodes only what the crop needs);
+        the default runs the whole :meth:`body`.
+        """
+        return self.body(x, img)
 
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming the expected layout unless ``x`` is ``N x in_channels x H x W``."""

@@ -17,10 +17,8 @@ from dbgan.nets.common import (
     ImageGenerator,
     NoiseInput,
     check_choice,
-    crop_to,
     init_normal,
     norm_layer,
-    pad_to_multiple,
     signed_input,
     standard_path_only,
     to_unit,
@@ -135,16 +133,13 @@ class UNetGenerator(ImageGenerator):
         self.ups = nn.ModuleList(ups)
         init_normal(self, 0.02)
 
-    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
-        self.check_input(x)
-        xn = self.noise_input(x, noise)
-        xp, size = pad_to_multiple(xn, self.size_multiple)
-        img = xp[:, : self.in_channels]
-        return crop_to(self.body(xp, img, size), size)
+    def cropped_body(self, x: Tensor, img: Tensor, out_size: tuple[int, int]) -> Tensor:
+        return self.body(x, img, out_size)
 
     def crops_decoding(self) -> bool:
         """True when the up path may compute only the region the cropped output needs."""
-        return self.cropped_decoding and self.norm == "none" and not (self.use_dropout and self.training) and not standard_path_only()
+        dropout_active = self.use_dropout and self.training
+        return self.cropped_decoding and self.norm == "none" and not dropout_active and not standard_path_only()
 
     def body(self, x: Tensor, img: Tensor, out_size: tuple[int, int] | None = None) -> Tensor:
         """The U-Net on the padded input; with ``out_size``, correct only in ``[:out_size[0], :out_size[1]]``.
