@@ -14,8 +14,11 @@ side by side the time and peak memory of
   from the conservative activation estimate ``DEFAULT_BYTES_PER_PIXEL``; with
   the checkpoint beside it the network's own estimate is used instead);
 
-as ratios to ``plain``, and the peak memory of a 4096x4096 image through the
-default (automatically tiled) path. Peak memory is the RSS high-water mark of
+as ratios to ``plain``; then plain, default and bf16 on an 1100x800 image, which
+the U-Net pads to 1280x1024, each of the last two also with the padding decoded
+(``plain`` decodes the whole padded image, dbgan's paths only the image:
+cropped decoding); and the peak memory of a 4096x4096
+image through the default (automatically tiled) path. Peak memory is the RSS high-water mark of
 the configuration's own process
 (``VmHWM`` of ``/proc/self/status``, which starts afresh at ``exec``, unlike
 ``ru_maxrss``), so configurations do not contaminate each other;
@@ -91,14 +94,16 @@ def serve(spec: dict) -> None:
         torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     net = build_network("unet", **NET).eval()
-    size = spec["size"]
-    img = torch.rand(3, size, size, generator=torch.Generator().manual_seed(1))
+    h, w = spec["size"] if isinstance(spec["size"], list) else (spec["size"], spec["size"])
+    img = torch.rand(3, h, w, generator=torch.Generator().manual_seed(1))
     kind = spec["kind"]
     d = None
     if kind == "plain":
         from dbgan.nets.small_conv import set_small_map_gemm
+        from dbgan.nets.unet import set_cropped_decoding
 
-        set_small_map_gemm(net, False)  # plain torch.nn convolutions everywhere
+        set_small_map_gemm(net, False)  # plain torch.nn convolutions everywhere,
+        set_cropped_decoding(net, False)  # the padded image decoded in full
         x = img[None]
 
         def run():
@@ -113,6 +118,10 @@ def serve(spec: dict) -> None:
             del net
             d = Deblurrer(OnnxBackend(OnnxRunner(spec["onnx"], device="cpu")), tile=spec.get("tile"))
         else:
+            if spec.get("full_decoding"):
+                from dbgan.nets.unet import set_cropped_decoding
+
+                set_cropped_decoding(net, False)
             d = Deblurrer(net, device="cpu", dtype=spec.get("dtype", "fp32"), channels_last=spec.get("channels_last"), tile=spec.get("tile"))
 
         def run():
@@ -206,6 +215,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration (default 3, quick 2)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the children (0: torch's default)")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime")
+    ap.add_argument("--sizes", default=None,
+                    help="comma list: N (N x N, every path) or WxH (plain, default and bf16, with and without "
+                         "cropped decoding); default 1024,2048,1100x800 and the 4096x4096 memory check")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -255,12 +267,22 @@ def main() -> int:
         configs.append(("onnxruntime (whole image)", {"kind": "onnx", "onnx": onnx_path, "tile": 1 << 16}))
         configs.append(("onnxruntime (auto tiles)", {"kind": "onnx", "onnx": onnx_path}))
 
-    for size in (1024, 2048):
+    odd_configs = [
+        configs[0],
+        configs[1],
+        ("default, padding decoded too", {"kind": "deblurrer", "full_decoding": True}),
+        configs[3],
+        ("bf16 + channels_last, padding decoded too", {**configs[3][1], "full_decoding": True}),
+    ]
+    sizes: list = [int(v) if "x" not in v else [int(v.split("x")[1]), int(v.split("x")[0])] for v in (args.sizes or "1024,2048,1100x800").split(",")]
+    for size in sizes:
         quick_big = args.quick and size == 2048
         rounds = 1 if quick_big else repeats
-        print(f"\n{size}x{size} RGB ({'1 run, no warm-up' if quick_big else f'best of {rounds} interleaved runs after 1 warm-up'})")
+        label = f"{size}x{size}" if isinstance(size, int) else (
+            f"{size[1]}x{size[0]} (padded to {-(-size[1] // 256) * 256}x{-(-size[0] // 256) * 256} inside the U-Net)")
+        print(f"\n{label} RGB ({'1 run, no warm-up' if quick_big else f'best of {rounds} interleaved runs after 1 warm-up'})")
         children: list[tuple[str, Child]] = []
-        for name, spec in configs:
+        for name, spec in (configs if isinstance(size, int) else odd_configs):
             spec = {**spec, "size": size, "warmup": 0 if quick_big else 1, "threads": args.threads}
             children.append((name, Child(spec)))  # started one at a time: warm-ups do not overlap
         for _ in range(rounds):  # interleaved, so a busy moment hurts every path alike
@@ -282,16 +304,17 @@ def main() -> int:
             mem = f"{peak / plain.result['peak']:.2f}" if plain_ok else "-"
             print(f"  {name:44s} {t:7.2f}s {speed:>9s} {_fmt_mem(peak):>10s} {_fmt_mem(act):>12s} {mem:>9s}  {ch.result.get('plan') or ''}")
 
-    print("\n4096x4096 RGB, default path (fp32, automatic tiling from the 1 GiB activation budget)")
-    big = Child({"kind": "deblurrer", "size": 4096, "warmup": 0, "threads": args.threads})
-    big.run()
-    big.finish()
-    if big.error or not big.result:
-        print(f"  failed: {big.error}")
-    else:
-        peak = big.result["peak"]
-        verdict = "under" if peak < 2 * GIB else "OVER"
-        print(f"  time {big.times[0]:.1f} s, peak RSS {_fmt_mem(peak)} ({verdict} the 2 GiB target), {big.result['plan']}")
+    if not args.sizes:  # the memory check runs with the default sizes only
+        print("\n4096x4096 RGB, default path (fp32, automatic tiling from the 1 GiB activation budget)")
+        big = Child({"kind": "deblurrer", "size": 4096, "warmup": 0, "threads": args.threads})
+        big.run()
+        big.finish()
+        if big.error or not big.result:
+            print(f"  failed: {big.error}")
+        else:
+            peak = big.result["peak"]
+            verdict = "under" if peak < 2 * GIB else "OVER"
+            print(f"  time {big.times[0]:.1f} s, peak RSS {_fmt_mem(peak)} ({verdict} the 2 GiB target), {big.result['plan']}")
     for p in tmp.iterdir():
         p.unlink()
     tmp.rmdir()

@@ -109,6 +109,21 @@ def test_tile_covering_the_image_is_bit_identical_to_untiled():
         assert d.last_plan.single
 
 
+def test_untiled_generator_pads_itself_and_decodes_only_the_image():
+    """An untiled image reaches a dbgan U-Net unpadded: same result, only the image decoded."""
+    net = _net(residual=True)  # multiple 16: 333 x 517 is padded to 336 x 528
+    img = torch.rand(3, 333, 517)
+    seen = []
+    net.ups[0][1].register_forward_hook(lambda m, inp, out: seen.append(tuple(inp[0].shape[-2:])))
+    out = Deblurrer(net, device="cpu", channels_last=False)(img)
+    assert seen[-1] == (167, 259)  # rows [0, 333) need 333 // 2 + 1 of the padded 336 / 2 (the first call is the memory probe)
+    with torch.no_grad():
+        ref = net(img[None])[0]
+    assert torch.equal(out, ref.clamp(0, 1))
+    padded = Deblurrer(Pointwise(), device="cpu", channels_last=False)
+    assert not padded.backend.pads_itself  # other nets still get the padded image
+
+
 def test_real_tiles_stay_close_to_untiled():
     net = _net(residual=True)
     img = smooth_image(3, 333, 517)

@@ -18,7 +18,9 @@ How an image goes through a network
 2. **Size.** The image is padded at the bottom/right to a multiple of the net's
    ``size_multiple`` (reflect as far as the image allows, then replicate: the
    nets' own :func:`dbgan.nets.common.pad_to_multiple`) and the output is cropped
-   back. Images are never resized.
+   back. Images are never resized. An untiled image without a noise input goes to
+   a dbgan generator unpadded instead: it pads itself the same way, and the U-Net
+   then decodes only the image, not the padding (cropped decoding).
 3. **Tiles.** With ``tile=T`` the padded image is covered by ``T x T`` tiles
    stepping ``T - overlap``; the last tile of each row/column is flush with the
    border. Tiles are blended with raised-cosine ramps across each overlap (no ramp
@@ -411,6 +413,11 @@ class TorchBackend:
         self.in_channels = int(getattr(net, "in_channels", 3))
         self.out_channels = int(getattr(net, "out_channels", self.in_channels))
         self.size_multiple = int(getattr(net, "size_multiple", 1))
+        from dbgan.nets.common import ImageGenerator
+
+        # dbgan's generators pad to their size multiple themselves (the same
+        # pad_to_multiple as pad_image) and may then compute only the crop they return
+        self.pads_itself = isinstance(net, ImageGenerator)
         self._bpp: Optional[float] = None
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -691,8 +698,11 @@ class _ImageRunner:
         if plan.single:
             if noise is not None and b > 1:
                 noise = noise.expand(b, *noise.shape[1:])
+            # an unpadded image to a net that pads it itself gives the same result, and lets
+            # the U-Net decode only the image, not the padding (cropped decoding)
+            own_pad = noise is None and getattr(self.backend, "pads_itself", False)
             with self.backend.session():
-                out = self.backend(xp, noise)
+                out = self.backend(x if own_pad else xp, noise)
         else:
             # allocated outside inference_mode, so the result is an ordinary tensor
             out = torch.zeros(b, self.backend.out_channels, plan.height, plan.width, dtype=torch.float32)
