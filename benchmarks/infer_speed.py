@@ -99,11 +99,9 @@ def serve(spec: dict) -> None:
     kind = spec["kind"]
     d = None
     if kind == "plain":
-        from dbgan.nets.small_conv import set_small_map_gemm
-        from dbgan.nets.unet import set_cropped_decoding
+        from dbgan.nets.unet import use_plain_layers
 
-        set_small_map_gemm(net, False)  # plain torch.nn convolutions everywhere,
-        set_cropped_decoding(net, False)  # the padded image decoded in full
+        use_plain_layers(net)  # plain torch.nn convolutions everywhere, the padded image decoded in full
         x = img[None]
 
         def run():

@@ -63,8 +63,7 @@ from torch import nn
 
 from dbgan.config import Config, load_config
 from dbgan.train import loop as L
-from dbgan.nets.small_conv import set_small_map_gemm
-from dbgan.nets.unet import set_cropped_decoding
+from dbgan.nets.unet import use_plain_layers
 from dbgan.train.pool import ImagePool
 
 # colour photos bundled with scikit-image (no download needed)
@@ -295,12 +294,6 @@ class Variant:
     holder: object  # keeps the networks alive
 
 
-def plain_arithmetic(net: nn.Module) -> None:
-    """Plain ``torch.nn`` layers computed in full: no small-map GEMM path, no cropped U-Net decoding."""
-    set_small_map_gemm(net, False)
-    set_cropped_decoding(net, False)
-
-
 def ours(kind: str, cfg: Config, device: torch.device, compile_nets: bool = False) -> tuple[Callable, L.S.Stage, dict]:
     nets, _ = L.build_nets(cfg, device)
     if compile_nets:
@@ -314,7 +307,7 @@ def plain(kind: str, cfg: Config, device: torch.device, order: str = "d_first", 
           pools: dict | None = None) -> tuple[Callable, PlainLoop]:
     nets, _ = L.build_nets(cfg, device)  # same seeded initialisation as ours
     for net in nets.values():  # plain torch.nn convolutions everywhere, the padded U-Net decoded in full
-        plain_arithmetic(net)
+        use_plain_layers(net)
     if pools is None:  # the same pool draws as our stage's pools
         stage = L.make_stage(kind, cfg, nets, device)
         pools = copy.deepcopy(stage.pools)
@@ -417,7 +410,7 @@ def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch
     rows = []
     step_o, stage, nets_o = ours(kind, base, device)
     for net in nets_o.values():  # the loop logic first, with the same layer arithmetic as plain
-        plain_arithmetic(net)
+        use_plain_layers(net)
     step_p, loop = plain(kind, base, device, order="g_first", fused=True, pools=copy.deepcopy(stage.pools))
     for i in range(steps):
         b = batches[i % len(batches)]
@@ -439,7 +432,7 @@ def check_same_maths(kind: str, base: Config, batches: list[dict], device: torch
     step_g, stage_g, _ = ours(kind, cfg, device)
     step_n, stage_n, nets_n = ours(kind, base, device)
     for net in nets_n.values():
-        plain_arithmetic(net)
+        use_plain_layers(net)
     rows += first_step_rows("our layers vs torch.nn, step 0", step_n, step_g, batches[0])
     del step_g, stage_g, step_n, stage_n, nets_n
     gc.collect()

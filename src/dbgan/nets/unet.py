@@ -23,7 +23,7 @@ from dbgan.nets.common import (
     standard_path_only,
     to_unit,
 )
-from dbgan.nets.small_conv import SmallMapConv2d, SmallMapConvTranspose2d
+from dbgan.nets.small_conv import SmallMapConv2d, SmallMapConvTranspose2d, set_small_map_gemm
 
 
 class UNetGenerator(ImageGenerator):
@@ -177,3 +177,12 @@ def set_cropped_decoding(net: nn.Module, enabled: bool) -> int:
             m.cropped_decoding = enabled
             count += 1
     return count
+
+
+def use_plain_layers(net: nn.Module) -> None:
+    """Plain ``torch.nn`` layers computing everything: no small-map GEMM path, no cropped decoding.
+
+    What a straightforward implementation computes; the benchmarks' reference paths use it.
+    """
+    set_small_map_gemm(net, False)
+    set_cropped_decoding(net, False)

@@ -270,6 +270,7 @@ def build_nets(cfg: Config, device: torch.device) -> tuple[dict[str, nn.Module],
     specs = net_specs(cfg)
     cond = dict(specs["blur_d"], args={**specs["blur_d"]["args"], "in_channels": 2 * cfg.data.channels})
     specs["blur_pretrain_d"] = cond if cfg.stages.blur_pretrain.conditional_d else specs["blur_d"]
+    cl_mode = channels_last_mode(cfg.train.channels_last, device.type)
     nets = {}
     for i, (role, spec) in enumerate(sorted(specs.items())):
         torch.manual_seed(cfg.seed * 1000 + i)  # each net's init independent of the others
@@ -278,7 +279,6 @@ def build_nets(cfg: Config, device: torch.device) -> tuple[dict[str, nn.Module],
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"'nets.{role.replace('blur_pretrain_d', 'blur_d')}': {exc}") from None
         net = net.to(device)
-        cl_mode = channels_last_mode(cfg.train.channels_last, device.type)
         if cl_mode == "all" or (cl_mode == "discriminators" and role.endswith("_d")):
             net = net.to(memory_format=torch.channels_last)
         nets[role] = net
