@@ -53,9 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     for cmd, what in (("deblur", "deblur images with a trained DBGAN"), ("blur", "blur sharp images with a trained BGAN")):
         d = sub.add_parser(cmd, help=what)
-        d.add_argument("checkpoint", help="checkpoint .safetensors or run directory (or .onnx with --onnx)")
-        d.add_argument("input", help="image file or folder")
-        d.add_argument("output", help="image file or folder")
+        if cmd == "deblur":
+            d.add_argument("paths", nargs="+", metavar="[CHECKPOINT] INPUT OUTPUT",
+                           help="checkpoint .safetensors or run directory (or .onnx with --onnx), then an image "
+                                "file or folder and the output file or folder; without a checkpoint the bundled "
+                                "general model deblurs")
+            d.add_argument("--model", default=None,
+                           help="a bundled model by name instead of a checkpoint (default without a checkpoint: general)")
+        else:
+            d.add_argument("checkpoint", help="checkpoint .safetensors or run directory")
+            d.add_argument("input", help="image file or folder")
+            d.add_argument("output", help="image file or folder")
         d.add_argument("--tile", type=int, default=None, help="tile size (default: automatic from the memory budget)")
         d.add_argument("--overlap", type=int, default=32)
         d.add_argument("--device", default="auto")
@@ -90,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--config", default=None, help="config to train with (default: configs/demo.yaml)")
 
     sub.add_parser("nets", help="list the registered architectures with parameter counts")
+
+    ph = sub.add_parser("photos", help="build the general model's training tiles from installed photo packages")
+    ph.add_argument("out_dir")
     return p
 
 
@@ -133,6 +144,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"samples: {res.run_dir / 'samples' / 'index.html'}  tensorboard: --logdir {res.run_dir / 'tb'}")
         return 0
 
+    if args.command == "deblur":
+        _deblur_paths(args)
     if args.command in ("deblur", "blur"):
         from dbgan.infer import run_folder
 
@@ -184,6 +197,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"report: {report}")
         return 0
 
+    if args.command == "photos":
+        from dbgan.photos import build_photo_folder
+
+        summary = build_photo_folder(args.out_dir)
+        print(f"wrote {summary['tiles']} tiles from {summary['images']} images into {args.out_dir} "
+              f"(sources and licences: {Path(args.out_dir) / 'SOURCES.json'})")
+        return 0
+
     if args.command == "nets":
         from dbgan.nets import describe
 
@@ -191,6 +212,24 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{name:14s} {params:>12,d} parameters (default arguments)")
         return 0
     raise AssertionError(args.command)
+
+
+def _deblur_paths(args: argparse.Namespace) -> None:
+    """``dbgan deblur [CHECKPOINT] INPUT OUTPUT [--model NAME]`` -> args.checkpoint/input/output."""
+    paths = args.paths
+    if len(paths) == 3:
+        if args.model:
+            raise ValueError("give either a checkpoint or --model, not both")
+        args.checkpoint, args.input, args.output = paths
+    elif len(paths) == 2:
+        from dbgan.models import DEFAULT_MODEL, bundled_model_path
+
+        if args.onnx:
+            raise ValueError("--onnx needs the .onnx file as the first argument")
+        args.checkpoint = str(bundled_model_path(args.model or DEFAULT_MODEL))
+        args.input, args.output = paths
+    else:
+        raise ValueError(f"expected [CHECKPOINT] INPUT OUTPUT, got {len(paths)} paths")
 
 
 def _one_line(exc: BaseException) -> str:

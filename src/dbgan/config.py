@@ -81,6 +81,16 @@ class SynthConfig:
     noise_sigma: list[float] = field(default_factory=lambda: [0.0, 0.0])  # Gaussian noise std
     poisson_peak: float = 0.0  # photon count at white; 0 = no shot noise
     jpeg_quality: list[int] = field(default_factory=list)  # [low, high]; empty = off
+    # --- a broad, randomised distribution (the general model's recipe; all off by default)
+    kernel_sizes: list[int] = field(default_factory=list)  # motion canvas sizes drawn per image (odd, <= kernel_size)
+    identity_prob: float = 0.0  # share of images left unblurred (noise/JPEG still apply)
+    gamma_range: list[float] = field(default_factory=list)  # camera response: gamma drawn per image (replaces gamma)
+    exposure: list[float] = field(default_factory=lambda: [1.0, 1.0])  # scene gain in linear light (sharp and blurred)
+    saturation: list[float] = field(default_factory=lambda: [1.0, 1.0])  # colour strength of the scene (0 = grey)
+    grey_prob: float = 0.0  # share of scenes made grey (all channels equal)
+    poisson_peak_range: list[float] = field(default_factory=list)  # shot noise peak drawn log-uniformly (replaces poisson_peak)
+    noise_prob: float = 1.0  # share of images given sensor noise
+    jpeg_prob: float = 1.0  # share of images re-encoded as JPEG (when jpeg_quality is set)
 
 
 @dataclass
@@ -142,7 +152,7 @@ class StageConfig:
 
     iters: int = 1000
     skip: bool = False
-    init_from: Optional[str] = None  # checkpoint (.safetensors) to start the generator(s) from
+    init_from: Optional[str] = None  # checkpoint (.safetensors) or bundled model name (general) to start from
     batch_size: int = 1
     lr: float = 2e-4
     lr_d: Optional[float] = None  # discriminator lr (default: lr)
@@ -554,6 +564,20 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"'synth.jpeg_quality' must lie in [1, 100], got {s.jpeg_quality}")
     if s.gamma <= 0 or s.poisson_peak < 0:
         raise ConfigError("'synth.gamma' must be > 0 and 'synth.poisson_peak' >= 0")
+    for k in s.kernel_sizes:
+        if k < 1 or k % 2 == 0 or k > s.kernel_size:
+            raise ConfigError(
+                f"'synth.kernel_sizes' must hold odd sizes up to synth.kernel_size={s.kernel_size}, got {k}"
+            )
+    for key in ("identity_prob", "grey_prob", "noise_prob", "jpeg_prob"):
+        if not 0.0 <= getattr(s, key) <= 1.0:
+            raise ConfigError(f"'synth.{key}' must lie in [0, 1], got {getattr(s, key)}")
+    if s.gamma_range:
+        _range("synth.gamma_range", s.gamma_range, 0.1)
+    if s.poisson_peak_range:
+        _range("synth.poisson_peak_range", s.poisson_peak_range, 1.0)
+    _range("synth.exposure", s.exposure, 0.01)
+    _range("synth.saturation", s.saturation, 0.0)
     from dbgan.nets import NETWORKS  # the registry table only; no architecture is imported
 
     for role in ("blur_g", "blur_d", "deblur_g", "deblur_d"):

@@ -561,7 +561,9 @@ def train(
                 except (ValueError, TypeError, KeyError) as exc:  # a log line cut short by a kill
                     log.warning("%s is damaged (%s); its rows are kept as they are", monitor.csv_path, exc)
             elif scfg.init_from:
-                ckpt = load_checkpoint(scfg.init_from)
+                from dbgan.models import resolve_model
+
+                ckpt = load_checkpoint(resolve_model(scfg.init_from))  # a path, or a bundled model's name
                 stage.load_networks(ckpt)
                 log.info("%s: generators initialised from %s", name, ckpt.path)
             if scfg.skip or scfg.iters == 0:

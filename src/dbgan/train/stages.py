@@ -373,6 +373,8 @@ class Stage:
             if f"{role}_ema" in ckpt.roles:
                 state = ckpt.state_dict(f"{role}_ema")
                 ema.shadow = {k: v.to(self.device) for k, v in state.items()}
+            elif role in ckpt.roles:  # e.g. a bundled model: the average starts from the loaded weights
+                ema.shadow = {k: v.detach().clone() for k, v in self.generators[role].state_dict().items()}
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer, pool and scaler state (weights live in the safetensors checkpoint)."""
@@ -575,7 +577,13 @@ class DbganStage(Stage):
 
     def compute(self, batch, it):
         logs: dict[str, torch.Tensor] = {}
-        _, g, d = self.deblur_losses(self.blurred_input(batch), batch, logs)
+        blurred = self.blurred_input(batch)
+        if self.scfg.w_adv == 0:
+            # plain regression (the general model's recipe): no discriminator to run or train
+            g = self.generator_terms(self.generators["deblur_g"](blurred), batch["sharp"], logs)
+            logs["loss_g_deblur"] = g
+            return [(g, [self.generators["deblur_g"]])], logs
+        _, g, d = self.deblur_losses(blurred, batch, logs)
         return [(g, [self.generators["deblur_g"]]), (d, [self.discriminators["deblur_d"]])], logs
 
     @torch.no_grad()

@@ -1,0 +1,58 @@
+"""Turn a training checkpoint into a bundled model: deblurrer weights only, plus checksum.
+
+    python -m dbgan.models.package runs/general/checkpoints/latest.safetensors --name general
+
+writes ``src/dbgan/models/general.safetensors`` (the ``deblur_g`` weights: the EMA
+average when the checkpoint has one, stored as ``deblur_g``, in float32) and
+``general.json`` (the checkpoint's metadata, the source checkpoint's stage and
+iteration, and ``sha256`` of the new file). The model card (``general.md``) is
+written by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from dbgan.models import _dir, sha256_file
+
+
+def package_checkpoint(src: str | Path, name: str, out_dir: str | Path | None = None,
+                       extra: dict[str, Any] | None = None) -> Path:
+    """Write ``<out_dir>/<name>.safetensors`` + ``.json`` from checkpoint ``src``; return the path."""
+    from dbgan.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(src)
+    role = "deblur_g_ema" if "deblur_g_ema" in ckpt.roles else "deblur_g"
+    state = {k: v.float().contiguous() for k, v in ckpt.state_dict(role).items()}
+    meta = {k: ckpt.meta[k] for k in ("stage", "iter", "config_hash", "config") if k in ckpt.meta}
+    meta["nets"] = {"deblur_g": ckpt.meta["nets"]["deblur_g"]}
+    meta["source"] = {"checkpoint": Path(src).name, "weights": role}
+    out = Path(out_dir) if out_dir is not None else _dir()
+    path = out / f"{name}.safetensors"
+    save_checkpoint(path, {"deblur_g": state}, meta)
+    info = json.loads(path.with_suffix(".json").read_text())
+    info["name"] = name
+    info["sha256"] = sha256_file(path)
+    info["size_bytes"] = path.stat().st_size
+    if extra:
+        info.update(extra)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="package a checkpoint's deblurrer as a bundled model")
+    ap.add_argument("checkpoint")
+    ap.add_argument("--name", default="general")
+    ap.add_argument("--out-dir", default=None, help="default: the dbgan.models package folder")
+    args = ap.parse_args(argv)
+    path = package_checkpoint(args.checkpoint, args.name, args.out_dir)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB) and {path.with_suffix('.json').name}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
