@@ -32,7 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--config", default="general")
-    ap.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
+    ap.add_argument("--only", default="", help="semicolon-separated candidate names (default: all)")
     ap.add_argument("--amp", default="none", choices=("none", "bf16"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -52,7 +52,7 @@ def main() -> None:
     vb = collate([val[j] for j in range(16)])
     print(f"data: {(time.perf_counter() - t0) / (args.steps * bs) * 1000:.1f} ms per pair")
     base = float(psnr(vb["blur"], vb["sharp"]).mean())
-    names = [n for n in CANDIDATES if not args.only or n in args.only.split(",")]
+    names = [n for n in CANDIDATES if not args.only or n in args.only.split(";")]
     for name in names:
         arch, kw = CANDIDATES[name]
         torch.manual_seed(0)

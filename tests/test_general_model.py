@@ -124,7 +124,7 @@ def test_nafnet_any_size_and_near_identity_at_start():
     torch.manual_seed(0)
     net = build_network("nafnet", width=8, enc_blocks=[1, 1], middle_blocks=1, sca=False)
     x = torch.rand(2, 3, 23, 37)
-    y = net(x)
+    y = net(x).detach()
     assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
     assert float((y - x).abs().mean()) < 0.05  # residual output, small ending convolution
     with pytest.raises(ValueError, match="out_channels"):
@@ -154,7 +154,8 @@ def test_nafnet_without_channel_attention_is_local():
 
 
 def test_scene_augmentation_changes_the_sharp_image_too():
-    img = torch.rand(3, 48, 48)
+    ramp = torch.linspace(0.1, 0.5, 48).view(1, 1, 48).expand(3, 48, 48)
+    img = (ramp * torch.tensor([1.0, 0.8, 0.6]).view(3, 1, 1)).contiguous()  # smooth and coloured
     cfg = SynthConfig(kernels=["gaussian"], kernel_size=9, grey_prob=1.0, exposure=[2.0, 2.0], linear_light=True)
     scene, blurred, _ = DegradationPipeline(cfg).pair(img, np.random.default_rng(0))
     assert torch.equal(scene[0], scene[1]) and torch.equal(scene[1], scene[2])  # grey
@@ -230,3 +231,12 @@ def test_training_photos_exclude_the_reserved_packages_and_heldout_images():
     assert not used & set(P.RESERVED_PACKAGES)
     skimage_used = {f for s in P.SOURCES if s.package == "scikit-image" for f in s.files}
     assert not skimage_used & {"chelsea", "coffee", "camera", "motorcycle_left", "motorcycle_right"}
+
+
+def test_adapt_preset_uses_the_bundled_architecture():
+    """configs/adapt.yaml's deblurrer must be the bundled model's, or init_from: general cannot load it."""
+    cfg = load_config("adapt")
+    spec = model_info("general")["nets"]["deblur_g"]
+    args = {k: v for k, v in spec["args"].items() if k not in ("in_channels", "out_channels")}
+    assert cfg.nets.deblur_g.name == spec["name"] and cfg.nets.deblur_g.args == args
+    assert cfg.stages.dbgan.init_from == "general"

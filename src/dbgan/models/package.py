@@ -40,6 +40,8 @@ def package_checkpoint(src: str | Path, name: str, out_dir: str | Path | None = 
     if extra:
         info.update(extra)
     atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2, sort_keys=True, default=str))
+    for f in (path, path.with_suffix(".json")):
+        f.chmod(0o644)  # package data: readable by everyone (the atomic writer's temp files are 0600)
     return path
 
 
