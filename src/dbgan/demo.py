@@ -313,10 +313,13 @@ def write_report(out: Path, dirs, columns: list[str], report: dict, run_dir: Pat
     parts.append("<h2>Metrics on held-out images (against sharp)</h2><table><tr><th>image</th>"
                  + "".join(f"<th>PSNR {m}</th>" for m in columns) + "".join(f"<th>SSIM {m}</th>" for m in columns)
                  + "</tr>")
-    for row in report.get("images", []) + ([dict(report["mean"], name="mean")] if report.get("mean") else []):
-        parts.append(f"<tr><td>{html.escape(row['name'])}</td>"
-                     + "".join(f"<td>{row[f'psnr_{m}']:.2f}</td>" for m in columns)
-                     + "".join(f"<td>{row[f'ssim_{m}']:.4f}</td>" for m in columns) + "</tr>")
+    rows = [(row, "td") for row in report.get("images", [])]
+    if report.get("mean"):
+        rows.append((dict(report["mean"], name="mean"), "th"))
+    for row, td in rows:
+        parts.append(f"<tr><{td}>{html.escape(row['name'])}</{td}>"
+                     + "".join(f"<{td}>{row[f'psnr_{m}']:.2f}</{td}>" for m in columns)
+                     + "".join(f"<{td}>{row[f'ssim_{m}']:.4f}</{td}>" for m in columns) + "</tr>")
     parts.append("</table>")
     if real_dir is not None:
         parts.append(f"<h2>Real blurred photos ({html.escape(str(real_dir))})</h2><p>No ground truth. 100% crops "

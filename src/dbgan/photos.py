@@ -59,16 +59,15 @@ SOURCES = (
     Source("gnome-backgrounds", "CC-BY-SA-3.0", (
         "gnome/pixels-l.webp", "gnome/pixels-d.webp", "gnome/licorice-l.webp", "gnome/licorice-d.webp",
     ), scales=(1024, 640)),
-    # scikit-image's bundled images (BSD-3-Clause package; the images' own terms are in
-    # skimage/data/README.txt: public domain, CC0 or CC-BY)
-    Source("scikit-image", "see skimage/data/README.txt (public domain / CC0 / CC-BY)", (
-        "astronaut", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "page", "text",
-        "coins", "moon", "brick", "grass", "gravel", "cell", "horse",
-    )),
+    # scikit-image's bundled images (skimage/data; the terms are in each loader's docstring)
+    Source("scikit-image", "public domain (NASA, SpaceX)", ("astronaut", "rocket", "hubble_deep_field")),
+    Source("scikit-image", "CC0-1.0", ("retina", "brick", "grass", "gravel", "cell", "horse")),
+    Source("scikit-image", "no known copyright restrictions", ("immunohistochemistry", "coins")),
+    Source("scikit-image", "not stated (shipped in scikit-image, BSD-3-Clause)", ("moon",)),
 )
 
 #: scikit-image images never trained on (the demo's and the tests' held-out photos)
-HELDOUT_SKIMAGE = ("chelsea", "coffee", "camera", "motorcycle_left", "motorcycle_right", "astronaut_crop")
+HELDOUT_SKIMAGE = ("chelsea", "coffee", "camera", "motorcycle_left", "motorcycle_right")
 
 #: longer side of each copy of an image (never enlarged)
 SCALES = (2400, 1600, 1024, 640, 400)
@@ -89,7 +88,7 @@ def _load(src: Source, name: str) -> torch.Tensor:
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} not found: install the photos with `apt-get install {src.package}` "
-                "(see docs/model_card_general.md)"
+                "(see src/dbgan/models/general.md)"
             )
         from PIL import Image
 

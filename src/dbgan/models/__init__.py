@@ -3,7 +3,7 @@
 ``<name>.safetensors`` is a dbgan checkpoint (the deblurrer's weights, ``deblur_g``);
 ``<name>.json`` beside it is its metadata plus ``sha256``, the checksum of the
 ``.safetensors`` file, verified every time the model is looked up; ``<name>.md`` is its
-model card. ``general`` is the general deblurrer (docs/model_card_general.md)::
+model card. ``general`` is the general deblurrer (its card: ``general.md`` here)::
 
     from dbgan.models import bundled_model_path
     path = bundled_model_path("general")    # checked against its recorded sha256
