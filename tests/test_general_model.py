@@ -240,3 +240,17 @@ def test_adapt_preset_uses_the_bundled_architecture():
     args = {k: v for k, v in spec["args"].items() if k not in ("in_channels", "out_channels")}
     assert cfg.nets.deblur_g.name == spec["name"] and cfg.nets.deblur_g.args == args
     assert cfg.stages.dbgan.init_from == "general"
+
+
+def test_nafnet_exports_to_onnx_with_dynamic_size(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dbgan.export import OnnxRunner, export_onnx
+    from dbgan.nets import build_network
+
+    torch.manual_seed(0)
+    net = build_network("nafnet", width=8, enc_blocks=[1, 1], middle_blocks=1, sca=False, shuffle=2).eval()
+    path = export_onnx(net, tmp_path / "n.onnx")  # checks onnxruntime against torch at another size itself
+    x = torch.rand(1, 3, 37, 45)
+    with torch.no_grad():
+        ref = net(x)
+    assert float((OnnxRunner(path, device="cpu")(x) - ref).abs().max()) < 1e-4

@@ -92,10 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--role", default="deblur_g", choices=("deblur_g", "blur_g"))
     x.add_argument("--opset", type=int, default=17)
 
-    m = sub.add_parser("demo", help="the whole method on scikit-image's photos, with an HTML report")
+    m = sub.add_parser("demo", help="the bundled general model and its adaptation to a stand-in camera, with an HTML report")
     m.add_argument("--out", default="demo_out")
     m.add_argument("--quick", action="store_true", help="a seconds-long run (for tests)")
-    m.add_argument("--config", default=None, help="config to train with (default: configs/demo.yaml)")
+    m.add_argument("--config", default=None, help="config to train with (default: configs/adapt.yaml)")
 
     sub.add_parser("nets", help="list the registered architectures with parameter counts")
 
