@@ -77,13 +77,13 @@ def _scores(sharp: torch.Tensor, img: torch.Tensor) -> tuple[float, float]:
     return psnr(a, b), ssim(a, b)
 
 
-def cameras(adapted: str | None) -> dict:
+def cameras(adapted: str | None, model: str | None = None) -> dict:
     from dbgan.blur import DegradationPipeline
     from dbgan.classical import fit_wiener, wiener_deconvolve
     from dbgan.infer import Deblurrer
     from dbgan.models import bundled_model_path
 
-    general = Deblurrer.from_checkpoint(bundled_model_path("general"), device="cpu")
+    general = Deblurrer.from_checkpoint(model or bundled_model_path("general"), device="cpu")
     adapt = Deblurrer.from_checkpoint(adapted, device="cpu") if adapted else None
     test, calib = _crops(HELDOUT), _crops(CALIBRATION, per=2, seed=1)
     results = {}
@@ -164,6 +164,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="cameras,speed,onnx")
     ap.add_argument("--adapted", default=None, help="an adapted checkpoint to add as a column")
+    ap.add_argument("--model", default=None, help="evaluate this checkpoint as the general model (default: bundled)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--dtype", default="bf16", choices=("fp32", "bf16"))
@@ -173,7 +174,7 @@ def main() -> None:
     out = {}
     parts = args.only.split(",")
     if "cameras" in parts:
-        out["cameras"] = cameras(args.adapted)
+        out["cameras"] = cameras(args.adapted, args.model)
     if "speed" in parts:
         out["speed"] = speed(args.threads, args.tile, args.dtype)
     if "onnx" in parts:

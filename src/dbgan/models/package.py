@@ -3,7 +3,8 @@
     python -m dbgan.models.package runs/general/checkpoints/latest.safetensors --name general
 
 writes ``src/dbgan/models/general.safetensors`` (the ``deblur_g`` weights: the EMA
-average when the checkpoint has one, stored as ``deblur_g``, in float32) and
+average when the checkpoint has one, or with ``--weights raw`` the trained weights,
+stored as ``deblur_g``, in float32) and
 ``general.json`` (the checkpoint's metadata, the source checkpoint's stage and
 iteration, and ``sha256`` of the new file). The model card (``general.md``) is
 written by hand.
@@ -20,12 +21,19 @@ from dbgan.models import _dir, sha256_file
 
 
 def package_checkpoint(src: str | Path, name: str, out_dir: str | Path | None = None,
-                       extra: dict[str, Any] | None = None) -> Path:
-    """Write ``<out_dir>/<name>.safetensors`` + ``.json`` from checkpoint ``src``; return the path."""
+                       extra: dict[str, Any] | None = None, weights: str = "ema") -> Path:
+    """Write ``<out_dir>/<name>.safetensors`` + ``.json`` from checkpoint ``src``; return the path.
+
+    ``weights``: ``"ema"`` (the EMA average when the checkpoint has one) or ``"raw"`` (the
+    trained weights themselves: better than an EMA whose decay is long against the run,
+    which still holds much of the initial weights).
+    """
     from dbgan.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     ckpt = load_checkpoint(src)
-    role = "deblur_g_ema" if "deblur_g_ema" in ckpt.roles else "deblur_g"
+    role = "deblur_g_ema" if weights == "ema" and "deblur_g_ema" in ckpt.roles else "deblur_g"
     state = {k: v.float().contiguous() for k, v in ckpt.state_dict(role).items()}
     meta = {k: ckpt.meta[k] for k in ("stage", "iter", "config_hash", "config") if k in ckpt.meta}
     meta["nets"] = {"deblur_g": ckpt.meta["nets"]["deblur_g"]}
@@ -50,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoint")
     ap.add_argument("--name", default="general")
     ap.add_argument("--out-dir", default=None, help="default: the dbgan.models package folder")
+    ap.add_argument("--weights", default="ema", choices=("ema", "raw"))
     args = ap.parse_args(argv)
-    path = package_checkpoint(args.checkpoint, args.name, args.out_dir)
+    path = package_checkpoint(args.checkpoint, args.name, args.out_dir, weights=args.weights)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB) and {path.with_suffix('.json').name}")
     return 0
 
