@@ -108,14 +108,14 @@ def shake_trajectory(rng: np.random.Generator, length: float, steps: int = 256, 
     holding a camera does. The path is then scaled so that its largest pairwise point
     distance (its extent) is ``length``.
     """
-    v = rng.normal(size=2)
-    pos = np.zeros((steps, 2))
-    for t in range(1, steps):
-        acc = rng.normal(size=2) * (1.0 - inertia)
-        if rng.random() < 0.02:  # jerk
-            acc += rng.normal(size=2) * 1.5
-        v = inertia * v + acc
-        pos[t] = pos[t - 1] + v
+    from scipy.signal import lfilter
+
+    acc = rng.normal(size=(steps, 2)) * (1.0 - inertia)
+    jerks = rng.random(steps) < 0.02
+    acc[jerks] += rng.normal(size=(int(jerks.sum()), 2)) * 1.5
+    acc[0] = rng.normal(size=2)  # the initial velocity
+    v = lfilter([1.0], [1.0, -inertia], acc, axis=0)  # v_t = inertia * v_(t-1) + acc_t
+    pos = np.cumsum(v, axis=0)
     pos -= pos.mean(axis=0)
     ext = _extent(pos)
     return pos * (length / ext) if ext > 0 else pos
@@ -376,7 +376,7 @@ class Camera:
         scene value -> recorded value), ``decode``: how the sharp photos map to scene
         radiance (``srgb`` or ``identity``), ``exposure``, ``wb``, ``shot_noise`` and
         ``read_noise`` (ranges, linear light), ``kernel_length_px`` (mean and percentiles
-        of the kernels' extent, from 200 draws; rotation: over the pixels of a 256 px image).
+        of the kernels' extent, from 100 draws; rotation: over the pixels of a 256 px image).
         """
         pts = np.asarray(RESPONSE_POINTS)
         curve = [round(float(v), 4) for v in self.curve(pts)]
@@ -388,7 +388,7 @@ class Camera:
                 lengths.append(info["length_mean"] * 4)  # the 64 px probe scaled to a 256 px image
             lengths = np.asarray(lengths)
         else:
-            lengths = np.asarray([kernel_length(self.draw_kernel(rng)) for _ in range(200)])
+            lengths = np.asarray([kernel_length(self.draw_kernel(rng)) for _ in range(100)])
         return {
             "camera": self.name,
             "response_points": list(RESPONSE_POINTS),
