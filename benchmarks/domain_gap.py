@@ -288,6 +288,7 @@ def method_config(method: str, data: dict, cam: dict | None, view: str, runs: Pa
         f"name={method}_{cam['name'] if cam else view}_s{seed}", f"runs_dir={runs}", f"seed={seed}", "device=cpu",
         f"data.sharp_dir={data[f'sharp_{view}']}", f"data.real_blur_dir={real_dir}",
         "train.val_every=0", "train.save_every=0", "train.progress=false", "train.tensorboard=false",
+        f"train.amp={args.amp}",
     ]
     if method == "synthetic":
         overrides += ["scheme=synthetic", f"stages.dbgan.iters={n}"]
@@ -446,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cameras", default=",".join(CAMS.CAMERAS), help=f"comma list of cameras (default: all: {', '.join(CAMS.CAMERAS)})")
     p.add_argument("--methods", default=",".join(LEARNT), help=f"comma list of learnt rows (default: all: {', '.join(LEARNT)})")
     p.add_argument("--config", default=None, help="preset or YAML file (default: camera if it exists, else kernel)")
+    p.add_argument("--amp", default="none", help="train.amp for the learnt rows (none | bf16)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every learnt row (repeatable)")
     p.add_argument("--extra-photos", default=None, help="folder of more colour photos (*.png, *.jpg) for the split")
@@ -490,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"date       : {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"machine    : {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; python {platform.python_version()}; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"config     : {args.config} (blur_g: {base.nets.blur_g.name} {json.dumps(base.nets.blur_g.args)}); overrides {args.set or 'none'}")
+    print(f"config     : {args.config} (blur_g: {base.nets.blur_g.name} {json.dumps(base.nets.blur_g.args)}); train.amp={args.amp}; "
+          f"overrides {args.set or 'none'}")
     print(f"budget     : {args.budget_iters} training-loop iterations for every learnt row (wall time reported)")
     print(f"seeds      : {seeds} (data seed = training seed)")
     print(f"cameras    : {cams}; validation camera {CAMS.VALIDATION!r} (Wiener settings chosen on it); checks on {test_cams}")
