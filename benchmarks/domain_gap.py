@@ -357,8 +357,12 @@ def learnt_camera(net) -> dict | None:
     return None
 
 
-def realism_rows(ckpt: Path, data: dict, cam: dict, cfg: Config, seed: int, crop: int) -> tuple[dict[str, dict], dict | None]:
-    """Real crops vs BGAN blur, synthetic blur and linear-light synthetic blur of sharp crops (dbgan.realism)."""
+def realism_rows(ckpt: Path, data: dict, cam: dict, cfg: Config, seed: int, crop: int,
+                 by_photo: bool = False) -> tuple[dict[str, dict], dict | None]:
+    """Real crops vs BGAN blur, synthetic blur and linear-light synthetic blur of sharp crops (dbgan.realism).
+
+    The two-sample test's halves are cut by crop (default) or, with ``by_photo``, by source photo.
+    """
     from dataclasses import replace
 
     from dbgan.blur.degrade import DegradationPipeline
@@ -366,20 +370,34 @@ def realism_rows(ckpt: Path, data: dict, cam: dict, cfg: Config, seed: int, crop
     from dbgan.io import read_image
     from dbgan.realism import random_crops, realism_report
 
-    real = [read_image(p, channels=3) for p in sorted(cam["real_blur"].glob("*.png"))]
-    real = random_crops(real, crop, 2, seed=seed)  # two crops of each real photo crop
+    def photo_groups(paths: list[Path], per: int) -> torch.Tensor:  # the source photo of each crop
+        names = sorted({p.stem.rsplit("_", 1)[0] for p in paths})
+        return torch.tensor([names.index(p.stem.rsplit("_", 1)[0]) for p in paths]).repeat_interleave(per)
+
+    real_paths = sorted(cam["real_blur"].glob("*.png"))
+    real = random_crops([read_image(p, channels=3) for p in real_paths], crop, 2, seed=seed)  # two crops of each
+    g_real = photo_groups(real_paths, 2)
     sharp_imgs = [read_image(p, channels=3) for p in sorted(data[f"sharp_{cam['view']}"].glob("*.png"))]
     per = max(1, -(-len(real) // len(sharp_imgs)))
     sharp = random_crops(sharp_imgs, crop + 2 * MARGIN, per, seed=seed + 1)[: len(real)]
+    g_sharp = torch.arange(len(sharp_imgs)).repeat_interleave(per)[: len(real)]
     blurrer = Blurrer.from_checkpoint(ckpt, device="cpu", seed=seed)
     cut = lambda t: t[..., MARGIN:-MARGIN, MARGIN:-MARGIN].clamp(0, 1)  # noqa: E731
     with torch.no_grad():
         fakes = torch.stack([cut(blurrer(s, seed=i)) for i, s in enumerate(sharp)])
-    out = {"BGAN": realism_report(real, fakes, seed=seed)}
+    def report(x: torch.Tensor, gx: torch.Tensor) -> dict:
+        return realism_report(real, x, seed=seed, groups_real=g_real if by_photo else None, groups_fake=gx if by_photo else None)
+
+    out = {"BGAN": report(fakes, g_sharp)}
     for label, syn in (("synthetic", cfg.synth), ("synthetic + linear light", replace(cfg.synth, linear_light=True))):
         pipe = DegradationPipeline.from_config(syn)
         blurred = torch.stack([cut(pipe(s, np.random.default_rng([seed, 7, i]))[0].float()) for i, s in enumerate(sharp)])
-        out[label] = realism_report(real, blurred, seed=seed)
+        out[label] = report(blurred, g_sharp)
+    # the floor: the camera itself on the sharp-side photos (its oracle pairs' blurred side), i.e. a perfect
+    # blur generator -- what is left above 0.5 / 0 comes from the scenes, not the blur
+    own_paths = sorted((cam["oracle"] / "blur").glob("*.png"))
+    own = random_crops([read_image(p, channels=3) for p in own_paths], crop, 2, seed=seed + 2)
+    out["the camera itself (floor)"] = report(own, photo_groups(own_paths, 2))
     return out, learnt_camera(getattr(blurrer.backend, "net", None))
 
 
@@ -458,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-side", type=int, default=None, help="longer side of the test photos (quick 192, full 256)")
     p.add_argument("--test-per-photo", type=int, default=None, help="degradations per test photo (quick 2, full 3)")
     p.add_argument("--realism-crop", type=int, default=48, help="crop side for the realism figures")
+    p.add_argument("--realism-by-photo", action="store_true",
+                   help="cut the two-sample test's halves by source photo, not by crop (needs many photos: with "
+                        "scikit-image's 6-7 photos per side it is too noisy)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1; 0 = torch's default)")
     p.add_argument("--keep", default=None, help="keep data and runs in this folder (default: a temporary one)")
     p.add_argument("--json", default=None, help="also write every figure here")
@@ -559,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"   PSNR {s['psnr']:.2f} dB (input {results[c]['input'][-1]['psnr']:.2f}), SSIM {s['ssim']:.4f}, "
                           f"bias {s['bias']:+.4f}, colour {s['colour']:.4f} ({secs / 60:.1f} min)", flush=True)
                     if m in ("separate", "joint"):
-                        real, learnt = realism_rows(ckpt, data, cam, cfg, seed, args.realism_crop)
+                        real, learnt = realism_rows(ckpt, data, cam, cfg, seed, args.realism_crop, args.realism_by_photo)
                         extras["realism"].setdefault(c, {}).setdefault(m, []).append(real)
                         extras["learnt_camera"].setdefault(c, {}).setdefault(m, []).append(learnt)
                         print("   realism vs the real crops (two-sample accuracy, 0.5 = indistinguishable; KID): " + "; ".join(

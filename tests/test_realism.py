@@ -67,3 +67,26 @@ def test_random_crops_and_errors():
         two_sample_accuracy(torch.zeros(3, 5), torch.zeros(3, 5))
     with pytest.raises(ValueError, match="1 or 3 channels"):
         realism_features(torch.rand(2, 2, 32, 32))
+
+
+def test_grouped_split_does_not_reward_recognising_photos():
+    # real and fake crops come from different "photos" (each with its own colour cast and
+    # contrast) through the same process: split by photo, nothing is left to find; split by
+    # crop, the classifier recognises the photos
+    g = torch.Generator().manual_seed(1)
+
+    def photo(i: int) -> torch.Tensor:
+        gain = 0.4 + 0.6 * torch.rand(1, 3, 1, 1, generator=g)
+        contrast = 0.3 + 0.7 * torch.rand(1, generator=g)
+        x = _textures(12, 100 + i, noise=0.0)
+        return ((x - 0.5) * contrast + 0.5) * gain + 0.01 * torch.randn(x.shape, generator=g)
+
+    real = torch.cat([photo(i) for i in range(10)]).clamp(0, 1)
+    fake = torch.cat([photo(10 + i) for i in range(10)]).clamp(0, 1)
+    fr, ff = realism_features(real), realism_features(fake)
+    groups = torch.arange(10).repeat_interleave(12)
+    by_crop = sum(two_sample_accuracy(fr, ff, seed=s) for s in range(3)) / 3
+    by_photo = sum(two_sample_accuracy(fr, ff, seed=s, groups_real=groups, groups_fake=groups) for s in range(3)) / 3
+    assert by_crop > 0.75 and by_photo < by_crop - 0.15
+    with pytest.raises(ValueError, match="group labels"):
+        two_sample_accuracy(fr, ff, groups_real=groups[:5])

@@ -5,7 +5,8 @@ Two figures, both on *content-free* features of image crops (issue 15, part 4):
 * :func:`two_sample_accuracy` -- a held-out two-sample test. A logistic regression is
   trained on half of the real and half of the generated crops' features and scored on
   the other halves: 0.5 means the two sets cannot be told apart by these features,
-  1.0 means they always can.
+  1.0 means they always can. Given each crop's source photo, the halves are cut by
+  photo, so that the classifier cannot win by recognising photos.
 * :func:`kid` -- the kernel inception distance (Binkowski et al., 2018): the unbiased
   estimator of the squared MMD with the polynomial kernel ``(x.y / d + 1) ** 3``,
   averaged over random subsets. About 0 for identical distributions (it can be slightly
@@ -111,15 +112,20 @@ def _standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
 
 
 def _fit_logistic(x: Tensor, y: Tensor, l2: float, iters: int) -> tuple[Tensor, Tensor]:
-    """L2-regularised logistic regression by Newton's method (IRLS): exact, deterministic, no learning rate."""
+    """L2-regularised logistic regression by Newton's method (IRLS): exact, deterministic, no learning rate.
+
+    Each class carries half of the total weight, whatever its count.
+    """
+    n1 = float(y.sum())
+    sw = torch.where(y > 0.5, 0.5 / max(n1, 1.0), 0.5 / max(len(y) - n1, 1.0)).to(x.dtype)
     xb = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
     wb = torch.zeros(xb.shape[1], dtype=x.dtype)
-    reg = torch.full((xb.shape[1],), 2 * l2 * len(x), dtype=x.dtype)
-    reg[-1] = 1e-8  # the bias is not penalised
+    reg = torch.full((xb.shape[1],), 2 * l2, dtype=x.dtype)
+    reg[-1] = 1e-10  # the bias is not penalised
     for _ in range(iters):
         p = torch.sigmoid(xb @ wb)
-        grad = xb.T @ (p - y) + reg * wb
-        hess = (xb * (p * (1 - p))[:, None]).T @ xb + torch.diag(reg)
+        grad = xb.T @ (sw * (p - y)) + reg * wb
+        hess = (xb * (sw * p * (1 - p))[:, None]).T @ xb + torch.diag(reg)
         step = torch.linalg.solve(hess, grad)
         wb = wb - step
         if float(step.abs().max()) < 1e-8:
@@ -127,30 +133,50 @@ def _fit_logistic(x: Tensor, y: Tensor, l2: float, iters: int) -> tuple[Tensor, 
     return wb[:-1], wb[-1]
 
 
-def two_sample_accuracy(real: Tensor, fake: Tensor, *, seed: int = 0, l2: float = 1e-2, iters: int = 30) -> float:
+def _halves(n: int, groups: Tensor | None, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Indices of a train half and a test half: a random half of the rows, or of the groups when given."""
+    if groups is None:
+        perm = torch.randperm(n, generator=g)
+        return perm[: n // 2], perm[n // 2 :]
+    groups = torch.as_tensor(groups)
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} group labels for {n} rows")
+    uniq = torch.unique(groups)
+    if len(uniq) < 2:
+        raise ValueError("a grouped two-sample test needs at least 2 groups per set")
+    train_groups = uniq[torch.randperm(len(uniq), generator=g)[: len(uniq) // 2]]
+    in_train = torch.isin(groups, train_groups)
+    return torch.nonzero(in_train).flatten(), torch.nonzero(~in_train).flatten()
+
+
+def two_sample_accuracy(real: Tensor, fake: Tensor, *, seed: int = 0, l2: float = 1e-2, iters: int = 30,
+                        groups_real: Tensor | None = None, groups_fake: Tensor | None = None) -> float:
     """Held-out accuracy of a logistic regression telling ``real`` from ``fake`` feature rows.
 
-    Each set is shuffled (``seed``) and cut in half; the classifier is trained on the
-    first halves (equal numbers of each, features standardised on them) and scored on
-    the second halves, with both classes weighted equally. 0.5 = indistinguishable.
+    Each set is cut in half at random (``seed``); the classifier is trained on the first
+    halves (features standardised on them, each class weighted equally) and scored on the
+    second halves, each class weighted equally: 0.5 = indistinguishable.
+
+    ``groups_real`` / ``groups_fake`` (one label per row, e.g. the source photo of each
+    crop): cut each set by *groups* instead, so that no group is on both sides. Crops of
+    the same photo share its content; without groups the classifier can learn to
+    recognise the photos, not the blur.
     """
     if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f"expected two N x F feature matrices, got {tuple(real.shape)} and {tuple(fake.shape)}")
-    m = min(len(real), len(fake))
-    if m < 4:
+    if min(len(real), len(fake)) < 4:
         raise ValueError(f"need at least 4 crops per set for a held-out test, got {len(real)} and {len(fake)}")
     g = torch.Generator().manual_seed(int(seed))
-    r = real.double()[torch.randperm(len(real), generator=g)[:m]]
-    f = fake.double()[torch.randperm(len(fake), generator=g)[:m]]
-    h = m // 2
-    xtr, xte = torch.cat([r[:h], f[:h]]), torch.cat([r[h:], f[h:]])
-    ytr = torch.cat([torch.ones(h), torch.zeros(h)]).double()
+    r_tr, r_te = _halves(len(real), groups_real, g)
+    f_tr, f_te = _halves(len(fake), groups_fake, g)
+    r, f = real.double(), fake.double()
+    xtr, xte = torch.cat([r[r_tr], f[f_tr]]), torch.cat([r[r_te], f[f_te]])
+    ytr = torch.cat([torch.ones(len(r_tr)), torch.zeros(len(f_tr))]).double()
     xtr, xte = _standardise(xtr, xte)
     w, b = _fit_logistic(xtr, ytr, l2, iters)
     pred = (xte @ w + b) > 0
-    n_te = m - h
-    acc_real = pred[:n_te].double().mean()
-    acc_fake = (~pred[n_te:]).double().mean()
+    acc_real = pred[: len(r_te)].double().mean()
+    acc_fake = (~pred[len(r_te) :]).double().mean()
     return float((acc_real + acc_fake) / 2)
 
 
@@ -204,10 +230,15 @@ def random_crops(images: Sequence[Tensor], size: int, per_image: int, *, seed: i
     return torch.stack(out)
 
 
-def realism_report(real_crops: Tensor | Sequence[Tensor], fake_crops: Tensor | Sequence[Tensor], *, seed: int = 0) -> dict[str, float]:
-    """``{"accuracy", "kid", "kid_std", "n_real", "n_fake"}`` for two sets of crops (see the module docstring)."""
+def realism_report(real_crops: Tensor | Sequence[Tensor], fake_crops: Tensor | Sequence[Tensor], *, seed: int = 0,
+                   groups_real: Tensor | None = None, groups_fake: Tensor | None = None) -> dict[str, float]:
+    """``{"accuracy", "kid", "kid_std", "n_real", "n_fake"}`` for two sets of crops (see the module docstring).
+
+    ``groups_real`` / ``groups_fake``: the source photo of each crop, for a grouped
+    two-sample test (:func:`two_sample_accuracy`).
+    """
     fr, ff = realism_features(real_crops), realism_features(fake_crops)
-    acc = two_sample_accuracy(fr, ff, seed=seed)
+    acc = two_sample_accuracy(fr, ff, seed=seed, groups_real=groups_real, groups_fake=groups_fake)
     k, ks = kid(fr, ff, seed=seed)
     if not math.isfinite(k):
         raise ValueError("KID is not finite (are the crops finite?)")
