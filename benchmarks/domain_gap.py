@@ -90,7 +90,7 @@ LABELS = {
     "synthetic": "(a) synthetic", "synthetic_ll": "(a') synthetic + linear light", "prior_only": "prior only (no BGAN stage)",
     "separate": "(b) separate", "joint": "(c) joint", "oracle": "oracle (the camera's own pairs)",
 }
-MARGIN = 24  # pixels degraded around each crop and then cut away (kernels up to 41 px)
+MARGIN = 24  # pixels blurred around each realism crop and then cut away (kernels up to 41 px)
 
 log = logging.getLogger("domain_gap")
 
@@ -158,13 +158,11 @@ def crop_box(h: int, w: int, size: int, rng: np.random.Generator) -> tuple[int, 
 
 
 def degraded_crop(cam: CAMS.Camera, img: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(sharp, camera) crops of ``size`` px: degraded with a margin that is then cut away (no border effects)."""
-    h, w = img.shape[:2]
-    m = min(MARGIN, (h - size) // 2, (w - size) // 2)
-    y, x = crop_box(h - 2 * m, w - 2 * m, size, rng)
-    big = img[y : y + size + 2 * m, x : x + size + 2 * m]
-    out = cam.degrade(big, rng)
-    return cam.ground_truth(big)[m : m + size, m : m + size], out[m : m + size, m : m + size]
+    """(sharp, camera) crops of ``size`` px: the camera takes the *whole* photo (its blur, e.g. a
+    rotation's, varies over the whole frame; JPEG blocks are aligned to the frame), then a random crop."""
+    out = cam.degrade(img, rng)
+    y, x = crop_box(img.shape[0], img.shape[1], size, rng)
+    return cam.ground_truth(img)[y : y + size, x : x + size], out[y : y + size, x : x + size]
 
 
 def write_pair(folder: Path, filename: str, sharp: np.ndarray, blurred: np.ndarray) -> None:
