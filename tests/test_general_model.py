@@ -254,3 +254,19 @@ def test_nafnet_exports_to_onnx_with_dynamic_size(tmp_path):
     with torch.no_grad():
         ref = net(x)
     assert float((OnnxRunner(path, device="cpu")(x) - ref).abs().max()) < 1e-4
+
+
+def test_wiener_keeps_the_mean_and_sharpens_a_known_blur():
+    from dbgan.blur import fft_blur
+    from dbgan.classical import WienerSetting, fit_wiener, psf_for, wiener_deconvolve
+
+    from skimage import data as skd
+
+    sharp = torch.from_numpy(skd.camera()[100:228, 100:228].copy()).float()[None] / 255.0
+    true = WienerSetting("disc", 2.5, 1e-3)
+    blurred = fft_blur(sharp, psf_for(true))
+    out = wiener_deconvolve(blurred, true)
+    assert abs(float(out.mean()) - float(blurred.mean())) < 2e-3  # no brightness change
+    to_np = lambda t: t[0].numpy()  # noqa: E731
+    assert psnr(to_np(out), to_np(sharp)) > psnr(to_np(blurred), to_np(sharp)) + 3.0
+    assert fit_wiener([(sharp, blurred)]).psf == "disc"

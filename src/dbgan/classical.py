@@ -1,7 +1,12 @@
 """Classical deconvolution, the baseline the learnt deblurrers are compared with.
 
-Wiener deconvolution with a parametric point spread function (a Gaussian or a defocus
-disc), the image reflect-padded so that the circular FFT does not ring at the borders.
+Wiener-type deconvolution with a parametric point spread function (a Gaussian or a
+defocus disc), the image reflect-padded so that the circular FFT does not ring at the
+borders. The regulariser is the Laplacian's power (a constrained-least-squares filter,
+``conj(H) / (|H|^2 + balance |L|^2)``): it vanishes at zero frequency, so the filter
+keeps the image's mean. (A constant noise-to-signal term would scale the mean by
+``1 / (1 + balance)``, which "corrects" over-exposed cameras by accident and would
+credit the baseline with a brightness change, not a deblurring.)
 :func:`fit_wiener` estimates the PSF and the noise-to-signal balance of a camera from
 calibration pairs (sharp and blurred photos *other* than the ones it is then applied to),
 by a grid search on PSNR: the baseline thus knows the camera's blur family and size,
@@ -25,7 +30,7 @@ __all__ = ["WienerSetting", "wiener_deconvolve", "fit_wiener", "psf_for", "DEFAU
 class WienerSetting:
     psf: str  # "gaussian" (size = sigma) or "disc" (size = radius), pixels
     size: float
-    balance: float  # noise-to-signal power ratio (regularisation)
+    balance: float  # weight of the Laplacian regulariser (noise against detail)
 
     def __str__(self) -> str:
         return f"{self.psf} {self.size:g} px, balance {self.balance:g}"
@@ -52,8 +57,11 @@ def wiener_deconvolve(img: torch.Tensor, setting: WienerSetting) -> torch.Tensor
     kp = torch.zeros(h, w, dtype=torch.float64)
     kp[:k, :k] = psf
     kp = torch.roll(kp, shifts=(-(k // 2), -(k // 2)), dims=(0, 1))  # centre at the origin
-    H = torch.fft.rfft2(kp)
-    filt = H.conj() / (H.abs() ** 2 + setting.balance)
+    lap = torch.zeros(h, w, dtype=torch.float64)
+    lap[0, 0] = -4.0
+    lap[0, 1] = lap[1, 0] = lap[0, -1] = lap[-1, 0] = 1.0
+    H, L = torch.fft.rfft2(kp), torch.fft.rfft2(lap)
+    filt = H.conj() / (H.abs() ** 2 + setting.balance * L.abs() ** 2)
     out = torch.fft.irfft2(torch.fft.rfft2(xp) * filt, s=(h, w))
     return out[..., pad : pad + img.shape[-2], pad : pad + img.shape[-1]].clamp(0, 1).to(img.dtype)
 
@@ -62,7 +70,7 @@ DEFAULT_GRID = tuple(
     WienerSetting(psf, size, bal)
     for psf, sizes in (("gaussian", (0.6, 1.0, 1.5, 2.0, 3.0)), ("disc", (1.0, 1.5, 2.5, 3.5, 5.0)))
     for size in sizes
-    for bal in (3e-3, 1e-2, 3e-2, 1e-1)
+    for bal in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 )
 
 
