@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_infer import make_checkpoint, smooth_image  # noqa: E402
 
 from dbgan import metrics  # noqa: E402
-from dbgan.evaluate import evaluate, evaluate_unpaired, find_pairs, format_table  # noqa: E402
+from dbgan.data.layouts import find_pairs  # noqa: E402
+from dbgan.evaluate import evaluate, evaluate_unpaired, format_table  # noqa: E402
 from dbgan.infer import Deblurrer  # noqa: E402
 from dbgan.io import write_image  # noqa: E402
 
@@ -150,8 +151,8 @@ def test_identity_net_gives_zero_gain_on_aligned_files(tmp_path):
         sharp = smooth_image(3, 30, 40)
         blur = torch.from_numpy(ndimage.gaussian_filter(sharp.numpy(), sigma=(0, 1.2, 1.2)))
         write_image(root / f"p{i}.png", torch.cat([sharp, blur], dim=2))
-    layout, pairs, _ = find_pairs(root)
-    assert layout == "aligned" and len(pairs) == 2
+    found = find_pairs(root)
+    assert found.layout == "aligned" and len(found.pairs) == 2
     report = evaluate(Deblurrer(Identity(), device="cpu"), root, progress=False)
     for row in report["images"]:
         assert (row["width"], row["height"]) == (40, 30)

@@ -7,12 +7,11 @@ and the gain. :func:`evaluate_unpaired` (``--unpaired DIR``) reports the
 no-reference :func:`dbgan.metrics.sharpness` of real blurred photos before and
 after deblurring.
 
-Pair folders (the layout is detected by the presence of ``sharp/`` and ``blur/``):
-
-* ``DIR/sharp/`` + ``DIR/blur/``: matched by file name (or, failing that, by
-  name without extension); unmatched files are listed in the report;
-* otherwise ``DIR/*`` side-by-side ``A|B`` files: A (left half) sharp, B (right
-  half) blurred.
+Pair layouts are those of :mod:`dbgan.data.layouts` (the same reader as
+training): ``DIR/sharp/`` + ``DIR/blur/``, ``DIR/input/`` + ``DIR/target/``,
+GoPro's ``scene/blur|blur_gamma|sharp``, a RealBlur ``gt blur`` list file, or
+side-by-side ``A|B`` files (A, the left half, sharp). Files without a partner are
+listed in the report's ``unmatched`` instead of stopping the evaluation.
 
 The output is rounded to the input's bit depth before it is measured, so the
 figures are those of the image ``dbgan deblur`` writes.
@@ -60,47 +59,6 @@ def quantise(img: Tensor, bit_depth: int) -> Tensor:
     return img.clamp(0.0, 1.0).mul(levels).round().div(levels)
 
 
-def find_pairs(pairs_dir: PathLike) -> tuple[str, list[tuple[str, Optional[Path], Path]], list[str]]:
-    """``(layout, [(name, sharp file or None, blurred file)], unmatched names)`` of a pair folder.
-
-    ``layout`` is ``"paired"`` (``sharp/`` + ``blur/``; sharp file given) or
-    ``"aligned"`` (A|B files; sharp is None, the file holds both).
-    """
-    from dbgan.io import ImageReadError, list_images
-
-    root = Path(pairs_dir)
-    if not root.is_dir():
-        raise ImageReadError(f"{root}: pairs folder does not exist")
-    sharp_dir, blur_dir = root / "sharp", root / "blur"
-    if sharp_dir.is_dir() or blur_dir.is_dir():
-        if not (sharp_dir.is_dir() and blur_dir.is_dir()):
-            raise ImageReadError(f"{root}: has only one of sharp/ and blur/; a paired folder needs both")
-        sharp = list_images(sharp_dir)
-        blur = list_images(blur_dir)
-        by_name = {p.name: p for p in sharp}
-        by_stem: dict[str, list[Path]] = {}
-        for p in sharp:
-            by_stem.setdefault(p.stem, []).append(p)
-        pairs, unmatched, used = [], [], set()
-        for b in blur:
-            s = by_name.get(b.name)
-            if s is None and len(by_stem.get(b.stem, [])) == 1:
-                s = by_stem[b.stem][0]
-            if s is None:
-                unmatched.append(f"blur/{b.name}")
-                continue
-            used.add(s)
-            pairs.append((b.name, s, b))
-        unmatched += [f"sharp/{p.name}" for p in sharp if p not in used]
-        if unmatched:
-            log.warning("%s: %d file(s) without a partner: %s", root, len(unmatched), ", ".join(unmatched[:5]))
-        if not pairs:
-            raise ImageReadError(f"{root}: no file name appears in both sharp/ and blur/")
-        return "paired", pairs, unmatched
-    files = list_images(root)
-    return "aligned", [(p.name, None, p) for p in files], []
-
-
 def _load_pair(
     sharp_path: Optional[Path], blur_path: Path, channels: Optional[int], max_pixels: Optional[int] = None
 ) -> tuple[Tensor, Tensor, int]:
@@ -145,7 +103,7 @@ def evaluate(
 
     Args:
         checkpoint: checkpoint path / run directory, or a :class:`dbgan.infer.Deblurrer`.
-        pairs_dir: ``DIR/sharp`` + ``DIR/blur``, or a folder of A|B files.
+        pairs_dir: a dataset folder or list file in a layout of :mod:`dbgan.data.layouts`.
         out: report ``.json`` to write (atomically), with a ``.csv`` of the same stem beside it.
         device, tile, dtype: inference settings (see :class:`dbgan.infer.Deblurrer`).
         channels: read images as 1 (grey) or 3 (RGB) channels; None keeps each
@@ -159,10 +117,16 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    layout, pairs, unmatched = find_pairs(pairs_dir)
+    from dbgan.data.layouts import find_pairs
+
+    found = find_pairs(pairs_dir, strict=False)
+    layout, unmatched = found.layout, found.unmatched
+    if unmatched:
+        log.warning("%s: %d file(s) without a partner: %s", pairs_dir, len(unmatched), ", ".join(unmatched[:5]))
     runner = _deblurrer(checkpoint, device, tile, dtype)
     rows: list[dict[str, Any]] = []
-    for name, sharp_path, blur_path in tqdm(pairs, desc="eval", unit="img", disable=not progress or len(pairs) < 2):
+    for pair in tqdm(found.pairs, desc="eval", unit="img", disable=not progress or len(found.pairs) < 2):
+        name, sharp_path, blur_path = pair.name, pair.sharp, pair.blur
         sharp, blur, bit_depth = _load_pair(sharp_path, blur_path, channels, max_pixels)
         restored = quantise(runner(blur), bit_depth)
         row = {
