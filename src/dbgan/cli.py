@@ -71,12 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="PSNR/SSIM of a deblurrer on held-out pairs")
     e.add_argument("checkpoint")
-    e.add_argument("--pairs", help="DIR/sharp + DIR/blur, or a folder of A|B files")
+    e.add_argument("--pairs", help="pairs: DIR/sharp + DIR/blur, DIR/input + DIR/target, GoPro scenes, "
+                   "a RealBlur list .txt, or a folder of A|B files")
     e.add_argument("--unpaired", help="folder of real blurred photos: no-reference sharpness before/after")
     e.add_argument("--out", help="report .json (a .csv is written beside it)")
     e.add_argument("--device", default="auto")
     e.add_argument("--tile", type=int, default=None)
     e.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit (0 = none)")
+    e.add_argument("--ssim-window", choices=("gaussian", "uniform"), default="gaussian",
+                   help="gaussian: 11x11, sigma 1.5, as published deblurring tables (default); "
+                        "uniform: scikit-image's 7x7 window")
 
     x = sub.add_parser("export", help="export the deblurrer to ONNX (dynamic height/width)")
     x.add_argument("checkpoint")
@@ -157,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError("give --pairs DIR (held-out pairs) and/or --unpaired DIR (real blurred photos)")
         if args.pairs:
             report = E.evaluate(args.checkpoint, args.pairs, args.out, device=args.device, tile=args.tile,
-                                max_pixels=args.max_pixels)
+                                max_pixels=args.max_pixels, ssim_window=args.ssim_window)
             print(E.format_table(report))
         if args.unpaired:
             out = None

@@ -40,7 +40,11 @@ PathLike = Union[str, Path]
 #: Columns of the per-image CSV of :func:`evaluate`.
 PAIRED_COLUMNS = ["name", "width", "height", "channels", "psnr_in", "ssim_in", "psnr_out", "ssim_out", "psnr_gain", "ssim_gain", "colour_bias_out"]
 #: Columns of the per-image CSV of :func:`evaluate_unpaired`.
-UNPAIRED_COLUMNS = ["name", "width", "height", "channels", "sharpness_in", "sharpness_out", "sharpness_ratio", "laplacian_in", "laplacian_out"]
+UNPAIRED_COLUMNS = ["name", "width", "height", "channels", "sharpness_in", "sharpness_out", "sharpness_ratio", "laplacian_in", "laplacian_out", "brisque_in", "brisque_out"]
+
+#: How ``ssim_window`` is described in reports.
+SSIM_WINDOWS = {"gaussian": "11x11 Gaussian window, sigma 1.5 (Wang et al. 2004; published deblurring tables)",
+                "uniform": "7x7 uniform window (scikit-image default)"}
 
 
 def _deblurrer(checkpoint: Any, device: str, tile: Optional[int], dtype: str):
@@ -98,6 +102,7 @@ def evaluate(
     progress: bool = True,
     dtype: str = "fp32",
     max_pixels: Optional[int] = None,
+    ssim_window: str = "gaussian",
 ) -> dict[str, Any]:
     """PSNR/SSIM of a deblurrer on held-out pairs (see the module docstring for layouts).
 
@@ -109,9 +114,11 @@ def evaluate(
         channels: read images as 1 (grey) or 3 (RGB) channels; None keeps each
             blurred file's own (the sharp image is converted to match).
         progress: tqdm progress bar.
+        ssim_window: ``"gaussian"`` (default; comparable with published tables) or
+            ``"uniform"`` (see :func:`dbgan.metrics.ssim`).
 
     Returns:
-        ``{"kind": "paired", "layout", "pairs_dir", "checkpoint", "count", "images": [...],
+        ``{"kind": "paired", "layout", "ssim", "pairs_dir", "checkpoint", "count", "images": [...],
         "mean": {psnr_in, ssim_in, psnr_out, ssim_out, psnr_gain, ssim_gain, colour_bias_out},
         "unmatched": [...]}``; per image the columns of :data:`PAIRED_COLUMNS`.
     """
@@ -119,6 +126,8 @@ def evaluate(
 
     from dbgan.data.layouts import find_pairs
 
+    if ssim_window not in SSIM_WINDOWS:
+        raise ValueError(f"ssim_window must be one of {', '.join(SSIM_WINDOWS)}, got {ssim_window!r}")
     found = find_pairs(pairs_dir, strict=False)
     layout, unmatched = found.layout, found.unmatched
     if unmatched:
@@ -135,9 +144,9 @@ def evaluate(
             "height": int(blur.shape[1]),
             "channels": int(blur.shape[0]),
             "psnr_in": metrics.psnr(blur, sharp),
-            "ssim_in": metrics.ssim(blur, sharp),
+            "ssim_in": metrics.ssim(blur, sharp, window=ssim_window),
             "psnr_out": metrics.psnr(restored, sharp),
-            "ssim_out": metrics.ssim(restored, sharp),
+            "ssim_out": metrics.ssim(restored, sharp, window=ssim_window),
             "colour_bias_out": [float(v) for v in metrics.colour_bias(restored, sharp)],
         }
         row["psnr_gain"] = row["psnr_out"] - row["psnr_in"]
@@ -152,6 +161,7 @@ def evaluate(
     report = {
         "kind": "paired",
         "layout": layout,
+        "ssim": SSIM_WINDOWS[ssim_window],
         "pairs_dir": str(pairs_dir),
         "checkpoint": _describe(checkpoint),
         "count": len(rows),
@@ -179,8 +189,10 @@ def evaluate_unpaired(
     """No-reference sharpness of real blurred photos before and after deblurring.
 
     Per image: :func:`dbgan.metrics.sharpness` (mean Sobel gradient energy of the
-    luma) of input and output and their ratio (> 1: sharper), and the variance of
-    the Laplacian of both; means over the folder. Arguments as :func:`evaluate`.
+    luma) of input and output and their ratio (> 1: sharper), the variance of
+    the Laplacian of both, and :func:`dbgan.metrics.brisque` of both (lower is
+    better; unlike the two sharpness measures it also rises with noise and ringing);
+    means over the folder. Arguments as :func:`evaluate`.
     """
     from tqdm.auto import tqdm
 
@@ -203,6 +215,8 @@ def evaluate_unpaired(
             "sharpness_ratio": s_out / s_in if s_in > 0 else float("inf"),
             "laplacian_in": metrics.sharpness(img, "laplacian"),
             "laplacian_out": metrics.sharpness(restored, "laplacian"),
+            "brisque_in": metrics.brisque(img),
+            "brisque_out": metrics.brisque(restored),
         })
     mean = {k: _mean([r[k] for r in rows]) for k in UNPAIRED_COLUMNS[4:]}
     report = {
@@ -273,12 +287,13 @@ def format_table(report: dict[str, Any], max_rows: int = 50) -> str:
 
     rows = report["images"]
     if report.get("kind") == "unpaired":
-        head = ["image", "sharp in", "sharp out", "ratio", "lapvar in", "lapvar out"]
+        head = ["image", "sharp in", "sharp out", "ratio", "lapvar in", "lapvar out", "BRISQUE in", "BRISQUE out"]
         body = [[r["name"], f(r["sharpness_in"], 4), f(r["sharpness_out"], 4), f(r["sharpness_ratio"], 3),
-                 f(r["laplacian_in"], 5), f(r["laplacian_out"], 5)] for r in rows[:max_rows]]
+                 f(r["laplacian_in"], 5), f(r["laplacian_out"], 5), f(r.get("brisque_in"), 2),
+                 f(r.get("brisque_out"), 2)] for r in rows[:max_rows]]
         m = report["mean"]
         foot = ["mean", f(m["sharpness_in"], 4), f(m["sharpness_out"], 4), f(m["sharpness_ratio"], 3),
-                f(m["laplacian_in"], 5), f(m["laplacian_out"], 5)]
+                f(m["laplacian_in"], 5), f(m["laplacian_out"], 5), f(m.get("brisque_in"), 2), f(m.get("brisque_out"), 2)]
     else:
         head = ["image", "PSNR in", "PSNR out", "gain", "SSIM in", "SSIM out", "gain"]
         body = [[r["name"], f(r["psnr_in"], 2), f(r["psnr_out"], 2), f(r["psnr_gain"], 2),
@@ -297,7 +312,10 @@ def format_table(report: dict[str, Any], max_rows: int = 50) -> str:
     if len(rows) > max_rows:
         out.append(f"... {len(rows) - max_rows} more (see the report file)")
     out += [sep, line(foot)]
-    if report.get("kind") != "unpaired":
+    if report.get("kind") == "unpaired":
+        out.append("BRISQUE: lower is better (no-reference; brisque package's bundled model)")
+    else:
+        out.append(f"SSIM: {report.get('ssim', SSIM_WINDOWS['gaussian'])}")
         bias = report["mean"].get("colour_bias_out")
         if bias:
             out.append("mean colour bias of outputs (output - sharp, per channel): " + " ".join(f"{b:+.4f}" for b in bias))
