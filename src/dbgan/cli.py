@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                        help="bf16 is about 2x faster on recent CPUs (max error ~2e-3)")
         d.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit (0 = none)")
+        d.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1-100 (default 95)")
         if cmd == "deblur":
             d.add_argument("--onnx", action="store_true", help="run an exported ONNX model with onnxruntime")
         else:
@@ -144,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
             args.checkpoint, args.input, args.output, mode=args.command, tile=args.tile,
             overlap=args.overlap, device=args.device, onnx=getattr(args, "onnx", False),
             overwrite=args.overwrite, seed=getattr(args, "seed", 0), skip_bad=args.skip_bad,
-            dtype=args.dtype, max_pixels=args.max_pixels,
+            dtype=args.dtype, max_pixels=args.max_pixels, quality=args.quality,
         )
         for path in res.written:
             print(f"wrote {path}")
