@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for cmd, what in (("deblur", "deblur images with a trained DBGAN"), ("blur", "blur sharp images with a trained BGAN")):
         d = sub.add_parser(cmd, help=what)
-        d.add_argument("checkpoint", help="checkpoint .safetensors or run directory (or .onnx with --onnx)")
+        d.add_argument("checkpoint", help="checkpoint .safetensors or run directory, or a bundled model name "
+                       "(or .onnx with --onnx)")
         d.add_argument("input", help="image file or folder")
         d.add_argument("output", help="image file or folder")
         d.add_argument("--tile", type=int, default=None, help="tile size (default: automatic from the memory budget)")
@@ -93,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default="demo_out")
     m.add_argument("--quick", action="store_true", help="a seconds-long run (for tests)")
     m.add_argument("--config", default=None, help="config to train with (default: configs/demo.yaml)")
+
+    w = sub.add_parser("serve", help="a local web page to deblur images in the browser (pip install 'dbgan[serve]')")
+    w.add_argument("--model", action="append", default=None,
+                   help="checkpoint (.safetensors or run folder) or bundled model name to offer; repeatable "
+                        "(the bundled models are always offered)")
+    w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
+    w.add_argument("--port", type=int, default=8000)
+    w.add_argument("--device", default="auto")
+    w.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    w.add_argument("--tile", type=int, default=None, help="tile size (default: automatic from the memory budget)")
+    w.add_argument("--max-upload-mb", type=float, default=100.0, help="largest accepted upload (MiB)")
+    w.add_argument("--max-pixels", type=int, default=60_000_000, help="largest accepted image (pixels per page)")
 
     sub.add_parser("nets", help="list the registered architectures with parameter counts")
     return p
@@ -139,10 +152,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command in ("deblur", "blur"):
+        from dbgan.api import resolve_model
         from dbgan.infer import run_folder
 
         res = run_folder(
-            args.checkpoint, args.input, args.output, mode=args.command, tile=args.tile,
+            args.checkpoint if getattr(args, "onnx", False) else resolve_model(args.checkpoint), args.input, args.output, mode=args.command, tile=args.tile,
             overlap=args.overlap, device=args.device, onnx=getattr(args, "onnx", False),
             overwrite=args.overwrite, seed=getattr(args, "seed", 0), skip_bad=args.skip_bad,
             dtype=args.dtype, max_pixels=args.max_pixels, quality=args.quality,
@@ -158,8 +172,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "eval":
         from dbgan import evaluate as E
 
+        from dbgan.api import resolve_model
+
         if not args.pairs and not args.unpaired:
             raise ValueError("give --pairs DIR (held-out pairs) and/or --unpaired DIR (real blurred photos)")
+        args.checkpoint = resolve_model(args.checkpoint)
         if args.pairs:
             report = E.evaluate(args.checkpoint, args.pairs, args.out, device=args.device, tile=args.tile,
                                 max_pixels=args.max_pixels, ssim_window=args.ssim_window)
@@ -187,6 +204,13 @@ def _run(args: argparse.Namespace) -> int:
 
         report = run_demo(args.out, quick=args.quick, config=args.config)
         print(f"report: {report}")
+        return 0
+
+    if args.command == "serve":
+        from dbgan.serve import serve
+
+        serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype, tile=args.tile,
+              max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels)
         return 0
 
     if args.command == "nets":
