@@ -36,8 +36,9 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the images are and how they are cut.
 
-    Dataset folders: ``pairs_dir`` is ``DIR/sharp`` + ``DIR/blur`` matched by file
-    name; ``aligned_dir`` holds side-by-side ``A|B`` files (``direction: AtoB``
+    Dataset folders: ``pairs_dir`` is paired files in any layout of
+    :mod:`dbgan.data.layouts` (``DIR/sharp`` + ``DIR/blur`` matched by file name,
+    ``DIR/input`` + ``DIR/target``, GoPro scenes, a RealBlur list file); ``aligned_dir`` holds side-by-side ``A|B`` files (``direction: AtoB``
     means A, the left half, is sharp and B is blurred; ``BtoA`` swaps them). When
     neither is given, synthetic pairs are made on the fly from ``sharp_dir`` with
     the ``synth`` pipeline (new blur every time an image is drawn).
@@ -45,7 +46,7 @@ class DataConfig:
 
     sharp_dir: Optional[str] = None  # sharp images (no pairing needed)
     real_blur_dir: Optional[str] = None  # the user's real blurred photos (unpaired)
-    pairs_dir: Optional[str] = None  # DIR/sharp + DIR/blur
+    pairs_dir: Optional[str] = None  # DIR/sharp + DIR/blur, DIR/input + DIR/target, GoPro, RealBlur list
     aligned_dir: Optional[str] = None  # side-by-side A|B files
     direction: str = "AtoB"  # AtoB: A=sharp, B=blurred; BtoA: the reverse
     val_dir: Optional[str] = None  # held-out pairs (either layout)
