@@ -230,3 +230,11 @@ def test_readme_examples_run(tmp_path, monkeypatch, ckpt):
     res = runner.summarize(verbose=False)
     assert res.failed == 0, f"{res.failed} README example(s) failed (output above)"
     assert (work / "sharp.jpg").is_file()
+
+
+def test_low_level_runner_refuses_integer_tensors(deblur):
+    """``dbgan.infer.Deblurrer`` (float tensors only) no longer turns a uint8 tensor white."""
+    with pytest.raises(TypeError, match="from dbgan import Deblurrer"):
+        deblur.runner(torch.zeros(3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="numpy arrays"):
+        deblur.runner(np.zeros((8, 8, 3), dtype=np.float32))

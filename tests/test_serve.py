@@ -104,7 +104,7 @@ def server(ckpt, tmp_path):
     srv = Server(service)
     yield srv
     srv.stop()
-    service.close()
+    assert not service.folder.exists(), "the server left its working folder behind"
 
 
 def _png(arr: np.ndarray) -> bytes:

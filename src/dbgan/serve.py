@@ -27,6 +27,7 @@ the first page), ``/result`` (the download).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -38,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, AsyncIterator, Optional, Union
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +354,14 @@ def build_app(service: DeblurService) -> Any:
         Route("/api/jobs/{job_id}", status),
         Route("/api/jobs/{job_id}/{what}", file),
     ]
-    return Starlette(routes=routes)  # the caller closes the service (serve() does, in a finally)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        # uvicorn re-raises SIGINT/SIGTERM once it has stopped, so code after uvicorn.run may
+        # never run: the working folder is removed here, as the server shuts down
+        service.close()
+
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def serve(
