@@ -47,6 +47,9 @@ __all__ = ["ServeError", "DeblurService", "build_app", "model_choices", "serve"]
 
 PathLike = Union[str, Path]
 
+#: An upload over the limit is read (and dropped) up to this many more bytes before the answer.
+MAX_DRAIN_BYTES = 1 << 30
+
 #: Static files of the page (the only ones served).
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
@@ -311,15 +314,17 @@ def build_app(service: DeblurService) -> Any:
 
     async def create(request: Request) -> Response:
         filename = request.query_params.get("filename", "")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > service.max_upload_bytes:
-            return error(413, _too_big(filename or "the upload", int(declared), service.max_upload_bytes))
+        # the body is read to its end even when it is too large (kept only up to the limit), so
+        # that the client reads the 413 and its message instead of a connection reset
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > service.max_upload_bytes:
-                return error(413, _too_big(filename or "the upload", size, service.max_upload_bytes))
-            chunks.append(chunk)
+            if size <= service.max_upload_bytes:
+                chunks.append(chunk)
+            elif size > service.max_upload_bytes + MAX_DRAIN_BYTES:
+                break
+        if size > service.max_upload_bytes:
+            return error(413, _too_big(filename or "the upload", size, service.max_upload_bytes))
         try:
             job = await run_in_threadpool(service.create, b"".join(chunks), filename, request.query_params.get("model"))
         except ValueError as exc:

@@ -3,6 +3,7 @@
 const $ = (id) => document.getElementById(id);
 let queue = [];
 let busy = false;
+let maxUploadMb = Infinity;
 
 function showError(msg) { const e = $("error"); e.textContent = msg; e.hidden = !msg; }
 function setStatus(text, value) { $("status").textContent = text; if (value !== undefined) $("progress").value = value; }
@@ -16,6 +17,7 @@ async function loadModels() {
     o.value = m.id; o.textContent = m.label; sel.appendChild(o);
   }
   sel.value = info.default;
+  maxUploadMb = info.max_upload_mb;
   $("limits").textContent = "Images stay on this computer. Up to " + Math.round(info.max_upload_mb) + " MiB per image.";
 }
 
@@ -26,6 +28,11 @@ function setSlider(v) {
 
 async function deblur(file) {
   showError("");
+  if (file.size > maxUploadMb * 1048576) {  // the server says the same; this saves the upload
+    setStatus("failed", 0);
+    showError(file.name + ": " + (file.size / 1048576).toFixed(1) + " MiB is over this server's upload limit of " + Math.round(maxUploadMb) + " MiB (--max-upload-mb)");
+    return;
+  }
   setStatus("uploading " + file.name, 0);
   const url = "/api/jobs?model=" + encodeURIComponent($("model").value) + "&filename=" + encodeURIComponent(file.name);
   const r = await fetch(url, { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } });
