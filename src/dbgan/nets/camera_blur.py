@@ -177,11 +177,11 @@ class CameraBlurGenerator(ImageGenerator):
         arclen = ops.polyline_lengths(pts).sum(-1)
         radius = F.softplus(raw[..., -2])
         softness = 0.35 + F.softplus(raw[..., -1])
-        span = (2 * self.max_extent - 2 * radius).clamp_min(1.0)
+        span = (2 * self.max_extent - 2 * radius - 6.0 * softness).clamp_min(1.0)
         length = span * torch.sigmoid(raw[..., -3])
         pts = ops.center_polyline(pts * (length / arclen.clamp_min(1e-4))[..., None, None])
         # a curled path can still reach past the grid: shrink it to fit
-        reach = ops.safe_norm(pts).amax(-1) + radius + softness
+        reach = ops.safe_norm(pts).amax(-1) + radius + 3.0 * softness  # the edge's tail too
         pts = pts * (self.max_extent / reach.clamp_min(self.max_extent))[..., None, None]
         kernels = ops.render_kernels(pts.reshape(n * m, t, 2), radius.reshape(-1), softness.reshape(-1),
                                      self.kernel_size).reshape(n, m, self.kernel_size, self.kernel_size)

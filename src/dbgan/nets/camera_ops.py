@@ -76,7 +76,9 @@ def monotone_curve(x: Tensor, values: Tensor) -> Tensor:
     if x.shape[1] != c:
         raise ValueError(f"monotone_curve: {c} curves for {x.shape[1]} channels")
     k = k1 - 1
-    u = x.clamp(1e-8, 1.0) ** (1.0 / KNOT_POWER) * k
+    x = x.clamp(0.0, 1.0)
+    tiny = 1e-6  # below it the power is replaced by its chord: u(0) = 0 with a finite gradient
+    u = torch.where(x > tiny, x.clamp_min(tiny) ** (1.0 / KNOT_POWER), x * tiny ** (1.0 / KNOT_POWER - 1.0)) * k
     lo = u.detach().floor().clamp(0, k - 1)
     frac = u - lo
     idx = lo.long()
