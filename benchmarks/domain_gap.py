@@ -288,6 +288,12 @@ def method_config(method: str, data: dict, cam: dict | None, view: str, runs: Pa
         "train.val_every=0", "train.save_every=0", "train.progress=false", "train.tensorboard=false",
         f"train.amp={args.amp}",
     ]
+    base = load_config(args.config, list(args.set))
+    if cam is not None and CAMS.get(cam["name"]).decode == "identity" and base.nets.blur_g.name == "camera_blur":
+        # what a user of linear data (raw, a microscope) states: the sharp photos are linear, so is the start
+        overrides += ["nets.blur_g.args.input_encoding=linear", "nets.blur_g.args.init_response=linear"]
+    # a preset without blur pretraining (camera) spends that share of the budget on BGAN
+    bgan_iters = 2 * pre if base.stages.blur_pretrain.skip else pre
     if method == "synthetic":
         overrides += ["scheme=synthetic", f"stages.dbgan.iters={n}"]
     elif method == "synthetic_ll":
@@ -298,7 +304,7 @@ def method_config(method: str, data: dict, cam: dict | None, view: str, runs: Pa
         overrides += ["scheme=separate", f"stages.blur_pretrain.iters={pre}", "stages.bgan.skip=true",
                       f"stages.dbgan.iters={n - pre}"]
     elif method == "separate":
-        overrides += ["scheme=separate", f"stages.blur_pretrain.iters={pre}", f"stages.bgan.iters={pre}",
+        overrides += ["scheme=separate", f"stages.blur_pretrain.iters={pre}", f"stages.bgan.iters={bgan_iters}",
                       f"stages.dbgan.iters={n - 2 * pre}"]
     elif method == "joint":
         overrides += ["scheme=joint", f"stages.blur_pretrain.iters={pre}", f"stages.dbgan.iters={n - pre}"]
