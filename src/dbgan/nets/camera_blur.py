@@ -146,7 +146,7 @@ class CameraBlurGenerator(ImageGenerator):
         # response curve: knots, started at sRGB or the identity
         t = ops.knot_positions(knots)
         start = ops.linear_to_srgb(t) if init_response == "srgb" else t
-        self.black = nn.Parameter(torch.full((c,), float(start[0])))
+        self.black = nn.Parameter(torch.zeros(c))  # both starts pass through 0
         self.raw_steps = nn.Parameter(ops.inverse_softplus(start.diff())[None].repeat(c, 1))
         self.quality_logit = nn.Parameter(torch.logit(torch.tensor(init_quality / 100.0)))
 
