@@ -16,7 +16,8 @@ from dbgan.blur import DegradationPipeline
 from dbgan.checkpoint import CheckpointError, load_checkpoint
 from dbgan.config import ConfigError, SynthConfig, load_config
 from dbgan.metrics import psnr
-from dbgan.models import available_models, bundled_model_path, model_info, resolve_model, sha256_file
+from dbgan.api import resolve_model
+from dbgan.models import ModelNotFoundError, available_models, bundled_model_path, model_card, sha256_file
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_general_model_loads_by_name_and_matches_its_checksum():
     assert "general" in available_models()
     path = bundled_model_path("general")
-    info = model_info("general")
+    info = model_card("general")
     assert sha256_file(path) == info["sha256"]
     assert path.stat().st_size <= 10 * 2**20  # "at most about 10 MB"
     net = load_checkpoint(path).build("deblur_g")
@@ -47,13 +48,13 @@ def test_damaged_bundled_file_is_refused(tmp_path, monkeypatch):
         b = fh.read(1)
         fh.seek(-5, 2)
         fh.write(bytes([b[0] ^ 0xFF]))
-    monkeypatch.setattr(M, "_dir", lambda: tmp_path)
+    monkeypatch.setattr(M, "_folder", lambda: tmp_path)
     with pytest.raises(CheckpointError, match="checksum mismatch"):
         bundled_model_path("general")
 
 
 def test_unknown_model_name_lists_the_available_ones():
-    with pytest.raises(CheckpointError, match="available: .*general"):
+    with pytest.raises(ModelNotFoundError, match="bundled models: .*general"):
         bundled_model_path("nope")
 
 
@@ -96,7 +97,7 @@ def test_init_from_general_fine_tunes_the_bundled_weights(tmp_path, sample_image
     """``stages.dbgan.init_from: general`` starts the deblurrer (and its EMA) from the bundled model."""
     from dbgan.train import train
 
-    spec = model_info("general")["nets"]["deblur_g"]
+    spec = model_card("general")["nets"]["deblur_g"]
     args = json.dumps(spec["args"]).replace(" ", "")
     cfg = load_config("tiny", [
         "scheme=synthetic", "name=adapt", f"runs_dir={tmp_path / 'runs'}",
@@ -236,7 +237,7 @@ def test_training_photos_exclude_the_reserved_packages_and_heldout_images():
 def test_adapt_preset_uses_the_bundled_architecture():
     """configs/adapt.yaml's deblurrer must be the bundled model's, or init_from: general cannot load it."""
     cfg = load_config("adapt")
-    spec = model_info("general")["nets"]["deblur_g"]
+    spec = model_card("general")["nets"]["deblur_g"]
     args = {k: v for k, v in spec["args"].items() if k not in ("in_channels", "out_channels")}
     assert cfg.nets.deblur_g.name == spec["name"] and cfg.nets.deblur_g.args == args
     assert cfg.stages.dbgan.init_from == "general"

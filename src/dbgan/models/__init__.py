@@ -1,15 +1,16 @@
-"""Models shipped inside the package, loaded by name.
+"""Models bundled with the package: ``src/dbgan/models/<name>.safetensors`` (+ ``<name>.json``).
 
-``<name>.safetensors`` is a dbgan checkpoint (the deblurrer's weights, ``deblur_g``);
-``<name>.json`` beside it is its metadata plus ``sha256``, the checksum of the
-``.safetensors`` file, verified every time the model is looked up; ``<name>.md`` is its
-model card. ``general`` is the general deblurrer (its card: ``general.md`` here)::
+A bundled model is an ordinary dbgan checkpoint shipped as package data, looked up by
+name with :func:`bundled_model_path` (``load_model("general")``, ``dbgan deblur IN OUT``
+without a checkpoint, ``stages.dbgan.init_from: general``, the web app's model list).
+``<name>.json`` beside it is the checkpoint's metadata sidecar plus ``sha256``, the
+checksum of the ``.safetensors`` file, verified every time the model is looked up; it
+doubles as the machine-readable model card (:func:`model_card`); ``<name>.md`` is the
+model card to read. ``general`` is the general deblurrer (``general.md`` here). Nothing is
+ever downloaded.
 
     from dbgan.models import bundled_model_path
     path = bundled_model_path("general")    # checked against its recorded sha256
-
-:func:`resolve_model` turns a bundled name or a checkpoint path into a path (what
-``stages.*.init_from: general`` and ``dbgan deblur --model general`` go through).
 """
 
 from __future__ import annotations
@@ -18,21 +19,32 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DEFAULT_MODEL", "available_models", "bundled_model_path", "model_info", "resolve_model", "sha256_file"]
+__all__ = ["DEFAULT_MODEL", "ModelNotFoundError", "available_models", "bundled_model_path", "model_card",
+           "sha256_file"]
+
+_SUFFIX = ".safetensors"
 
 #: the model ``dbgan deblur`` uses when no checkpoint is given
 DEFAULT_MODEL = "general"
 
 
-def _dir() -> Path:
+class ModelNotFoundError(ValueError):
+    """No bundled model of that name (the message lists the bundled ones)."""
+
+
+def _folder() -> Path:
+    # the package is installed as plain files (wheel or editable), so this is a real folder
     return Path(str(resources.files(__name__)))
 
 
 def available_models() -> list[str]:
-    """Names of the bundled models (those with both a ``.safetensors`` and a ``.json``)."""
-    d = _dir()
-    return sorted(p.stem for p in d.glob("*.safetensors") if p.with_suffix(".json").is_file())
+    """Names of the bundled models, sorted (empty when the package ships none)."""
+    try:
+        return sorted(p.name[: -len(_SUFFIX)] for p in _folder().iterdir() if p.name.endswith(_SUFFIX) and p.is_file())
+    except OSError:  # pragma: no cover - unreadable install
+        return []
 
 
 def sha256_file(path: str | Path) -> str:
@@ -43,60 +55,44 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def model_info(name: str) -> dict:
-    """The metadata of bundled model ``name`` (its ``.json``: sha256, config, nets, figures)."""
-    from dbgan.checkpoint import CheckpointError
-
-    _check_name(name)
-    sidecar = _dir() / f"{name}.json"
-    try:
-        return json.loads(sidecar.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"bundled model '{name}': cannot read {sidecar} ({exc})") from None
-
-
-def _check_name(name: str) -> None:
-    from dbgan.checkpoint import CheckpointError
-
-    names = available_models()
-    if name not in names:
-        raise CheckpointError(
-            f"no bundled model named '{name}'; available: {', '.join(names) or 'none'} "
-            "(or give the path of a .safetensors checkpoint)"
-        )
-
-
-def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
-    """Path of bundled model ``name``'s ``.safetensors``, after checking its sha256.
-
-    Raises :class:`dbgan.checkpoint.CheckpointError` naming the available models for an
-    unknown name, and naming the file when its checksum does not match the recorded one
-    (a damaged or replaced file).
-    """
-    from dbgan.checkpoint import CheckpointError
-
-    info = model_info(name)
-    path = _dir() / f"{name}.safetensors"
-    expected = info.get("sha256")
-    if not expected:
-        raise CheckpointError(f"bundled model '{name}': {name}.json records no sha256")
-    actual = sha256_file(path)
-    if actual != expected:
-        raise CheckpointError(
-            f"{path}: checksum mismatch (sha256 {actual[:12]}..., recorded {expected[:12]}...): "
-            "the bundled file is damaged or was replaced; reinstall dbgan"
+def _path(name: str) -> Path:
+    path = _folder() / f"{name}{_SUFFIX}"
+    if not str(name) or "/" in str(name) or "\\" in str(name) or not path.is_file():
+        names = available_models()
+        have = ", ".join(names) if names else "none (this installation ships no model file)"
+        raise ModelNotFoundError(
+            f"no bundled model named {name!r}; bundled models: {have}; or give the path of a "
+            f"checkpoint (.safetensors or a run folder)"
         )
     return path
 
 
-def resolve_model(name_or_path: str | Path) -> Path:
-    """A checkpoint path for a bundled model name (checksum verified) or a path.
+def model_card(name: str) -> dict[str, Any]:
+    """The bundled model's ``<name>.json`` (metadata, sha256, config); ``{}`` when it has none."""
+    card = _path(name).with_suffix(".json")
+    if not card.is_file():
+        return {}
+    return json.loads(card.read_text())
 
-    A plain name without a suffix or separator that is not an existing file is taken
-    as a bundled model's name.
+
+def bundled_model_path(name: str) -> Path:
+    """The checkpoint file of the bundled model ``name``, after checking its recorded sha256.
+
+    Raises:
+        ModelNotFoundError: no such bundled model; the message lists the available
+            names (or says that none is installed) and that a checkpoint path works too.
+        dbgan.checkpoint.CheckpointError: the file does not match the sha256 recorded in
+            ``<name>.json`` (damaged or replaced).
     """
-    text = str(name_or_path)
-    p = Path(text)
-    if not p.exists() and p.suffix == "" and len(p.parts) == 1:
-        return bundled_model_path(text)
-    return p
+    from dbgan.checkpoint import CheckpointError
+
+    path = _path(name)
+    expected = model_card(name).get("sha256")
+    if expected:
+        actual = sha256_file(path)
+        if actual != expected:
+            raise CheckpointError(
+                f"{path}: checksum mismatch (sha256 {actual[:12]}..., recorded {expected[:12]}...): "
+                "the bundled file is damaged or was replaced; reinstall dbgan"
+            )
+    return path

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dbgan.models import _dir, sha256_file
+from dbgan.models import _folder, sha256_file
 
 
 def package_checkpoint(src: str | Path, name: str, out_dir: str | Path | None = None,
@@ -38,7 +38,7 @@ def package_checkpoint(src: str | Path, name: str, out_dir: str | Path | None = 
     meta = {k: ckpt.meta[k] for k in ("stage", "iter", "config_hash", "config") if k in ckpt.meta}
     meta["nets"] = {"deblur_g": ckpt.meta["nets"]["deblur_g"]}
     meta["source"] = {"checkpoint": Path(src).name, "weights": role}
-    out = Path(out_dir) if out_dir is not None else _dir()
+    out = Path(out_dir) if out_dir is not None else _folder()
     path = out / f"{name}.safetensors"
     save_checkpoint(path, {"deblur_g": state}, meta)
     info = json.loads(path.with_suffix(".json").read_text())
