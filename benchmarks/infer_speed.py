@@ -224,8 +224,11 @@ def main() -> int:
 
     import torch
 
+    from dbgan.cpu_caps import detect, resolve_dtype
     from dbgan.nets import build_network
 
+    caps = detect()
+    auto = resolve_dtype("auto", "cpu", caps)
     repeats = args.repeats or (2 if args.quick else 3)
     torch.manual_seed(0)
     net = build_network("unet", **NET).eval()
@@ -233,6 +236,8 @@ def main() -> int:
     print("dbgan inference benchmark")
     print(f"  CPU: {_cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
           f"({args.threads or torch.get_num_threads()} threads), python {platform.python_version()}")
+    print(f"  {caps.summary()}")
+    print(f"  dbgan deblur --dtype auto (the default) runs {auto} + channels_last here")
     print(f"  net: unet {NET} ({params / 1e6:.1f} M parameters, random weights), RGB input, CPU")
     print("  timing: best of interleaved runs (one process per path, driven in turn); memory: peak RSS of that process")
     try:
@@ -255,11 +260,13 @@ def main() -> int:
             print(f"  onnx: export failed ({exc}); skipping onnxruntime")
     del net
 
+    mark = " = auto" if auto == "fp32" else ""
+    bf16_mark = " = auto" if auto == "bf16" else ""
     configs = [
         ("plain (eager fp32, whole image)", {"kind": "plain"}),
-        ("default (fp32, channels_last, auto tiles)", {"kind": "deblurrer"}),
+        (f"fp32 + channels_last, auto tiles{mark}", {"kind": "deblurrer", "dtype": "fp32"}),
         ("tiled fp32 (512, overlap 32)", {"kind": "deblurrer", "tile": 512}),
-        ("bf16 + channels_last", {"kind": "deblurrer", "dtype": "bf16", "channels_last": True}),
+        (f"bf16 + channels_last{bf16_mark}", {"kind": "deblurrer", "dtype": "bf16", "channels_last": True}),
     ]
     if onnx_path:
         configs.append(("onnxruntime (whole image)", {"kind": "onnx", "onnx": onnx_path, "tile": 1 << 16}))
@@ -268,10 +275,14 @@ def main() -> int:
     odd_configs = [
         configs[0],
         configs[1],
-        ("default, padding decoded too", {"kind": "deblurrer", "full_decoding": True}),
+        ("fp32 + channels_last, padding decoded too", {"kind": "deblurrer", "full_decoding": True}),
         configs[3],
         ("bf16 + channels_last, padding decoded too", {**configs[3][1], "full_decoding": True}),
     ]
+    if not caps.native_bf16:  # emulated bf16 is hundreds of times slower: never start it
+        print(f"  skipped: the bf16 paths (this CPU has no native bf16: {caps.reason})")
+        configs = [c for c in configs if c[1].get("dtype") != "bf16"]
+        odd_configs = [c for c in odd_configs if c[1].get("dtype") != "bf16"]
     sizes: list = [int(v) if "x" not in v else [int(v.split("x")[1]), int(v.split("x")[0])] for v in (args.sizes or "1024,2048,1100x800").split(",")]
     for size in sizes:
         quick_big = args.quick and size == 2048

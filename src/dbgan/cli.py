@@ -61,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--device", default="auto")
         d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         d.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
-        d.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
-                       help="bf16 is about 2x faster on recent CPUs (max error ~2e-3)")
+        d.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                       help="auto (default): bf16 where the CPU computes it natively (avx512_bf16/AMX; "
+                            "about 2x faster, max error ~2e-3) or the GPU supports it, else fp32; "
+                            "bf16 on a CPU without native bf16 runs fp32 with a warning")
         d.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit (0 = none)")
         if cmd == "deblur":
             d.add_argument("--onnx", action="store_true", help="run an exported ONNX model with onnxruntime")

@@ -181,7 +181,9 @@ class StagesConfig:
 class TrainConfig:
     """Settings of the shared training loop."""
 
-    amp: str = "none"  # none | bf16 | fp16 | auto (bf16/fp16 on CUDA, off elsewhere)
+    # auto (bf16 on a CPU with native bf16 and on CUDA, fp16 on older CUDA, fp32 elsewhere;
+    # dbgan.cpu_caps) | none | bf16 (fp32 with a warning on a CPU without native bf16) | fp16 (CUDA)
+    amp: str = "auto"
     # channels_last memory format: auto (the discriminators on CPU, nothing elsewhere) |
     # discriminators | all (every network and batch; true) | none (false)
     channels_last: bool | str = "auto"

@@ -60,7 +60,7 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
-DType = Literal["fp32", "bf16", "fp16"]
+DType = Literal["auto", "fp32", "bf16", "fp16"]
 
 #: Autocast dtypes by name (``fp32`` runs without autocast).
 DTYPES: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -393,11 +393,16 @@ class TorchBackend:
         net: an image-to-image network (attributes ``in_channels``, ``out_channels``,
             ``size_multiple``; blur generators also ``sample_noise``).
         device: where tiles are computed.
-        dtype: ``"fp32"`` (no autocast), ``"bf16"`` or ``"fp16"`` (autocast).
+        dtype: ``"fp32"`` (no autocast), ``"bf16"`` or ``"fp16"`` (autocast), or ``"auto"``
+            (see :mod:`dbgan.cpu_caps`: bf16 where the CPU/GPU computes it natively, else fp32;
+            a bf16 request on a CPU without native bf16 runs fp32 with a warning).
         channels_last: convert the net and its inputs to channels_last memory format.
     """
 
     def __init__(self, net: nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False):
+        from dbgan.cpu_caps import resolve_dtype
+
+        dtype = resolve_dtype(dtype, device.type)  # auto -> fastest safe; bf16 without native bf16 -> fp32
         if dtype not in DTYPES:
             raise InferenceError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.device = device
@@ -558,7 +563,8 @@ class _ImageRunner:
                 ``NAME.blur_g.onnx`` for ``blur_g``; see :func:`dbgan.export.onnx_path_for`).
             device: ``auto``, ``cpu``, ``cuda[:i]``, ``mps`` (ONNX: CUDA provider if
                 available and the device allows, else CPU).
-            dtype: ``fp32`` (default, exact), ``bf16`` or ``fp16`` autocast (PyTorch only).
+            dtype: ``fp32`` (default, exact), ``bf16`` or ``fp16`` autocast (PyTorch only), or
+                ``auto`` (:mod:`dbgan.cpu_caps`).
             channels_last: None = on for CPU and CUDA.
             tile, overlap, tile_batch, memory_budget_mb: see the class docstring.
             prefer_ema: load the EMA weights when the checkpoint has them.
@@ -574,7 +580,7 @@ class _ImageRunner:
                     f"{onnx_file}: ONNX model not found; export it first with "
                     f"`dbgan export {path} {onnx_file}`"
                 )
-            if dtype != "fp32":
+            if dtype not in ("fp32", "auto"):
                 log.warning("dtype %s is ignored by onnxruntime (the model runs in float32)", dtype)
             runner = OnnxRunner(onnx_file, device=device)
             if runner.role and runner.role != cls.role:
