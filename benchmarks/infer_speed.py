@@ -256,6 +256,9 @@ def main() -> int:
             onnx_path = str(export_onnx(net, tmp / "unet.onnx", check=False))
             print(f"  onnx: exported in {time.perf_counter() - t:.1f} s (onnxruntime "
                   f"{__import__('onnxruntime').__version__}, CPU provider)")
+            if os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("ATEN_CPU_CAPABILITY"):
+                print("  onnx: onnxruntime picks its own instruction set; ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY "
+                      "do not cap it, so its figures here are not those of the emulated CPU")
         except Exception as exc:  # benchmark: report and go on
             print(f"  onnx: export failed ({exc}); skipping onnxruntime")
     del net
