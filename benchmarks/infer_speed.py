@@ -5,10 +5,13 @@ For 1024x1024 and 2048x2048 RGB images and the seed preset's U-Net
 side by side the time and peak memory of
 
 * ``plain``: ``net(x)`` in eager fp32 on the whole image (what a naive script does);
-* ``default``: :class:`dbgan.infer.Deblurrer` as ``dbgan deblur`` runs it (fp32,
-  channels_last, tiles only when the memory budget requires them);
+* ``fp32 + channels_last``: :class:`dbgan.infer.Deblurrer` in fp32 with
+  channels_last, tiles only when the memory budget requires them (what
+  ``dbgan deblur --dtype auto`` runs on a CPU without native bf16; marked ``= auto``);
 * ``tiled fp32``: the same with 512-pixel tiles, overlap 32;
-* ``bf16 + channels_last``: bf16 autocast;
+* ``bf16 + channels_last``: bf16 autocast (``--dtype auto`` on a CPU with native
+  bf16; skipped, with a message, on a CPU without: emulated bf16 is hundreds of
+  times slower, see :mod:`dbgan.cpu_caps`);
 * ``onnxruntime``: the exported model through the same tiling code, on the
   whole image, and as a bare ``.onnx`` file gets it by default (tiles planned
   from the conservative activation estimate ``DEFAULT_BYTES_PER_PIXEL``; with
@@ -28,6 +31,12 @@ image and warms up once; the timed runs are then interleaved across the paths
 (round robin) and the best is reported, so a busy moment on a shared machine
 hurts every path alike. ``--quick``: two rounds at 1024, one run without
 warm-up at 2048.
+
+The header prints the CPU, torch's CPU capability and whether bf16 is native.
+To see an AVX2-only CPU on a newer one, emulate it (onnxruntime is not capped)::
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/infer_speed.py --quick
 
 Targets on the 2-core development CPU: the fastest path at least 3x faster than
 ``plain`` at 1024, and 4096x4096 under 2 GiB peak.

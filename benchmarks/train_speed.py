@@ -35,6 +35,14 @@ Usage::
     python benchmarks/train_speed.py              # 12 rounds, 6 variants, checks at both points
     python benchmarks/train_speed.py --threads 0  # torch's default thread count (one per core)
 
+The header prints torch's CPU capability, whether bf16 is native (:mod:`dbgan.cpu_caps`)
+and what ``train.amp: auto`` resolves to. On a CPU without native bf16 the bf16
+variants are skipped (emulated bf16 is hundreds of times slower) and the quick
+defaults become ``plain, ours fp32, ours fp32 CL``. Emulating an AVX2-only CPU::
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/train_speed.py --quick
+
 Timings on a shared machine are noisy: every figure is the median over rounds of
 the per-step time, and the ratio is taken within each round (plain / variant)
 and its median printed with its range.
