@@ -30,7 +30,7 @@ created. Every path runs in a process of its own that builds the net and the
 image and warms up once; the timed runs are then interleaved across the paths
 (round robin) and the best is reported, so a busy moment on a shared machine
 hurts every path alike. ``--quick``: two rounds at 1024, one run without
-warm-up at 2048.
+warm-up at 2048 (without the two 512-tile paths).
 
 The header prints the CPU, torch's CPU capability and whether bf16 is native.
 To see an AVX2-only CPU on a newer one, emulate it (onnxruntime is not capped)::
@@ -218,7 +218,8 @@ def _fmt_mem(b: float) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="2 rounds at 1024, a single run without warm-up at 2048")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 rounds at 1024, a single run without warm-up at 2048 (without the 512-tile paths)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration (default 3, quick 2)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the children (0: torch's default)")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime")
@@ -304,6 +305,8 @@ def main() -> int:
         print(f"\n{label} RGB ({'1 run, no warm-up' if quick_big else f'best of {rounds} interleaved runs after 1 warm-up'})")
         children: list[tuple[str, Child]] = []
         for name, spec in (configs if isinstance(size, int) else odd_configs):
+            if quick_big and (spec.get("tile") or name == "onnxruntime (auto tiles)"):
+                continue  # --quick: the 2048 tiled paths are the slowest and only show the tiling cost again
             spec = {**spec, "size": size, "warmup": 0 if quick_big else 1, "threads": args.threads}
             children.append((name, Child(spec)))  # started one at a time: warm-ups do not overlap
         for _ in range(rounds):  # interleaved, so a busy moment hurts every path alike
