@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dbgan import cpu_caps
-from dbgan.cpu_caps import CpuCaps, bf16_native_rule, resolve_amp, resolve_dtype
+from dbgan.cpu_caps import CpuCaps, bf16_faster_rule, bf16_native_rule, resolve_amp, resolve_dtype
 
 ZEN4 = frozenset("sse2 avx avx2 fma avx512f avx512bw avx512_bf16".split())  # native bf16, no AMX
 SPR = frozenset("sse2 avx2 avx512f amx_tile amx_bf16 avx512_bf16".split())
@@ -18,12 +18,15 @@ AVX512_NO_BF16 = frozenset("sse2 avx2 avx512f avx512bw".split())  # Skylake-SP /
 GRAVITON3 = frozenset("fp asimd sve bf16 i8mm".split())  # aarch64 with BF16
 
 
-def caps(native: bool, capability: str = "AVX512", reason: str = "simulated") -> CpuCaps:
-    flags = ZEN4 if native else AVX2_ONLY
-    return CpuCaps(capability, None, flags, native, native, reason)
+def caps(native: bool, capability: str = "AVX512", reason: str = "simulated", flags=None,
+         vendor: str = "AuthenticAMD") -> CpuCaps:
+    flags = flags if flags is not None else (ZEN4 if native else AVX2_ONLY)
+    return CpuCaps(capability, None, flags, native, native, reason, vendor)
 
 
 NATIVE, EMULATED = caps(True), caps(False, "AVX2", "the CPU has no avx512_bf16 (simulated)")
+INTEL_NO_AMX = caps(True, flags=ZEN4, vendor="GenuineIntel")  # Cooper Lake, or a VM hiding AMX
+INTEL_AMX = caps(True, flags=SPR, vendor="GenuineIntel")
 
 
 @pytest.mark.parametrize(
@@ -51,6 +54,21 @@ def test_native_bf16_rule(capability, flags, isa, onednn, native):
     assert reason  # always says why
 
 
+@pytest.mark.parametrize(
+    "native, flags, vendor, faster",
+    [
+        (True, ZEN4, "AuthenticAMD", True),
+        (True, ZEN4, "GenuineIntel", False),  # VDPBF16PS: no more FLOPs than two fp32 FMA units
+        (True, SPR, "GenuineIntel", True),  # AMX
+        (True, GRAVITON3, None, True),
+        (False, AVX2_ONLY, "GenuineIntel", False),
+        (False, SPR, "GenuineIntel", False),  # capped by ONEDNN_MAX_CPU_ISA, say
+    ],
+)
+def test_bf16_faster_rule(native, flags, vendor, faster):
+    assert bf16_faster_rule(native, flags, vendor)[0] is faster
+
+
 def test_rule_names_the_reason():
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in bf16_native_rule("AVX512", ZEN4, "AVX2")[1]
     assert "AVX2" in bf16_native_rule("AVX2", ZEN4)[1]
@@ -72,6 +90,9 @@ def test_detect_matches_the_rule_on_this_machine():
     [
         ("auto", "cpu", NATIVE, None, "bf16"),
         ("auto", "cpu", EMULATED, None, "fp32"),
+        ("auto", "cpu", INTEL_NO_AMX, None, "fp32"),
+        ("auto", "cpu", INTEL_AMX, None, "bf16"),
+        ("bf16", "cpu", INTEL_NO_AMX, None, "bf16"),  # native: honoured when asked for
         ("bf16", "cpu", NATIVE, None, "bf16"),
         ("bf16", "cpu", EMULATED, None, "fp32"),  # never a run hundreds of times slower
         ("fp32", "cpu", NATIVE, None, "fp32"),
@@ -90,6 +111,8 @@ def test_resolve_dtype(requested, device, c, cuda_bf16, want):
     [
         ("auto", "cpu", NATIVE, None, "bf16"),
         ("auto", "cpu", EMULATED, None, "none"),
+        ("auto", "cpu", INTEL_NO_AMX, None, "none"),
+        ("auto", "cpu", INTEL_AMX, None, "bf16"),
         ("bf16", "cpu", EMULATED, None, "none"),
         ("bf16", "cpu", NATIVE, None, "bf16"),
         ("none", "cpu", NATIVE, None, "none"),

@@ -20,10 +20,19 @@ bf16 counts as native on the CPU when all of these hold
 4. oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported()``), where torch
    has it, does not say no.
 
+**Native is not always faster** (:func:`bf16_faster_rule`): Intel's ``avx512_bf16``
+dot product (``VDPBF16PS``) has the same FLOP rate as its two fp32 FMA units, so on an
+Intel CPU without AMX (Cooper Lake; or a newer Xeon whose hypervisor hides AMX) bf16
+gains nothing but the casts cost: measured on such a Xeon, bf16 + channels_last ran
+0.95x the plain fp32 path at 1024² against 1.36x for fp32 + channels_last, and a
+training step 1.27x against 1.73x (``docs/benchmarks.md``, section 5). On Zen 4 (whose
+fp32 FMA is half as wide) bf16 was 2-3x fp32. So ``auto`` takes bf16 on a CPU only when
+it is native *and* the CPU has AMX (``amx_bf16``) or is not an Intel one.
+
 **What ``auto`` picks** (:func:`resolve_dtype`, :func:`resolve_amp`):
 
-* CPU with native bf16: ``bf16`` (inference also channels_last, the default there);
-* CPU without: ``fp32`` (``none`` for training), channels_last for inference as always;
+* CPU where bf16 is native and faster: ``bf16`` (inference also channels_last);
+* any other CPU: ``fp32`` (``none`` for training), channels_last for inference as always;
 * CUDA: ``bf16`` where the GPU supports it, else ``fp32`` for inference and ``fp16``
   (with a gradient scaler) for training;
 * MPS and anything else: ``fp32`` / ``none``.
@@ -70,12 +79,21 @@ class CpuCaps:
     onednn_bf16: Optional[bool]  # torch.ops.mkldnn._is_mkldnn_bf16_supported() (None: not available)
     native_bf16: bool
     reason: str  # why bf16 is (not) native, for logs and benchmark headers
+    vendor: Optional[str] = None  # /proc/cpuinfo vendor_id (GenuineIntel, AuthenticAMD, ...)
+
+    @property
+    def bf16_faster(self) -> bool:
+        """Whether ``auto`` takes bf16 here (:func:`bf16_faster_rule`)."""
+        return bf16_faster_rule(self.native_bf16, self.flags, self.vendor)[0]
 
     def summary(self) -> str:
         """One line for logs and benchmark headers."""
         isa = f", ONEDNN_MAX_CPU_ISA={self.onednn_max_isa}" if self.onednn_max_isa else ""
         verdict = "native bf16" if self.native_bf16 else "NO native bf16"
-        return f"CPU capability {self.capability}{isa}: {verdict} ({self.reason})"
+        line = f"CPU capability {self.capability}{isa}: {verdict} ({self.reason})"
+        if self.native_bf16:
+            line += "; auto takes " + ("bf16" if self.bf16_faster else "fp32") + f" ({bf16_faster_rule(self.native_bf16, self.flags, self.vendor)[1]})"
+        return line
 
 
 def bf16_native_rule(
@@ -118,6 +136,29 @@ def bf16_native_rule(
     return True, f"{'/'.join(have)} in the CPU flags"
 
 
+def bf16_faster_rule(native: bool, flags: Optional[Iterable[str]], vendor: Optional[str]) -> tuple[bool, str]:
+    """Whether bf16 beats fp32 on a CPU (pure): native, and AMX or not Intel (see the module docstring)."""
+    if not native:
+        return False, "bf16 is not native"
+    fl = {f.lower() for f in flags} if flags is not None else set()
+    if "amx_bf16" in fl:
+        return True, "AMX"
+    if (vendor or "").strip() == "GenuineIntel":
+        return False, "Intel avx512_bf16 without AMX computes bf16 no faster than fp32"
+    return True, "bf16 dot products at twice the fp32 rate"
+
+
+def _cpu_vendor(path: str = "/proc/cpuinfo") -> Optional[str]:
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.split(":", 1)[0].strip() == "vendor_id":
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def _cpu_flags(path: str = "/proc/cpuinfo") -> Optional[frozenset[str]]:
     try:
         with open(path) as fh:
@@ -144,7 +185,7 @@ def detect() -> CpuCaps:
     flags = _cpu_flags()
     onednn = _onednn_bf16()
     native, reason = bf16_native_rule(cap, flags, isa, onednn)
-    return CpuCaps(cap, isa, flags, onednn, native, reason)
+    return CpuCaps(cap, isa, flags, onednn, native, reason, _cpu_vendor())
 
 
 def _cuda_bf16(device_type: str) -> bool:
@@ -163,14 +204,13 @@ def resolve_dtype(requested: str, device_type: str, caps: Optional[CpuCaps] = No
         return requested
     if device_type == "cpu":
         caps = caps if caps is not None else detect()
+        if requested == "auto":
+            choice = "bf16" if caps.bf16_faster else "fp32"
+            log.info("--dtype auto: %s (%s)", choice, caps.summary())
+            return choice
         if caps.native_bf16:
-            if requested == "auto":
-                log.info("--dtype auto: bf16 (%s)", caps.summary())
             return "bf16"
-        if requested == "bf16":
-            log.warning("bf16 requested but running fp32: %s; bf16 would be many times slower than fp32", caps.summary())
-        else:
-            log.info("--dtype auto: fp32 (%s)", caps.summary())
+        log.warning("bf16 requested but running fp32: %s; bf16 would be many times slower than fp32", caps.summary())
         return "fp32"
     if requested == "bf16":
         return "bf16"
@@ -191,15 +231,14 @@ def resolve_amp(requested: str, device_type: str, caps: Optional[CpuCaps] = None
         return requested
     if device_type == "cpu":
         caps = caps if caps is not None else detect()
+        if requested == "auto":
+            choice = "bf16" if caps.bf16_faster else "none"
+            log.info("train.amp auto: %s (%s)", choice if choice == "bf16" else "none, fp32", caps.summary())
+            return choice
         if caps.native_bf16:
-            if requested == "auto":
-                log.info("train.amp auto: bf16 (%s)", caps.summary())
             return "bf16"
-        if requested == "bf16":
-            log.warning("train.amp=bf16 but training in fp32 (amp none): %s; bf16 would be many times slower",
-                        caps.summary())
-        else:
-            log.info("train.amp auto: none, fp32 (%s)", caps.summary())
+        log.warning("train.amp=bf16 but training in fp32 (amp none): %s; bf16 would be many times slower",
+                    caps.summary())
         return "none"
     if requested == "bf16":
         return "bf16"
