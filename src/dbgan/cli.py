@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
     w.add_argument("--port", type=int, default=8000)
     w.add_argument("--device", default="auto")
-    w.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    w.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="as for deblur: auto takes bf16 only where the CPU/GPU computes it natively and faster")
     w.add_argument("--tile", type=int, default=None, help="tile size (default: automatic from the memory budget)")
     w.add_argument("--max-upload-mb", type=float, default=100.0, help="largest accepted upload (MiB)")
     w.add_argument("--max-pixels", type=int, default=60_000_000, help="largest accepted image (pixels per page)")
