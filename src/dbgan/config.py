@@ -426,6 +426,10 @@ def _load_yaml(text: str) -> Any:
         return yaml.load(text, Loader=_BudgetLoader)
     except RecursionError:
         raise ConfigError("YAML is nested too deeply") from None
+    except ConfigError:
+        raise
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"a YAML value cannot be read ({str(exc)[:100]})") from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -544,6 +548,8 @@ def _read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         parent_path = (path.parent / parent).resolve()
         if parent_path in _seen:
             raise ConfigError(f"{path}: 'extends' forms a cycle through {parent_path}")
+        if not parent_path.is_file():
+            raise ConfigError(f"{path}: 'extends' names {parent_path}, which is not a file")
         raw = _merge(_read_yaml(parent_path, _seen + (parent_path,)), raw)
     return raw
 

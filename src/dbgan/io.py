@@ -177,7 +177,9 @@ def _open_header(path: Path, max_pixels: int) -> tuple[int, int, str, int, Optio
             )
         orientation = 1
         try:
-            orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
+            with warnings.catch_warnings():  # "Corrupt EXIF data": not a reason to reject the pixels
+                warnings.simplefilter("ignore")
+                orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
         except Exception:  # broken EXIF is not a reason to reject the pixels
             orientation = 1
     return width, height, mode, orientation, fmt
@@ -289,7 +291,10 @@ def _decode_with_pillow(path: Path, reason: str) -> np.ndarray:
     A warning while decoding (a damaged stream that Pillow papers over) is an error.
     """
     try:
-        with warnings.catch_warnings(), Image.open(path) as im:
+        with warnings.catch_warnings():  # header oddities (as in _open_header) are not errors
+            warnings.simplefilter("ignore")
+            im = Image.open(path)
+        with warnings.catch_warnings(), im:
             warnings.simplefilter("error")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit was checked
             im.load()
