@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(res.summary() if hasattr(res, "summary") else res)
         for path, reason in getattr(res, "skipped", []):
-            print(f"unreadable, skipped: {path}: {reason}", file=sys.stderr)
+            print(f"unreadable, skipped: {path}: {for_command(args.command, reason)}", file=sys.stderr)
         return 0
 
     if args.command == "train":
@@ -152,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
         if res.skipped_existing:
             print(f"skipped {len(res.skipped_existing)} existing outputs (use --overwrite to replace them)")
         for path, reason in res.bad:
-            print(f"unreadable, skipped: {path}: {reason}", file=sys.stderr)
+            print(f"unreadable, skipped: {path}: {for_command(args.command, reason)}", file=sys.stderr)
         return 0
 
     if args.command == "eval":

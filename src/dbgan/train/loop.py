@@ -551,10 +551,10 @@ def _train_guarded(cfg, command, resume, stop_at, overwrite, info, device, plan,
             for t in list(net.parameters()) + list(net.buffers()):
                 dist.broadcast(t.data, 0)
     if info.main:
-        fresh = not run.root.exists()
         run.root.mkdir(parents=True, exist_ok=True)
         guard.lock()
-        if fresh and (run.root / MANIFEST).is_file() and decision == "new":
+        if decision == "new" and guard.check(resume, overwrite, run.latest_state)[0] != "new":
+            # decided without the lock (the folder did not exist yet): another process got there first
             raise RunDirError(f"{run.root}: another process started a run there meanwhile; choose another 'name'")
         if decision == "overwrite":
             guard.clear()
