@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -65,6 +66,7 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- mutations
