@@ -170,6 +170,10 @@ def test_a_changed_config_with_state_is_refused_unless_resume(sharp, tmp_path):
     with pytest.raises(RunDirError, match="different config"):
         train(cfg(sharp, runs, "r", "stages.dbgan.lr=1e-4"))
     assert train(cfg(sharp, runs, "r", "stages.dbgan.lr=1e-4"), resume=True).status == "done"
+    # continued with the new config, the run now is that config: the same command needs no flag
+    assert train(cfg(sharp, runs, "r", "stages.dbgan.lr=1e-4")).status == "done"
+    with pytest.raises(RunDirError, match="different config"):
+        train(cfg(sharp, runs, "r"))
 
 
 # --------------------------------------------------------------------------- item 4: lock

@@ -559,7 +559,7 @@ def _train_guarded(cfg, command, resume, stop_at, overwrite, info, device, plan,
         if decision == "overwrite":
             guard.clear()
         run.guard = guard
-        guard.record([run.root / "config.yaml"])  # writes the manifest (with this config's hash)
+        guard.record([run.root / "config.yaml"], always=True)  # the manifest, with this config's hash
         run.remove_stale_temp_files()
         save_config(cfg, run.root / "config.yaml", command)
     monitor = Monitor(run.root, enabled=info.main, tensorboard=cfg.train.tensorboard)

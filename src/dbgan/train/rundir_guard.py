@@ -92,10 +92,11 @@ class RunGuard:
     def _rel(self, path: Path) -> str:
         return Path(os.path.relpath(Path(path), self.root)).as_posix()
 
-    def record(self, paths: Iterable[Path]) -> None:
-        """Note files dbgan is about to write (call before writing them)."""
+    def record(self, paths: Iterable[Path], always: bool = False) -> None:
+        """Note files dbgan is about to write (call before writing them); the manifest is
+        rewritten when a name is new, or ``always`` (e.g. to store a changed config hash)."""
         new = {self._rel(p) for p in paths} - self.files
-        if new:
+        if new or always:
             self.files |= new
             self.write_manifest()
 
