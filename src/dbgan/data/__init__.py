@@ -20,6 +20,7 @@ from dbgan.data.datasets import (
     make_val_dataset,
 )
 from dbgan.data.errors import BatchSizeError, DatasetError, ImageTooSmallError
+from dbgan.data.layouts import LAYOUTS, Pair, PairSet, find_pairs
 from dbgan.data.transforms import apply_params, center_params, draw_params, resize, resize_target
 
 __all__ = [
@@ -29,6 +30,9 @@ __all__ = [
     "DatasetError",
     "DrawSampler",
     "ImageTooSmallError",
+    "LAYOUTS",
+    "Pair",
+    "PairSet",
     "PairedFolderDataset",
     "SyntheticPairDataset",
     "UnpairedDataset",
@@ -37,6 +41,7 @@ __all__ = [
     "check_batchable",
     "collate",
     "draw_params",
+    "find_pairs",
     "make_pair_dataset",
     "make_unpaired_dataset",
     "make_val_dataset",

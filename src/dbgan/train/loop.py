@@ -413,6 +413,9 @@ def validate(stage: S.Stage, val_ds: Dataset | None, train_batch: dict, device: 
             out["spectrum_dist_synthetic_vs_real"] = spectrum_distance(images["blur"], images["real_blur"])
     if "blur_d_acc" in recent:
         out["blur_d_acc"] = recent["blur_d_acc"]
+    blur_g = stage.generators.get("blur_g", stage.frozen.get("blur_g"))
+    if blur_g is not None and callable(getattr(blur_g, "describe", None)):
+        out["learnt_camera"] = blur_g.describe()  # camera_blur: what BGAN learnt, in physical units
     deblur = stage.generators.get("deblur_g")
     if deblur is not None and val_ds is not None and len(val_ds) > 0:
         deblur.eval()
@@ -859,4 +862,5 @@ def _validate(stage, val_ds, batch, device, recent, monitor, name, it) -> None:
     if numeric:
         monitor.scalars(name, it, numeric)
     if res["metrics"]:
-        log.info("%s %d: %s", name, it, ", ".join(f"{k}={v:.4g}" for k, v in res["metrics"].items()))
+        log.info("%s %d: %s", name, it, ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in res["metrics"].items()))
