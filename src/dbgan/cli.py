@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("input", help="image file or folder")
         d.add_argument("output", help="image file or folder")
         d.add_argument("--tile", type=int, default=None, help="tile size (default: automatic from the memory budget)")
-        d.add_argument("--overlap", type=int, default=32)
+        d.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbouring tiles (default 32, at most half the tile)")
         d.add_argument("--device", default="auto")
         d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         d.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")

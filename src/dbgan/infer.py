@@ -82,6 +82,8 @@ SAFETY_FACTOR = 1.5
 #: Default activation budget on CPU / MPS, in MiB (CUDA: half the free device memory).
 DEFAULT_CPU_BUDGET_MB = 1024
 
+#: Overlap of neighbouring tiles when none is given (at most half the tile).
+DEFAULT_OVERLAP = 32
 #: Smallest tile accepted (smaller tiles are all seam and no context).
 MIN_TILE = 32
 #: A tile plan is refused past this many tiles per image ...
@@ -514,7 +516,7 @@ class _ImageRunner:
         dtype: DType = "fp32",
         channels_last: Optional[bool] = None,
         tile: Optional[int] = None,
-        overlap: int = 32,
+        overlap: Optional[int] = None,
         tile_batch: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
     ):
@@ -525,6 +527,8 @@ class _ImageRunner:
             self.backend: Backend = TorchBackend(net, dev, dtype, channels_last)
         else:
             self.backend = net
+        if overlap is None:  # the default: 32 pixels, at most half the tile (an explicit overlap is checked as given)
+            overlap = DEFAULT_OVERLAP if tile is None else min(DEFAULT_OVERLAP, max(0, tile // 2))
         if tile is not None and tile < MIN_TILE:
             raise InferenceError(f"tile must be at least {MIN_TILE} pixels, got {tile}")
         if overlap < 0:
@@ -552,7 +556,7 @@ class _ImageRunner:
         dtype: DType = "fp32",
         channels_last: Optional[bool] = None,
         tile: Optional[int] = None,
-        overlap: int = 32,
+        overlap: Optional[int] = None,
         tile_batch: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
         onnx: bool = False,
@@ -904,7 +908,7 @@ def run_folder(
     *,
     mode: Literal["deblur", "blur"] = "deblur",
     tile: Optional[int] = None,
-    overlap: int = 32,
+    overlap: Optional[int] = None,
     device: str = "auto",
     onnx: bool = False,
     overwrite: bool = False,
