@@ -12,9 +12,11 @@ Values of overrides are parsed as YAML (``1e-4``, ``true``, ``[1, 2]``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -192,7 +194,9 @@ class StagesConfig:
 class TrainConfig:
     """Settings of the shared training loop."""
 
-    amp: str = "none"  # none | bf16 | fp16 | auto (bf16/fp16 on CUDA, off elsewhere)
+    # auto (bf16 on a CPU with native bf16 and on CUDA, fp16 on older CUDA, fp32 elsewhere;
+    # dbgan.cpu_caps) | none | bf16 (fp32 with a warning on a CPU without native bf16) | fp16 (CUDA)
+    amp: str = "auto"
     # channels_last memory format: auto (the discriminators on CPU, nothing elsewhere) |
     # discriminators | all (every network and batch; true) | none (false)
     channels_last: bool | str = "auto"
@@ -236,9 +240,18 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Short stable hash of the resolved config (stored in checkpoint metadata)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        """Short stable hash of the resolved config (stored in checkpoint metadata).
+
+        The run's location (``runs_dir``, ``name``) is left out: a run is identified by
+        what it trains, so a moved or renamed run directory still resumes.
+        """
+        content = {k: v for k, v in self.to_dict().items() if k not in LOCATION_KEYS}
+        blob = json.dumps(content, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+#: Settings that say where a run lies, not what it trains (not part of :meth:`Config.hash`).
+LOCATION_KEYS = ("runs_dir", "name")
 
 
 # --------------------------------------------------------------------------- typed loading
@@ -272,48 +285,62 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {_short(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"'{key}' must be a mapping of {tp.__name__} keys, got {value!r}")
+            raise ConfigError(f"'{key}' must be a mapping of {tp.__name__} keys, got {_short(value)}")
         return from_dict(tp, value, prefix=key)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {_short(value)}")
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
+            raise ConfigError(f"'{key}' must be a mapping, got {_short(value)}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"'{key}' must be bool (true/false), got {value!r}")
+        raise ConfigError(f"'{key}' must be bool (true/false), got {_short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"'{key}' must be int, got {value!r}")
+        raise ConfigError(f"'{key}' must be int, got {_short(value)}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-4" as a string
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:  # an int beyond the float range
+                number = math.inf
+        elif isinstance(value, str):  # PyYAML reads "1e-4" as a string
+            try:
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"'{key}' must be float, got {value!r}")
+        if number is None:
+            raise ConfigError(f"'{key}' must be float, got {_short(value)}")
+        if not math.isfinite(number):
+            raise ConfigError(f"'{key}' must be a finite number, got {_short(value)}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"'{key}' must be str, got {value!r}")
+        raise ConfigError(f"'{key}' must be str, got {_short(value)}")
     raise ConfigError(f"'{key}': unsupported type {tp!r}")
+
+
+def _short(value: Any) -> str:
+    """``repr`` of a value for an error message, cut to one short line."""
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
@@ -359,8 +386,71 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+#: Most YAML nodes a config may expand to (aliases counted as often as they are used):
+#: a real config has a few hundred; "billion laughs" anchors expand to billions.
+MAX_YAML_NODES = 100_000
+#: Largest config file read.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """Nodes of ``root`` with every alias expanded, stopping with an error past ``limit``."""
+    memo: dict[int, int] = {}
+    stack: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        if key in stack:
+            raise ConfigError("YAML alias refers to itself (a recursive structure is not a config)")
+        stack.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                raise ConfigError(
+                    f"YAML expands to more than {limit} nodes (nested anchors and aliases?); "
+                    "refusing to load it"
+                )
+        stack.discard(key)
+        memo[key] = total
+        return total
+
+    return size(root)
+
+
+class _BudgetLoader(_YamlLoader):
+    """:class:`_YamlLoader` that refuses documents whose aliases expand past :data:`MAX_YAML_NODES`."""
+
+    def construct_document(self, node):  # noqa: D102 - PyYAML hook
+        _expanded_size(node, MAX_YAML_NODES)
+        return super().construct_document(node)
+
+
 def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_YamlLoader)
+    try:
+        return yaml.load(text, Loader=_BudgetLoader)
+    except RecursionError:
+        raise ConfigError("YAML is nested too deeply") from None
+    except ConfigError:
+        raise
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"a YAML value cannot be read ({str(exc)[:100]})") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, never the offending text (it may be a file's contents)."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -374,12 +464,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
+        raise ConfigError(f"override '{text}': value is not valid YAML ({_yaml_problem(exc)})") from None
+    except ConfigError as exc:
+        raise ConfigError(f"override '{key}': {exc}") from None
     return key.split("."), value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    out = json.loads(json.dumps(raw))  # deep copy of plain data
+    out = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
         node = out
@@ -445,16 +537,32 @@ def _read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = _load_yaml(path.read_text()) or {}
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"{path}: cannot read config file ({why})") from None
+    try:
+        raw = _load_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping at the top level")
     parent = raw.pop("extends", None)
-    if parent:
+    if parent is not None:
+        if not isinstance(parent, str) or not parent.strip():
+            raise ConfigError(f"{path}: 'extends' must be the file name of a config (a string), got {_short(parent)}")
+        if Path(parent).suffix.lower() not in (".yaml", ".yml"):
+            raise ConfigError(f"{path}: 'extends' must name a .yaml or .yml file, got {parent!r}")
         parent_path = (path.parent / parent).resolve()
         if parent_path in _seen:
             raise ConfigError(f"{path}: 'extends' forms a cycle through {parent_path}")
+        if not parent_path.is_file():
+            raise ConfigError(f"{path}: 'extends' names {parent_path}, which is not a file")
         raw = _merge(_read_yaml(parent_path, _seen + (parent_path,)), raw)
     return raw
 
@@ -486,6 +594,8 @@ _STAGE_CHOICES = {
     "content": ("l1", "mse", "charbonnier"),
 }
 _KERNELS = ("motion", "linear", "defocus", "gaussian")
+MAX_KERNEL_SIZE = 255  # synth.kernel_size
+MAX_WORKERS = 256  # data.num_workers
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -531,7 +641,7 @@ def validate(cfg: Config) -> None:
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
-            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
+            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {_short(value)}")
     channels_last_mode(cfg.train.channels_last, "cpu")  # raises on an unknown mode
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"'name' must be a plain directory name, got {cfg.name!r}")
@@ -546,14 +656,18 @@ def validate(cfg: Config) -> None:
         )
     if d.max_image_pixels <= 0:
         raise ConfigError("'data.max_image_pixels' must be positive")
+    if not 0 <= d.num_workers <= MAX_WORKERS:
+        raise ConfigError(f"'data.num_workers' must lie in [0, {MAX_WORKERS}], got {d.num_workers}")
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"'seed' must lie in [0, 2**32) (seeds of the parts are derived from it), got {cfg.seed}")
     s = cfg.synth
     if not s.kernels:
         raise ConfigError("'synth.kernels' must name at least one kernel kind")
     for k in s.kernels:
         if k not in _KERNELS:
             raise ConfigError(f"'synth.kernels' has unknown kind {k!r}; valid: {', '.join(_KERNELS)}")
-    if s.kernel_size < 3 or s.kernel_size % 2 == 0:
-        raise ConfigError(f"'synth.kernel_size' must be odd and >= 3, got {s.kernel_size}")
+    if s.kernel_size < 3 or s.kernel_size % 2 == 0 or s.kernel_size > MAX_KERNEL_SIZE:
+        raise ConfigError(f"'synth.kernel_size' must be odd and in [3, {MAX_KERNEL_SIZE}], got {s.kernel_size}")
     _range("synth.intensity", s.intensity, 0.0)
     if s.intensity[1] > 1.0:
         raise ConfigError(f"'synth.intensity' must lie in [0, 1], got {s.intensity}")
@@ -574,6 +688,10 @@ def validate(cfg: Config) -> None:
                 f"'nets.{role}.name': unknown architecture {spec.name!r}; "
                 f"valid: {', '.join(NETWORKS.names())}"
             )
+        try:  # argument names, types and ranges, before anything is built
+            NETWORKS.validate_args(spec.name, spec.args, where=f"nets.{role}.args")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     for stage in ("blur_pretrain", "bgan", "dbgan"):
         st: StageConfig = getattr(cfg.stages, stage)
         pre = f"stages.{stage}"

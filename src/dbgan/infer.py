@@ -60,7 +60,7 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
-DType = Literal["fp32", "bf16", "fp16"]
+DType = Literal["auto", "fp32", "bf16", "fp16"]
 
 #: Autocast dtypes by name (``fp32`` runs without autocast).
 DTYPES: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -81,6 +81,15 @@ SAFETY_FACTOR = 1.5
 
 #: Default activation budget on CPU / MPS, in MiB (CUDA: half the free device memory).
 DEFAULT_CPU_BUDGET_MB = 1024
+
+#: Overlap of neighbouring tiles when none is given (at most half the tile).
+DEFAULT_OVERLAP = 32
+#: Smallest tile accepted (smaller tiles are all seam and no context).
+MIN_TILE = 32
+#: A tile plan is refused past this many tiles per image ...
+MAX_TILES = 4096
+#: ... or when its tiles cover the image this many times over (tiny tiles, huge overlap).
+MAX_TILE_WORK = 16.0
 
 #: Upper bound of the automatic ``tile_batch`` (CUDA; CPU and MPS use 1 because
 #: batching tiles does not speed up CPU convolutions and costs memory).
@@ -393,11 +402,16 @@ class TorchBackend:
         net: an image-to-image network (attributes ``in_channels``, ``out_channels``,
             ``size_multiple``; blur generators also ``sample_noise``).
         device: where tiles are computed.
-        dtype: ``"fp32"`` (no autocast), ``"bf16"`` or ``"fp16"`` (autocast).
+        dtype: ``"fp32"`` (no autocast), ``"bf16"`` or ``"fp16"`` (autocast), or ``"auto"``
+            (see :mod:`dbgan.cpu_caps`: bf16 where the CPU/GPU computes it natively, else fp32;
+            a bf16 request on a CPU without native bf16 runs fp32 with a warning).
         channels_last: convert the net and its inputs to channels_last memory format.
     """
 
     def __init__(self, net: nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False):
+        from dbgan.cpu_caps import resolve_dtype
+
+        dtype = resolve_dtype(dtype, device.type)  # auto -> fastest safe; bf16 without native bf16 -> fp32
         if dtype not in DTYPES:
             raise InferenceError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.device = device
@@ -507,7 +521,7 @@ class _ImageRunner:
         dtype: DType = "fp32",
         channels_last: Optional[bool] = None,
         tile: Optional[int] = None,
-        overlap: int = 32,
+        overlap: Optional[int] = None,
         tile_batch: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
     ):
@@ -518,10 +532,14 @@ class _ImageRunner:
             self.backend: Backend = TorchBackend(net, dev, dtype, channels_last)
         else:
             self.backend = net
-        if tile is not None and tile < 1:
-            raise InferenceError(f"tile must be a positive number of pixels, got {tile}")
+        if overlap is None:  # the default: 32 pixels, at most half the tile (an explicit overlap is checked as given)
+            overlap = DEFAULT_OVERLAP if tile is None else min(DEFAULT_OVERLAP, max(0, tile // 2))
+        if tile is not None and tile < MIN_TILE:
+            raise InferenceError(f"tile must be at least {MIN_TILE} pixels, got {tile}")
         if overlap < 0:
             raise InferenceError(f"overlap must be >= 0, got {overlap}")
+        if tile is not None and overlap >= tile:
+            raise InferenceError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
         if tile_batch is not None and tile_batch < 1:
             raise InferenceError(f"tile_batch must be >= 1, got {tile_batch}")
         self.tile = tile
@@ -543,7 +561,7 @@ class _ImageRunner:
         dtype: DType = "fp32",
         channels_last: Optional[bool] = None,
         tile: Optional[int] = None,
-        overlap: int = 32,
+        overlap: Optional[int] = None,
         tile_batch: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
         onnx: bool = False,
@@ -558,7 +576,8 @@ class _ImageRunner:
                 ``NAME.blur_g.onnx`` for ``blur_g``; see :func:`dbgan.export.onnx_path_for`).
             device: ``auto``, ``cpu``, ``cuda[:i]``, ``mps`` (ONNX: CUDA provider if
                 available and the device allows, else CPU).
-            dtype: ``fp32`` (default, exact), ``bf16`` or ``fp16`` autocast (PyTorch only).
+            dtype: ``fp32`` (default, exact), ``bf16`` or ``fp16`` autocast (PyTorch only), or
+                ``auto`` (:mod:`dbgan.cpu_caps`).
             channels_last: None = on for CPU and CUDA.
             tile, overlap, tile_batch, memory_budget_mb: see the class docstring.
             prefer_ema: load the EMA weights when the checkpoint has them.
@@ -574,7 +593,7 @@ class _ImageRunner:
                     f"{onnx_file}: ONNX model not found; export it first with "
                     f"`dbgan export {path} {onnx_file}`"
                 )
-            if dtype != "fp32":
+            if dtype not in ("fp32", "auto"):
                 log.warning("dtype %s is ignored by onnxruntime (the model runs in float32)", dtype)
             runner = OnnxRunner(onnx_file, device=device)
             if runner.role and runner.role != cls.role:
@@ -634,9 +653,22 @@ class _ImageRunner:
                 "image %dx%d needs ~%.0f MiB of activations (> budget %.0f MiB): tiles %dx%d",
                 width, height, hp * wp * batch * bpp / 2**20, self.memory_budget_mb, tw, th,
             )
-        ov = min(self.overlap, max(0, min(th, tw) - 1))
+        for t, size in ((th, hp), (tw, wp)):  # checked before any clamping (the rounded tile counts)
+            if t < size and self.overlap >= t:
+                raise InferenceError(
+                    f"overlap ({self.overlap}) must be smaller than the tile ({t}"
+                    + (f", {self.tile} rounded to a multiple of the net's {m})" if self.tile not in (None, t) else ")")
+                )
+        ov = min(self.overlap, max(0, min(th, tw) - 1))  # only an axis covered by one tile is clamped
         ys = tile_starts(hp, th, ov, align)
         xs = tile_starts(wp, tw, ov, align)
+        n = len(ys) * len(xs)
+        work = n * th * tw / max(1, hp * wp)
+        if n > 1 and (n > MAX_TILES or work > MAX_TILE_WORK):
+            raise InferenceError(
+                f"tiling a {width}x{height} image with {tw}x{th} tiles and overlap {self.overlap} needs {n} tiles "
+                f"({work:.0f}x the image's pixels); use a larger tile or a smaller overlap"
+            )
         return TilePlan(hp, wp, th, tw, ys, xs)
 
     def _tile_batch(self, plan: TilePlan, batch: int) -> int:
@@ -882,7 +914,7 @@ def run_folder(
     *,
     mode: Literal["deblur", "blur"] = "deblur",
     tile: Optional[int] = None,
-    overlap: int = 32,
+    overlap: Optional[int] = None,
     device: str = "auto",
     onnx: bool = False,
     overwrite: bool = False,

@@ -88,7 +88,7 @@ from dbgan.data.transforms import (
     resize,
     resize_target,
 )
-from dbgan.io import ImageReadError, list_images, read_image
+from dbgan.io import SELF_ORIENTING_FORMATS, ImageReadError, list_images, read_image
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -132,6 +132,8 @@ def _probe(path: Path) -> Optional[Size]:
                 try:
                     orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
                 except Exception:  # noqa: BLE001 - a broken EXIF block is not our business here
+                    orientation = 1
+                if im.format in SELF_ORIENTING_FORMATS:  # size already oriented
                     orientation = 1
     except Exception:  # noqa: BLE001 - unknown format, truncated header, bomb: decide later
         return None

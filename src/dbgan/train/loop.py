@@ -53,6 +53,7 @@ from dbgan.config import Config, ConfigError, StageConfig, channels_last_mode, s
 from dbgan.nets import build_network
 from dbgan.train.monitor import Monitor, spectrum_distance
 from dbgan.train import stages as S
+from dbgan.train.rundir_guard import MANIFEST, RunDirError, RunGuard
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,14 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def autocast_factory(amp: str, device: torch.device):
-    """(context factory, GradScaler or None) for ``train.amp``."""
-    if amp == "auto":
-        amp = "none"
-        if device.type == "cuda":
-            amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    """(context factory, GradScaler or None) for ``train.amp``.
+
+    ``auto`` and ``bf16`` are resolved by :func:`dbgan.cpu_caps.resolve_amp`: bf16 on a
+    CPU only where it computes bf16 natively (else fp32, logged), bf16/fp16 on CUDA.
+    """
+    from dbgan.cpu_caps import resolve_amp
+
+    amp = resolve_amp(amp, device.type)
     if amp == "none":
         return contextlib.nullcontext, None
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
@@ -319,6 +323,7 @@ class RunDir:
         self.ckpt = root / "checkpoints"
         self.state = root / "state"
         self.plan = plan
+        self.guard: RunGuard | None = None  # set on the writing rank: records and owns the files
 
     def name(self, stage: str, it: int) -> str:
         return f"{stage}_{it:06d}"
@@ -374,15 +379,25 @@ class RunDir:
                 continue
             os.replace(tmp, self.ckpt / f"latest{ext}")
 
-    def prune(self, stage: str, keep: int, final_iters: int) -> None:
-        """Keep the newest ``keep`` states/checkpoints of ``stage`` (its final one always)."""
+    def prune(self, stage: str, keep: int, final_iters: int) -> list[Path]:
+        """Keep the newest ``keep`` states/checkpoints of ``stage`` (its final one always).
+
+        Only files the run's manifest lists (written by dbgan for this run) are deleted.
+        """
         items = [(it, p) for idx, it, p in self.states() if p.stem.startswith(stage + "_")]
+        removed = []
         for it, p in items[:-keep] if keep else []:
             if it == final_iters:
                 continue
             for f in (p, self.ckpt / f"{p.stem}.safetensors", self.ckpt / f"{p.stem}.json"):
+                if self.guard is not None and not self.guard.owns(f):
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     f.unlink()
+                    removed.append(f)
+        if self.guard is not None:
+            self.guard.forget(removed)
+        return removed
 
 
 # --------------------------------------------------------------------------- validation
@@ -435,26 +450,35 @@ def validate(stage: S.Stage, val_ds: Dataset | None, train_batch: dict, device: 
 
 
 class _Interrupt:
-    """SIGINT handler that asks the loop to save and stop at the next iteration boundary."""
+    """SIGINT / SIGTERM handler that asks the loop to save and stop at the next iteration boundary.
+
+    SIGTERM is what cluster schedulers (SLURM, Kubernetes) send before they kill a job:
+    it is treated like Ctrl-C (a resume state is saved, the process exits cleanly).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._old = None
+        self._old: dict[int, Any] = {}
 
     def __enter__(self):
         if threading_main():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.requested:  # second Ctrl-C: stop at once
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("interrupt received: saving a resume state after this iteration (Ctrl-C again to abort)")
+        what = "SIGTERM" if signum == signal.SIGTERM else "interrupt"
+        log.warning("%s received: saving a resume state after this iteration (Ctrl-C again to abort)", what)
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
         return False
 
 
@@ -469,6 +493,7 @@ def train(
     command: str | None = None,
     resume: bool | None = None,
     stop_at: tuple[str, int] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``cfg.scheme`` into ``cfg.run_dir``; resume if a resume state exists.
 
@@ -480,6 +505,11 @@ def train(
             refuses otherwise; False refuses to touch an existing run.
         stop_at: ``(stage, iteration)``: save a resume state there and stop as if
             interrupted (for job schedulers with time slots, and for tests).
+        overwrite: replace the checkpoints of an existing run (of this or another config)
+            and train from the beginning; without it they are never replaced.
+
+    The run directory must be dbgan's own (``dbgan-run.json``; see
+    :mod:`dbgan.train.rundir_guard`) and is locked for the run's life.
     """
     device_probe = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(cfg, device_probe)
@@ -491,24 +521,24 @@ def train(
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = False
 
-    # ---- resume decision (before any file is written)
-    state = run.latest_state() if run.root.exists() else None
-    if state is not None:
-        stored = state.get("config_hash")
-        if resume is False:
-            raise ConfigError(f"{run.root} already holds a run; choose another 'name' or remove it")
-        if resume is None and stored != cfg.hash():
-            raise ConfigError(
-                f"{run.root} holds a run with a different config; pass --resume to continue it "
-                "with this config, or choose another 'name'"
-            )
-    elif run.root.exists() and any(run.ckpt.glob("*.safetensors")) and resume is None:
-        log.warning("%s has checkpoints but no usable resume state: starting from the beginning", run.root)
+    # ---- run directory: dbgan's own, locked, never losing checkpoints (before any file is written)
+    guard = RunGuard(run.root, cfg.hash())
+    try:
+        return _train_guarded(cfg, command, resume, stop_at, overwrite, info, device, plan, run, guard)
+    finally:
+        guard.unlock()
+
+
+def _train_guarded(cfg, command, resume, stop_at, overwrite, info, device, plan, run, guard) -> TrainResult:
+    if info.main and (run.root / MANIFEST).is_file():
+        guard.lock()  # a second process on this run stops here, at once, naming the holder
+    decision, state = guard.check(resume, overwrite, run.latest_state)
 
     # ---- build everything before writing (bad settings fail early)
     nets, specs = build_nets(cfg, device)
     autocast, scaler = autocast_factory(cfg.train.amp, device)
     start_stage = plan.index(state["stage"]) if state is not None else 0
+    init_ckpts = _check_init_from(cfg, plan, start_stage if state is None else start_stage + 1, nets)
     # every stage's data is read (headers) and checked now: a missing folder, an image smaller
     # than the crop or a bad file of the last stage must not surface after hours of the first
     datasets = _stage_datasets(cfg, plan, start_stage)
@@ -526,11 +556,19 @@ def train(
         for net in nets.values():
             for t in list(net.parameters()) + list(net.buffers()):
                 dist.broadcast(t.data, 0)
-    monitor = Monitor(run.root, enabled=info.main, tensorboard=cfg.train.tensorboard)
     if info.main:
         run.root.mkdir(parents=True, exist_ok=True)
+        guard.lock()
+        if decision == "new" and guard.check(resume, overwrite, run.latest_state)[0] != "new":
+            # decided without the lock (the folder did not exist yet): another process got there first
+            raise RunDirError(f"{run.root}: another process started a run there meanwhile; choose another 'name'")
+        if decision == "overwrite":
+            guard.clear()
+        run.guard = guard
+        guard.record([run.root / "config.yaml"], always=True)  # the manifest, with this config's hash
         run.remove_stale_temp_files()
         save_config(cfg, run.root / "config.yaml", command)
+    monitor = Monitor(run.root, enabled=info.main, tensorboard=cfg.train.tensorboard)
 
     start_iter = 0
     if state is not None:
@@ -564,7 +602,7 @@ def train(
                 except (ValueError, TypeError, KeyError) as exc:  # a log line cut short by a kill
                     log.warning("%s is damaged (%s); its rows are kept as they are", monitor.csv_path, exc)
             elif scfg.init_from:
-                ckpt = load_checkpoint(scfg.init_from)
+                ckpt = init_ckpts.pop(name, None) or load_checkpoint(scfg.init_from)
                 stage.load_networks(ckpt)
                 log.info("%s: generators initialised from %s", name, ckpt.path)
             if scfg.skip or scfg.iters == 0:
@@ -594,6 +632,48 @@ def train(
     if result.checkpoint is None:
         result.checkpoint = last_ckpt
     return result
+
+
+#: The networks each stage loads from an ``init_from`` checkpoint (role -> key of build_nets).
+_STAGE_ROLES = {
+    "blur_pretrain": {"blur_g": "blur_g", "blur_d": "blur_pretrain_d"},
+    "bgan": {"blur_g": "blur_g", "blur_d": "blur_d"},
+    "dbgan": {"deblur_g": "deblur_g", "deblur_d": "deblur_d", "blur_g": "blur_g"},
+    "joint": {"blur_g": "blur_g", "blur_d": "blur_d", "deblur_g": "deblur_g", "deblur_d": "deblur_d"},
+}
+
+
+def _check_init_from(cfg: Config, plan: tuple[str, ...], first: int, nets: dict[str, nn.Module]) -> dict:
+    """Load and check every ``init_from`` of the stages from ``first`` on, before any training:
+    readable, finite, and fitting this config's networks (names and shapes). Skipped stages
+    count too: their ``init_from`` still loads the networks later stages use."""
+    from dbgan.checkpoint import check_fit
+
+    out = {}
+    for si, name in enumerate(plan):
+        scfg = stage_cfg(cfg, name)
+        if si < first or not scfg.init_from:
+            continue
+        try:
+            ckpt = load_checkpoint(scfg.init_from)
+        except CheckpointError as exc:
+            raise CheckpointError(f"'stages.{name}.init_from': {exc}") from None
+        roles = _STAGE_ROLES[name]
+        used = [r for r in ckpt.roles if r.removesuffix("_ema") in roles]
+        if not used:
+            raise CheckpointError(
+                f"'stages.{name}.init_from': {ckpt.path} holds none of the networks of stage {name} "
+                f"({', '.join(sorted(roles))}); it holds: {', '.join(ckpt.roles)}"
+            )
+        for role in used:
+            own = nets[roles[role.removesuffix("_ema")]].state_dict()
+            check_fit(
+                {k: tuple(v.shape) for k, v in own.items()},
+                {k: tuple(v.shape) for k, v in ckpt.state_dict(role).items()},
+                f"'stages.{name}.init_from': {ckpt.path} [{role}]",
+            )
+        out[name] = ckpt
+    return out
 
 
 def _stage_datasets(cfg: Config, plan: tuple[str, ...], start_stage: int) -> dict[str, Dataset]:
@@ -684,6 +764,11 @@ def _run_stage(
         path = run.ckpt / f"{ckpt_name}.safetensors"
         saved_at = it
         if info.main:
+            if run.guard is not None:  # names recorded before the files are written
+                run.guard.record([
+                    path, path.with_suffix(".json"), run.state / f"{ckpt_name}.pt",
+                    run.ckpt / "latest.safetensors", run.ckpt / "latest.json",
+                ])
             meta = {
                 "stage": name, "iter": it, "scheme": cfg.scheme, "config_hash": cfg.hash(),
                 "config": cfg.to_dict(), "nets": specs, "channels": cfg.data.channels,
