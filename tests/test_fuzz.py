@@ -61,11 +61,8 @@ WORK = Path(tempfile.mkdtemp(prefix="dbgan_fuzz_"))
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread_then_clean(one_torch_thread):
     yield
-    torch.set_num_threads(before)
     shutil.rmtree(WORK, ignore_errors=True)
 
 

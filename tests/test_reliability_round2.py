@@ -27,12 +27,7 @@ from dbgan.config import ConfigError, build_config, load_config
 from dbgan.io import ImageReadError, read_image, write_image
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny nets, one thread
 
 
 @pytest.fixture(scope="module")

@@ -32,12 +32,7 @@ from dbgan.train.rundir_guard import MANIFEST, PID_NAME, RunDirError, RunGuard, 
 _ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny nets, one thread
 
 
 @pytest.fixture(scope="module")
