@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dbgan.config import Config, load_config
+from dbgan.device import pick_device
 from dbgan.train import loop as L
 from dbgan.nets.unet import use_plain_layers
 from dbgan.train.pool import ImagePool
@@ -528,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = L.pick_device(args.device)
+    device = pick_device(args.device, 0)
     quick = args.quick
     points = [tuple(int(x) for x in s.split("x")) for s in (args.points or "256x1,128x4").split(",")]
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]

@@ -1,4 +1,4 @@
-"""Checkpoints: weights as safetensors plus JSON metadata; atomic file writes.
+"""Checkpoints: weights as safetensors plus JSON metadata (written through :mod:`dbgan.atomic`).
 
 Shared by ``train/`` and ``infer.py`` (inference never imports training code).
 
@@ -14,14 +14,14 @@ library versions. Nothing here unpickles anything.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from dbgan import atomic
 
 FORMAT = "dbgan-checkpoint/1"
 ROLES = ("blur_g", "blur_d", "deblur_g", "deblur_d")
@@ -31,57 +31,7 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, damaged, or does not fit the requested network."""
 
 
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The bytes go to a temporary file in the same folder, are fsynced, then renamed
-    over ``path``. On any error the temporary file is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_torch_save(path: str | Path, obj: Any) -> None:
-    """``torch.save`` through a temporary file (for resume states of plain tensors/containers)."""
-    import io
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+# --------------------------------------------------------------------------- resume states
 
 
 def safe_torch_load(path: str | Path) -> Any:
@@ -124,8 +74,8 @@ def save_checkpoint(
             tensors[f"{role}.{key}"] = value.detach().to("cpu").contiguous().clone()
     meta = {"format": FORMAT, "roles": sorted(networks), "versions": versions(), **meta}
     meta_json = json.dumps(meta, sort_keys=True, default=str)
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True, default=str))
-    atomic_write_bytes(path, st_save(tensors, metadata={"dbgan": meta_json}))
+    atomic.atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True, default=str))
+    atomic.atomic_write_bytes(path, st_save(tensors, metadata={"dbgan": meta_json}))
 
 
 @dataclass

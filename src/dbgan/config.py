@@ -24,6 +24,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from dbgan import constants as K
+
 
 class ConfigError(ValueError):
     """A configuration key is unknown, has the wrong type, or an impossible value."""
@@ -449,7 +451,7 @@ def _read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | Path, command: str | None = None) -> None:
-    from dbgan.checkpoint import atomic_write_text  # local import: keep config import-light
+    from dbgan.atomic import atomic_write_text
 
     text = ""
     if command:
@@ -461,20 +463,20 @@ def save_config(cfg: Config, path: str | Path, command: str | None = None) -> No
 # --------------------------------------------------------------------------- validation
 
 _CHOICES = {
-    "scheme": ("separate", "joint", "synthetic"),
-    "data.preprocess": ("resize_and_crop", "crop", "scale_width", "none"),
-    "data.direction": ("AtoB", "BtoA"),
-    "train.amp": ("none", "bf16", "fp16", "auto"),
-    "train.backend": ("auto", "nccl", "gloo"),
-    "losses.perceptual.weights": ("pretrained", "random"),
-    "losses.perceptual.criterion": ("l1", "mse"),
+    "scheme": K.SCHEMES,
+    "data.preprocess": K.PREPROCESS_MODES,
+    "data.direction": K.DIRECTIONS,
+    "train.amp": K.AMP_MODES,
+    "train.backend": K.DIST_BACKENDS,
+    "losses.perceptual.weights": K.PERCEPTUAL_WEIGHTS,
+    "losses.perceptual.criterion": K.PERCEPTUAL_CRITERIA,
 }
 _STAGE_CHOICES = {
-    "schedule": ("constant", "linear", "cosine"),
-    "gan_mode": ("vanilla", "lsgan", "hinge", "rbl"),
-    "content": ("l1", "mse", "charbonnier"),
+    "schedule": K.SCHEDULES,
+    "gan_mode": K.GAN_MODES,
+    "content": K.CONTENT_LOSSES,
 }
-_KERNELS = ("motion", "linear", "defocus", "gaussian")
+_KERNELS = K.KERNEL_KINDS
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -490,7 +492,7 @@ def _range(key: str, values: list[float], low: float | None = None) -> None:
         raise ConfigError(f"'{key}' must be >= {low}, got {values}")
 
 
-CHANNELS_LAST_MODES = ("auto", "discriminators", "all", "none")
+CHANNELS_LAST_MODES = K.CHANNELS_LAST_MODES
 
 
 def channels_last_mode(value: bool | str, device_type: str) -> str:

@@ -216,7 +216,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, config: str 
 
 
 def write_report(out: Path, dirs, deblurred: Path, report: dict, run_dir: Path, real_dir, real_rows, seconds: float, quick: bool) -> Path:
-    from dbgan.checkpoint import atomic_write_text
+    from dbgan.atomic import atomic_write_text
 
     figs = out / "figures"
     figs.mkdir(exist_ok=True)

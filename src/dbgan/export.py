@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dbgan.checkpoint import atomic_write_bytes
+from dbgan.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

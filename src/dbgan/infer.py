@@ -57,6 +57,9 @@ from typing import Any, Callable, Iterator, Literal, Optional, Protocol, Sequenc
 import torch
 from torch import Tensor, nn
 
+from dbgan.constants import LUMA
+from dbgan.device import DeviceError, pick_device  # noqa: F401 - re-exported
+
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
@@ -65,8 +68,6 @@ DType = Literal["fp32", "bf16", "fp16"]
 #: Autocast dtypes by name (``fp32`` runs without autocast).
 DTYPES: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-#: ITU-R BT.601 luma weights used to turn an RGB output back into grey.
-LUMA = (0.299, 0.587, 0.114)
 
 #: Activation bytes per input pixel assumed when a backend cannot be measured (an
 #: ONNX file run without its checkpoint): 512 float32 values per pixel. The seed
@@ -92,38 +93,6 @@ class InferenceError(ValueError):
 
 
 # --------------------------------------------------------------------------- device
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """Resolve a device name: ``"auto"`` (CUDA, else Apple MPS, else CPU), ``"cpu"``, ``"cuda[:i]"``, ``"mps"``.
-
-    Raises:
-        InferenceError: the device is unknown or not available on this machine.
-    """
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise InferenceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InferenceError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InferenceError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise InferenceError(f"device {name!r} requested but MPS is not available")
-    elif dev.type != "cpu":
-        raise InferenceError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    return dev
 
 
 def _available_ram_bytes() -> Optional[int]:

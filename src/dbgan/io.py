@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from dbgan.checkpoint import atomic_write_bytes
+from dbgan.atomic import atomic_write_bytes
+from dbgan.constants import LUMA
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -47,6 +48,8 @@ __all__ = [
     "read_image_with_info",
     "write_image",
     "is_image_file",
+    "probe_size",
+    "looks_complete",
 ]
 
 PathLike = Union[str, Path]
@@ -60,8 +63,6 @@ _SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
 #: Decompression-bomb limit used when ``max_pixels`` is None (same as ``data.max_image_pixels``).
 DEFAULT_MAX_PIXELS = 250_000_000
 
-# ITU-R BT.601 luma weights (R, G, B).
-_LUMA = (0.299, 0.587, 0.114)
 
 # EXIF tag 0x0112 (Orientation)
 _ORIENTATION_TAG = 0x0112
@@ -170,6 +171,46 @@ def _open_header(path: Path, max_pixels: int) -> tuple[int, int, str, int, Optio
         except Exception:  # broken EXIF is not a reason to reject the pixels
             orientation = 1
     return width, height, mode, orientation, fmt
+
+
+def probe_size(path: PathLike) -> Optional[tuple[int, int]]:
+    """``(height, width)`` from the file header (after the EXIF orientation), or ``None``
+    when Pillow cannot tell (unknown format, damaged header): the caller then decodes.
+
+    EXIF orientations 5-8 (rotated by 90 degrees) swap the two, as :func:`read_image`
+    applies the orientation. No decompression-bomb limit: nothing is decoded.
+    """
+    try:
+        width, height, _, orientation, _ = _open_header(Path(path), 0)
+    except Exception:  # noqa: BLE001 - unknown format, truncated header: decide by decoding
+        return None
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return int(height), int(width)
+
+
+def looks_complete(path: PathLike) -> bool:
+    """Cheap test (two small reads) that a PNG or JPEG file was not cut short.
+
+    A truncated file keeps a valid header, so the header probe alone would let it through
+    and training would stop on it hours later. PNG files end with an ``IEND`` chunk and
+    JPEG files with an end-of-image marker (``FF D9``), possibly followed by a little
+    trailing data; when the tail lacks them the caller decodes the file to decide (the
+    decoder raises :class:`ImageReadError` naming the file if it is damaged).
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - 4096))
+            tail = fh.read()
+    except OSError:
+        return False
+    if head.startswith(b"\x89PNG"):
+        return b"IEND" in tail
+    if head.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" in tail
+    return True
 
 
 # a JPEG marker inside entropy-coded data: 0xFF followed by neither a stuffed 0x00
@@ -402,7 +443,7 @@ def convert_channels(img: torch.Tensor, channels: Optional[int]) -> torch.Tensor
     if channels is None or img.shape[0] == channels:
         return img
     if channels == 1:
-        w = torch.tensor(_LUMA, dtype=img.dtype, device=img.device).view(3, 1, 1)
+        w = torch.tensor(LUMA, dtype=img.dtype, device=img.device).view(3, 1, 1)
         return (img * w).sum(dim=0, keepdim=True)
     if channels == 3:
         return img.expand(3, -1, -1).contiguous()

@@ -24,11 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dbgan.metrics import LUMA
+from dbgan.constants import CONTENT_LOSSES, GAN_MODES, LUMA, PERCEPTUAL_CRITERIA
 from dbgan.registry import Registry
 
-GAN_MODES = ("vanilla", "lsgan", "hinge", "rbl")
-CONTENT_LOSSES = ("l1", "mse", "charbonnier")
 
 # --------------------------------------------------------------------------- content
 
@@ -308,7 +306,7 @@ class PerceptualLoss(nn.Module):
             raise ValueError(
                 f"perceptual layer_weights has {len(layer_weights)} entries for {len(layers)} layers"
             )
-        if criterion not in ("l1", "mse"):
+        if criterion not in PERCEPTUAL_CRITERIA:
             raise ValueError(f"perceptual criterion must be 'l1' or 'mse', got {criterion!r}")
         self.layers = layers
         self.layer_weights = [float(w) for w in layer_weights]

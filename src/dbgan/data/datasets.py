@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import logging
 import operator
-import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -77,6 +76,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from dbgan.config import DataConfig, SynthConfig
+from dbgan.constants import DIRECTIONS
 from dbgan.data.errors import BatchSizeError, DatasetError
 from dbgan.data.transforms import (
     apply_params,
@@ -87,7 +87,7 @@ from dbgan.data.transforms import (
     resize,
     resize_target,
 )
-from dbgan.io import ImageReadError, list_images, read_image
+from dbgan.io import ImageReadError, list_images, looks_complete, probe_size, read_image
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -108,59 +108,10 @@ _LOG = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 1 << 30
 """Default per-dataset cache budget (bytes of decoded float32 images)."""
 
-_EXIF_ORIENTATION = 0x0112
 Size = tuple[int, int]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _probe(path: Path) -> Optional[Size]:
-    """``(height, width)`` from the file header with Pillow, or ``None`` if Pillow cannot tell.
-
-    EXIF orientations 5-8 (rotated by 90 degrees) swap the two, as the decoder
-    in :mod:`dbgan.io` applies the orientation.
-    """
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                w, h = im.size
-                try:
-                    orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-                except Exception:  # noqa: BLE001 - a broken EXIF block is not our business here
-                    orientation = 1
-    except Exception:  # noqa: BLE001 - unknown format, truncated header, bomb: decide later
-        return None
-    if orientation in (5, 6, 7, 8):
-        h, w = w, h
-    return int(h), int(w)
-
-
-def _looks_complete(path: Path) -> bool:
-    """Cheap test (two small reads) that a PNG or JPEG file was not cut short.
-
-    A truncated file keeps a valid header, so the header probe alone would let it through
-    and training would stop on it hours later. PNG files end with an ``IEND`` chunk and
-    JPEG files with an end-of-image marker (``FF D9``), possibly followed by a little
-    trailing data; when the tail lacks them the file is fully decoded to decide (the
-    decoder raises :class:`dbgan.io.ImageReadError` naming the file if it is damaged).
-    """
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            size = fh.seek(0, 2)
-            fh.seek(max(0, size - 4096))
-            tail = fh.read()
-    except OSError:
-        return False
-    if head.startswith(b"\x89PNG"):
-        return b"IEND" in tail
-    if head.startswith(b"\xff\xd8"):
-        return b"\xff\xd9" in tail
-    return True
 
 
 def _salt(tag: str) -> int:
@@ -238,9 +189,9 @@ class _DrawIndexedDataset(Dataset):
         """Header size; a full decode when the header is unreadable or too big, when the file
         looks cut short (the decoder then raises :class:`ImageReadError` naming the file), and
         for validation with ``skip_bad``."""
-        size = _probe(path)
+        size = probe_size(path)
         too_big = size is not None and size[0] * size[1] > self.cfg.max_image_pixels
-        if size is None or too_big or not _looks_complete(path) or (self.cfg.skip_bad and not self.train):
+        if size is None or too_big or not looks_complete(path) or (self.cfg.skip_bad and not self.train):
             img = self._read(path)  # raises ImageReadError naming the file
             size = (int(img.shape[-2]), int(img.shape[-1]))
         return size
@@ -514,7 +465,7 @@ class AlignedDataset(_DrawIndexedDataset):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ):
         super().__init__(cfg, seed, train, cache_bytes)
-        if cfg.direction not in ("AtoB", "BtoA"):
+        if cfg.direction not in DIRECTIONS:
             raise DatasetError(f"data.direction must be AtoB or BtoA, got {cfg.direction!r}")
         self.root = Path(root)
         self._setup([(p,) for p in list_images(self.root)], "A|B files")

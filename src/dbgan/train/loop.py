@@ -39,17 +39,12 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from dbgan.checkpoint import (
-    CheckpointError,
-    atomic_torch_save,
-    atomic_write_bytes,
-    load_checkpoint,
-    safe_torch_load,
-    save_checkpoint,
-)
+from dbgan import atomic
+from dbgan.checkpoint import CheckpointError, load_checkpoint, safe_torch_load, save_checkpoint
 from dbgan.config import Config, ConfigError, StageConfig, channels_last_mode, save_config
+from dbgan.device import pick_device
 from dbgan.nets import build_network
 from dbgan.train.monitor import Monitor, spectrum_distance
 from dbgan.train import stages as S
@@ -106,22 +101,6 @@ def init_distributed(cfg: Config, device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"'device': {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"'device' is {name!r} but CUDA is not available here")
-    return device
-
-
 def autocast_factory(amp: str, device: torch.device):
     """(context factory, GradScaler or None) for ``train.amp``."""
     if amp == "auto":
@@ -158,23 +137,6 @@ def make_grad_sync(info: DistInfo):
 
 
 # --------------------------------------------------------------------------- data
-
-
-class DrawSampler(Sampler[int]):
-    """Endless stream of draw indices starting at batch ``start``; rank ``r`` takes its share."""
-
-    def __init__(self, start_batch: int, batch_size: int, rank: int = 0, world: int = 1):
-        self.start, self.bs, self.rank, self.world = start_batch, batch_size, rank, world
-
-    def __iter__(self) -> Iterator[int]:
-        b = self.start
-        while True:
-            base = (b * self.world + self.rank) * self.bs
-            yield from range(base, base + self.bs)
-            b += 1
-
-    def __len__(self) -> int:  # pragma: no cover - endless
-        return 2**62
 
 
 class CombinedDataset(Dataset):
@@ -225,7 +187,7 @@ def _worker_ignores_sigint(worker_id: int) -> None:
 
 def batches(ds: Dataset, cfg: Config, stage_cfg: StageConfig, start_iter: int, info: DistInfo) -> Iterator[dict]:
     """Endless batches starting at iteration ``start_iter`` (exact resume: nothing else to restore)."""
-    from dbgan.data import check_batchable, collate
+    from dbgan.data import DrawSampler, check_batchable, collate
 
     for part, _ in getattr(ds, "parts", [(ds, ())]):
         check_batchable(part, stage_cfg.batch_size)
@@ -238,7 +200,7 @@ def batches(ds: Dataset, cfg: Config, stage_cfg: StageConfig, start_iter: int, i
         ds,
         batch_size=stage_cfg.batch_size,
         generator=loader_rng,
-        sampler=DrawSampler(start_iter, stage_cfg.batch_size, info.rank, info.world),
+        sampler=DrawSampler(start_iter * stage_cfg.batch_size, info.rank, info.world),
         num_workers=cfg.data.num_workers,
         collate_fn=collate,
         worker_init_fn=_worker_ignores_sigint if cfg.data.num_workers > 0 else None,
@@ -370,7 +332,7 @@ class RunDir:
             try:
                 os.link(src, tmp)
             except OSError:  # no hard links on this file system: an atomic copy instead
-                atomic_write_bytes(self.ckpt / f"latest{ext}", src.read_bytes())
+                atomic.atomic_write_bytes(self.ckpt / f"latest{ext}", src.read_bytes())
                 continue
             os.replace(tmp, self.ckpt / f"latest{ext}")
 
@@ -686,7 +648,7 @@ def _run_stage(
                 "config": cfg.to_dict(), "nets": specs, "channels": cfg.data.channels,
             }
             save_checkpoint(path, stage.networks(), meta)
-            atomic_torch_save(
+            atomic.atomic_torch_save(
                 run.state / f"{ckpt_name}.pt",
                 {
                     "stage": name, "iter": it, "config_hash": cfg.hash(),
