@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from dbgan.atomic import atomic_write_bytes
+from dbgan.nets.common import ImageGenerator, SamplesNoise
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,9 @@ def onnx_path_for(checkpoint: PathLike, role: str = "deblur_g") -> Path:
 
 def _noise_spec(net: nn.Module, example: Tensor) -> Optional[dict[str, Any]]:
     """How ``net.sample_noise`` draws (None: no noise): standard normal of a shape derived from the image."""
-    fn = getattr(net, "sample_noise", None)
-    if fn is None:
+    if not isinstance(net, SamplesNoise):
         return None
-    noise = fn(example, torch.Generator().manual_seed(0))
+    noise = net.sample_noise(example, torch.Generator().manual_seed(0))
     if noise is None:
         return None
     if noise.dim() == 4:
@@ -158,7 +158,7 @@ class ExportWrapper(nn.Module):
 
 
 def _is_dbgan_generator(net: nn.Module) -> bool:
-    return isinstance(getattr(net, "noise_input", None), nn.Module) and callable(getattr(net, "body", None))
+    return isinstance(net, ImageGenerator)
 
 
 def _export_torchscript(net: nn.Module, example: Tensor, noise: Optional[Tensor], opset: int):
@@ -241,7 +241,7 @@ def export_onnx(
         meta["dbgan.iter"] = str(ckpt.meta.get("iter"))
         meta["dbgan.checkpoint"] = ckpt.path.name
     net = net.to("cpu").float().eval()
-    unsupported = getattr(net, "onnx_unsupported", None)
+    unsupported = net.onnx_unsupported if isinstance(net, ImageGenerator) else None
     if unsupported:
         raise ExportError(f"{role} ({type(net).__name__}) cannot be exported to ONNX: {unsupported}")
     if exporter not in ("auto", "torchscript", "dynamo"):

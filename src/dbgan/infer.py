@@ -58,6 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from dbgan.constants import LUMA
+from dbgan.nets.common import ImageGenerator, SamplesNoise
 from dbgan.device import DeviceError, pick_device  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -382,8 +383,6 @@ class TorchBackend:
         self.in_channels = int(getattr(net, "in_channels", 3))
         self.out_channels = int(getattr(net, "out_channels", self.in_channels))
         self.size_multiple = int(getattr(net, "size_multiple", 1))
-        from dbgan.nets.common import ImageGenerator
-
         # dbgan's generators pad to their size multiple themselves (the same
         # pad_to_multiple as pad_image) and may then compute only the crop they return
         self.pads_itself = isinstance(net, ImageGenerator)
@@ -401,10 +400,9 @@ class TorchBackend:
             yield
 
     def sample_noise(self, x: Tensor, generator: Optional[torch.Generator]) -> Optional[Tensor]:
-        fn = getattr(self.net, "sample_noise", None)
-        if fn is None:
+        if not isinstance(self.net, SamplesNoise):
             return None
-        return fn(x, generator)
+        return self.net.sample_noise(x, generator)
 
     def __call__(self, x: Tensor, noise: Optional[Tensor] = None) -> Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -420,7 +418,7 @@ class TorchBackend:
     def bytes_per_pixel(self) -> float:
         if self._bpp is None:
             noise_fn = None
-            if getattr(self.net, "sample_noise", None) is not None:
+            if isinstance(self.net, SamplesNoise):
                 noise_fn = lambda t: self.net.sample_noise(t, torch.Generator().manual_seed(0))  # noqa: E731
             self._bpp = estimate_bytes_per_pixel(
                 self.net, self.in_channels, self.size_multiple, self.device,

@@ -34,13 +34,10 @@ from torch import nn
 from dbgan import losses as L
 from dbgan.blur.kernels import random_kernel
 from dbgan.config import Config, StageConfig, channels_last_mode
+from dbgan.nets.common import ImageGenerator, PredictsKernels
 from dbgan.train.pool import ImagePool
 
 Batch = dict[str, torch.Tensor]
-
-
-class NonFiniteLoss(RuntimeError):
-    """Raised inside a step when a loss is NaN or inf (the step is then skipped)."""
 
 
 def lr_factor(stage: StageConfig, it: int) -> float:
@@ -91,15 +88,15 @@ class EMA:
 def param_groups(net: nn.Module) -> list[dict[str, Any]]:
     """``net``'s trainable parameters as optimizer groups, one per learning-rate scale.
 
-    A network may name parameters that need a larger step than the stage's ``lr``
-    through a method ``lr_scales() -> {parameter name: factor}``: a scalar physical
+    A generator may name parameters that need a larger step than the stage's ``lr``
+    through :meth:`ImageGenerator.lr_scales` (``{parameter name: factor}``): a scalar physical
     parameter (e.g. ``kernel_blur``'s gamma) moves by at most about ``lr`` per Adam
     step, so at ``lr = 2e-4`` it could not travel from 1 to 2.2 in a few thousand
     iterations. Each group carries its ``lr_scale``; the stages multiply it into the
     scheduled learning rate.
     """
-    scales_fn = getattr(net, "lr_scales", None)
-    scales = dict(scales_fn()) if callable(scales_fn) else {}
+    inner = getattr(net, "_orig_mod", net)  # the module inside a torch.compile wrapper
+    scales = dict(inner.lr_scales()) if isinstance(inner, ImageGenerator) else {}
     groups: dict[float, list[nn.Parameter]] = {}
     for name, p in net.named_parameters():
         if p.requires_grad:
@@ -436,13 +433,13 @@ class _BlurStage(Stage):
 
     def _synthetic_kernel_bank(self, blur_g: nn.Module) -> torch.Tensor:
         """Kernels drawn by ``cfg.synth`` (fitted to the generator's kernel size), flattened."""
-        size = getattr(blur_g, "kernel_size", None)
-        if not callable(getattr(blur_g, "params_from_noise", None)) or not isinstance(size, int):
+        if not isinstance(blur_g, PredictsKernels) or not isinstance(blur_g.kernel_size, int):
             raise ValueError(
                 f"stages.{self.name}.w_kernel_prior needs a blur generator that predicts kernels "
                 f"from its noise vector (kernel_blur), got {type(blur_g).__name__}"
             )
         rng = np.random.default_rng([self.seed, 4099])
+        size = blur_g.kernel_size
         bank = [fit_kernel(random_kernel(self.cfg.synth, rng), size) for _ in range(KERNEL_PRIOR_BANK)]
         return torch.from_numpy(np.stack(bank).reshape(len(bank), -1)).to(self.device)
 
@@ -470,13 +467,13 @@ def blur_with_clean(g_net: nn.Module, sharp: torch.Tensor) -> tuple[torch.Tensor
     The paired terms (L1 to the synthetic blur, the content tie to the sharp input) use
     the noise-free output: an L1 to noiseless targets would otherwise teach a generator
     with a noise model (``kernel_blur``) to add no noise at all, whatever the real
-    photos look like. Generators without ``forward_parts`` return one output for both.
+    photos look like. :meth:`ImageGenerator.forward_parts` returns one output for both
+    unless the generator adds noise of its own.
     """
-    parts = getattr(g_net, "forward_parts", None)
-    if parts is None:
-        fake = g_net(sharp)
-        return fake, fake
-    return parts(sharp)
+    if isinstance(g_net, ImageGenerator):
+        return g_net.forward_parts(sharp)
+    fake = g_net(sharp)
+    return fake, fake
 
 
 class BlurPretrainStage(_BlurStage):
