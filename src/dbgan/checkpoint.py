@@ -1,6 +1,6 @@
 """Checkpoints: weights as safetensors plus JSON metadata (written through :mod:`dbgan.atomic`).
 
-Shared by ``train/`` and ``infer.py`` (inference never imports training code).
+Shared by ``train/`` and ``infer/`` (inference never imports training code).
 
 A checkpoint ``NAME.safetensors`` holds the tensors of one or more networks under
 ``<role>.`` prefixes (roles: ``blur_g``, ``blur_d``, ``deblur_g``, ``deblur_d``;
