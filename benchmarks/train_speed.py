@@ -64,6 +64,7 @@ from torch import nn
 from dbgan.config import Config, load_config
 from dbgan.device import pick_device
 from dbgan.train import loop as L
+from dbgan.train.context import DistInfo, StepContext
 from dbgan.nets.unet import use_plain_layers
 from dbgan.train.pool import ImagePool
 
@@ -299,8 +300,7 @@ def ours(kind: str, cfg: Config, device: torch.device, compile_nets: bool = Fals
     nets, _ = L.build_nets(cfg, device)
     if compile_nets:
         nets = {k: torch.compile(v) for k, v in nets.items()}
-    stage = L.make_stage(kind, cfg, nets, device)
-    stage.autocast, stage.scaler = L.autocast_factory(cfg.train.amp, device)
+    stage = L.make_stage(kind, cfg, nets, StepContext.for_run(cfg, device, DistInfo()))
     return stage.step, stage, nets
 
 
