@@ -1,45 +1,56 @@
-"""The paper's central experiment at CPU scale: does learning the blur beat synthetic blur
-on a blur domain the synthetic kernels do not cover?
+"""Does BGAN learn a camera it was not built around? dbgan's schemes over a suite of stand-in cameras.
 
-Data (all from scikit-image's bundled photos, made afresh in a temporary folder):
+The cameras (``benchmarks/cameras.py``) are written independently of ``dbgan.blur``:
+their own shake/defocus/rotation blur, response curves, exposure and white balance,
+Poisson-Gaussian noise (some demosaiced or denoised), saturation, ISP sharpening and
+JPEG. One camera (``cameras.VALIDATION``) may be used to choose settings; the others
+are test cameras, only reported on (issue 15).
 
-* **sharp training photos**: ``TRAIN_PHOTOS`` (colour and grey-as-RGB), resized so
-  that their longer side is ``--train-side`` pixels; training crops are cut on the fly.
-* **unpaired "real" blurred photos**: other random crops of the *same training
-  photos*, degraded by :data:`dbgan.demo.REAL_DOMAIN` -- the stand-in camera
-  (defocus / Gaussian / motion blur in linear light, clipped highlights, sensor
-  noise, JPEG). dbgan sees them only unpaired.
-* **held-out test pairs**: ``TEST_PHOTOS`` (never used in training), each degraded
-  ``--test-per-photo`` times by the same real domain (other seeds).
-* the **synthetic** blur is ``configs/demo.yaml``'s ``synth`` section (motion,
-  Gaussian and defocus kernels applied to gamma-encoded values; no noise, no JPEG),
-  unchanged.
+**The user's situation**, for each data seed (the seed draws the photo split, the crops
+and every degradation):
 
-Schemes, trained with ``dbgan.train.train`` on ``configs/demo.yaml`` (small U-Nets
-and PatchGANs, 64 px crops, batch 4), with an **equal budget of training-loop
-iterations** (every stage's iterations count, a joint iteration counts once;
-the wall time of each run is printed so the compute can be compared too):
+* the photos (scikit-image's bundled photos: ``COLOUR_PHOTOS`` and ``GREY_PHOTOS``, grey
+  ones as RGB; ``--extra-photos DIR`` adds one's own) are split into three disjoint
+  sets: **test photos** (2 colour + 1 grey, held out whole), **sharp-side** photos and
+  **real-side** photos;
+* sharp training photos: the sharp-side photos (their luma, for the grey camera);
+* unpaired "real" blurred photos: random crops of the *real-side* photos -- other photos
+  of the same scene distribution, never the sharp ones -- degraded by the camera;
+* test pairs: the whole test photos, degraded ``--test-per-photo`` times by the camera;
+* the validation camera's pairs of sharp-side crops: where the classical baseline's
+  settings are chosen (and the oracle's training pairs for every camera are made the
+  same way, from the sharp-side photos).
 
-* ``(a) synthetic``: dbgan on synthetic pairs for ``N`` iterations;
+**Rows** (the same budget of training-loop iterations ``N`` for every learnt row; a
+joint iteration counts once; each row's wall time is printed):
+
+* ``blurred input``;
+* ``Wiener``: Wiener deconvolution with a Gaussian PSF, its sigma and noise-to-signal
+  ratio chosen on the validation camera's pairs (never on test photos);
+* ``(a) synthetic``: the preset's synthetic scheme (dbgan ``N``) -- it never sees the
+  camera, so it is trained once per data seed (and once more on grey photos for the
+  grey camera) and scored on every camera;
+* ``(a') synthetic + linear light``: the same with ``synth.linear_light=true``;
+* ``prior only``: the separate scheme with the BGAN stage switched off
+  (``stages.bgan.skip=true``: blur_pretrain ``N/6`` -> dbgan ``5N/6``): what the blur
+  generator's built-in prior gives without learning from the real photos;
 * ``(b) separate``: blur_pretrain ``N/6`` -> bgan ``N/6`` -> dbgan ``2N/3``;
 * ``(c) joint``: blur_pretrain ``N/6`` -> joint ``5N/6``;
-* ``oracle`` (``--no-oracle`` to skip): dbgan on pairs made by the *real* domain's own
-  degradation, same budget -- the supervision one does not have in practice; an upper reference.
+* ``oracle``: dbgan ``N`` on the camera's own pairs (the supervision a user does not have).
 
-Classical baselines, their parameters picked on **synthetic pairs of the training
-photos** (the training-domain data a user has), never on the test pairs:
-unsharp masking (radius, amount) and Richardson-Lucy deconvolution with a Gaussian
-PSF (sigma, iterations).
-
-Reported: PSNR / SSIM (``dbgan.metrics``, 8-bit quantised outputs as ``dbgan eval``
-writes them) of the blurred input, each method, against the sharp test images, and
-blur statistics (noise level, sharpness) of synthetic, BGAN-generated and real blur
-on the test photos, to explain the result.
+**Figures**: PSNR and SSIM (``dbgan.metrics``, 8-bit quantised outputs), brightness
+bias (mean of output - sharp) and colour bias (the spread, max - min, of the
+per-channel mean errors), per camera and averaged over the test cameras and seeds; the
+issue's pass/fail checks; for every BGAN run the learnt camera (``describe()`` of the
+blur generator, when it has one) beside the camera's truth, and the blur-realism figures
+of ``dbgan.realism`` (held-out two-sample accuracy, KID) of BGAN's blur and of the
+synthetic blur against the real crops.
 
 Usage::
 
-    python benchmarks/domain_gap.py --quick     # ~10 minutes on 2 CPU cores (3000 iterations, 1 seed)
-    python benchmarks/domain_gap.py             # ~2 hours (12000 iterations, 3 seeds, larger data)
+    python benchmarks/domain_gap.py --quick                          # 2 seeds x 6 cameras, 600 iterations
+    python benchmarks/domain_gap.py                                  # 3 seeds x 6 cameras, 3000 iterations, more data
+    python benchmarks/domain_gap.py --quick --cameras compact --seeds 0 --budget-iters 60   # smoke test
 """
 
 from __future__ import annotations
@@ -60,19 +71,26 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from dbgan.config import Config, SynthConfig, load_config
-from dbgan.demo import fit_longer_side
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cameras as CAMS  # noqa: E402  (benchmarks/cameras.py: independent of dbgan.blur)
 
-#: colour photos (and grey ones, as RGB) used for training; none of them is a test photo
-TRAIN_PHOTOS = (
-    "astronaut", "rocket", "immunohistochemistry", "hubble_deep_field", "stereo_motorcycle", "retina",
-    "grass", "gravel", "brick", "moon", "coins", "clock",
-)
-#: held-out photos: the real-domain test pairs are made from these only
-TEST_PHOTOS = ("chelsea", "coffee", "camera")
+from dbgan.config import Config, load_config, preset_names  # noqa: E402
+from dbgan.demo import fit_longer_side  # noqa: E402
 
-SCHEMES = ("synthetic", "separate", "joint")
-LABELS = {"synthetic": "(a) synthetic", "separate": "(b) separate", "joint": "(c) joint", "oracle": "oracle (real-domain pairs)"}
+#: colour photos of scikit-image (stereo_motorcycle: the left view only; ``cat`` is ``chelsea``)
+COLOUR_PHOTOS = ("astronaut", "rocket", "immunohistochemistry", "hubble_deep_field", "stereo_motorcycle",
+                 "retina", "chelsea", "coffee")
+#: grey photos of scikit-image (used as RGB, or as grey by the grey camera)
+GREY_PHOTOS = ("grass", "gravel", "brick", "moon", "coins", "clock", "camera", "cell")
+
+LEARNT = ("synthetic", "synthetic_ll", "prior_only", "separate", "joint", "oracle")
+CAMERA_FREE = ("synthetic", "synthetic_ll")  # trained without the camera: once per seed and view
+LABELS = {
+    "input": "blurred input", "wiener": "Wiener (tuned on the validation camera)",
+    "synthetic": "(a) synthetic", "synthetic_ll": "(a') synthetic + linear light", "prior_only": "prior only (no BGAN stage)",
+    "separate": "(b) separate", "joint": "(c) joint", "oracle": "oracle (the camera's own pairs)",
+}
+MARGIN = 24  # pixels blurred around each realism crop and then cut away (kernels up to 41 px)
 
 log = logging.getLogger("domain_gap")
 
@@ -89,11 +107,20 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-# --------------------------------------------------------------------------- data
+def default_config() -> str:
+    """``camera`` once that preset exists, else ``kernel``."""
+    return "camera" if "camera" in preset_names() else "kernel"
+
+
+# --------------------------------------------------------------------------- photos
 
 
 def photo(name: str) -> torch.Tensor:
-    """A scikit-image sample photo as a 3 x H x W float tensor in [0, 1] (grey repeated to RGB)."""
+    """A scikit-image sample photo (or an image file) as a 3 x H x W float tensor in [0, 1]."""
+    if os.sep in name or name.endswith((".png", ".jpg", ".jpeg")):
+        from dbgan.io import read_image
+
+        return read_image(Path(name), channels=3)
     from skimage import data as skd
 
     img = getattr(skd, name)()
@@ -106,61 +133,87 @@ def photo(name: str) -> torch.Tensor:
     return torch.from_numpy(img.astype(np.float32) / scale).permute(2, 0, 1).contiguous()
 
 
-def random_crop(img: torch.Tensor, crop: int, rng: np.random.Generator) -> torch.Tensor:
-    """A ``crop x crop`` window of ``img`` at a position drawn from ``rng`` (row, then column)."""
-    h, w = img.shape[-2:]
-    y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-    return img[:, y : y + crop, x : x + crop].contiguous()
+def split_photos(seed: int, extra: list[str]) -> dict[str, list[str]]:
+    """Disjoint test / sharp-side / real-side photo lists for one data seed (2 colour + 1 grey test photos)."""
+    rng = np.random.default_rng([seed, 99])
+    colour = [str(x) for x in rng.permutation(list(COLOUR_PHOTOS) + extra)]
+    grey = [str(x) for x in rng.permutation(GREY_PHOTOS)]
+    test = colour[:2] + grey[:1]
+    rest_c, rest_g = colour[2:], grey[1:]
+    sharp = rest_c[0::2] + rest_g[0::2]
+    real = rest_c[1::2] + rest_g[1::2]
+    return {"test": test, "sharp": sharp, "real": real}
 
 
-def write_pair(folder: Path, filename: str, sharp: torch.Tensor, blurred: torch.Tensor) -> None:
-    """``folder/sharp/filename`` and ``folder/blur/filename``."""
+def to_hwc(t: torch.Tensor) -> np.ndarray:
+    return t.permute(1, 2, 0).numpy().astype(np.float64)
+
+
+def to_chw(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1).contiguous()
+
+
+def crop_box(h: int, w: int, size: int, rng: np.random.Generator) -> tuple[int, int]:
+    return int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+
+
+def degraded_crop(cam: CAMS.Camera, img: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(sharp, camera) crops of ``size`` px: the camera takes the *whole* photo (its blur, e.g. a
+    rotation's, varies over the whole frame; JPEG blocks are aligned to the frame), then a random crop."""
+    out = cam.degrade(img, rng)
+    y, x = crop_box(img.shape[0], img.shape[1], size, rng)
+    return cam.ground_truth(img)[y : y + size, x : x + size], out[y : y + size, x : x + size]
+
+
+def write_pair(folder: Path, filename: str, sharp: np.ndarray, blurred: np.ndarray) -> None:
     from dbgan.io import write_image
 
-    write_image(folder / "sharp" / filename, sharp)
-    write_image(folder / "blur" / filename, blurred)
+    write_image(folder / "sharp" / filename, to_chw(sharp))
+    write_image(folder / "blur" / filename, to_chw(blurred))
 
 
-def build_data(root: Path, args, synth: SynthConfig, real: SynthConfig) -> dict[str, Path]:
-    """Write sharp/, real_blur/ (unpaired), test/{sharp,blur}, tune/{sharp,blur} (synthetic) and oracle pairs."""
-    from dbgan.blur.degrade import DegradationPipeline
+def build_seed_data(root: Path, seed: int, cams: list[str], args) -> dict[str, Any]:
+    """One data seed's folders: sharp_{colour,grey}/, and per camera real_blur/, oracle/, test/."""
     from dbgan.io import write_image
 
-    real_pipe = DegradationPipeline.from_config(real)
-    syn_pipe = DegradationPipeline.from_config(synth)
-    # one generator per purpose, so that the data do not depend on which options are on
-    rng_real, rng_tune, rng_oracle = (np.random.default_rng([args.data_seed, 0, k]) for k in range(3))
-    d = {k: root / k for k in ("sharp", "real_blur", "test", "tune", "oracle")}
-    crop = args.real_crop
-    for i, name in enumerate(TRAIN_PHOTOS):
-        img = fit_longer_side(photo(name), args.train_side)
-        write_image(d["sharp"] / f"{name}.png", img)
-        for k in range(args.real_per_photo):
-            # an independent crop of the same photo, blurred by the stand-in camera: unpaired
-            blurred, _ = real_pipe(random_crop(img, crop, rng_real), np.random.default_rng([args.data_seed, 1, i, k]))
-            write_image(d["real_blur"] / f"{name}_{k:02d}.png", blurred)
-        for k in range(args.tune_per_photo):
-            # synthetic pairs of training photos: what the classical baselines are tuned on
-            sharp = random_crop(img, crop, rng_tune)
-            write_pair(d["tune"], f"{name}_{k:02d}.png", sharp, syn_pipe(sharp, np.random.default_rng([args.data_seed, 3, i, k]))[0])
-        if args.oracle:
+    split = split_photos(seed, args.extra)
+    train_imgs = {n: to_hwc(fit_longer_side(photo(n), args.train_side)) for n in split["sharp"] + split["real"]}
+    test_imgs = {n: to_hwc(fit_longer_side(photo(n), args.test_side)) for n in split["test"]}
+    out: dict[str, Any] = {"split": split, "cams": {}}
+    for view in ("colour", "grey"):
+        if view == "grey" and not any(CAMS.get(c).grey for c in cams):
+            continue
+        d = root / f"sharp_{view}"
+        probe = next(c for c in CAMS.CAMERAS.values() if c.grey == (view == "grey"))
+        for n in split["sharp"]:
+            write_image(d / f"{Path(n).stem}.png", to_chw(probe.ground_truth(train_imgs[n])))
+        out[f"sharp_{view}"] = d
+    for ci, name in enumerate(cams):
+        cam = CAMS.get(name)
+        d = {k: root / name / k for k in ("real_blur", "oracle", "test")}
+        for i, n in enumerate(split["real"]):
+            rng = np.random.default_rng([seed, 1, ci, i])
             for k in range(args.real_per_photo):
-                sharp = random_crop(img, crop, rng_oracle)
-                write_pair(d["oracle"], f"{name}_{k:02d}.png", sharp, real_pipe(sharp, np.random.default_rng([args.data_seed, 4, i, k]))[0])
-    for i, name in enumerate(TEST_PHOTOS):
-        img = fit_longer_side(photo(name), args.test_side)
-        for r in range(args.test_per_photo):
-            write_pair(d["test"], f"{name}_{r}.png", img, real_pipe(img, np.random.default_rng([args.data_seed, 2, i, r]))[0])
-    return d
+                _, blurred = degraded_crop(cam, train_imgs[n], args.real_crop, rng)
+                write_image(d["real_blur"] / f"{Path(n).stem}_{k:02d}.png", to_chw(blurred))
+        for i, n in enumerate(split["sharp"]):
+            rng = np.random.default_rng([seed, 2, ci, i])
+            for k in range(args.oracle_per_photo):
+                write_pair(d["oracle"], f"{Path(n).stem}_{k:02d}.png", *degraded_crop(cam, train_imgs[n], args.real_crop, rng))
+        for i, n in enumerate(split["test"]):
+            img = test_imgs[n]
+            for r in range(args.test_per_photo):
+                write_pair(d["test"], f"{Path(n).stem}_{r}.png", cam.ground_truth(img), cam.degrade(img, np.random.default_rng([seed, 3, ci, i, r])))
+        d["view"] = "grey" if cam.grey else "colour"
+        out["cams"][name] = d
+    return out
 
 
 def read_pairs(folder: Path) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     from dbgan.io import read_image
 
-    return [
-        (p.name, read_image(p, channels=3), read_image(folder / "blur" / p.name, channels=3))
-        for p in sorted((folder / "sharp").glob("*.png"))
-    ]
+    return [(p.name, read_image(p, channels=3), read_image(folder / "blur" / p.name, channels=3))
+            for p in sorted((folder / "sharp").glob("*.png"))]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -172,102 +225,85 @@ def quantise(img: torch.Tensor) -> torch.Tensor:
 
 
 def score(pairs, restore: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
+    """Mean PSNR, SSIM, brightness bias and colour-bias spread over the pairs."""
     from dbgan import metrics as M
 
-    ps, ss = [], []
+    ps, ss, bb, cs = [], [], [], []
     for _, sharp, blur in pairs:
-        out = quantise(restore(blur))
+        with torch.no_grad():
+            out = quantise(restore(blur))
         ps.append(M.psnr(out, sharp))
         ss.append(M.ssim(out, sharp))
-    return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
+        cb = M.colour_bias(out, sharp)
+        bb.append(float(cb.mean()))
+        cs.append(float(cb.max() - cb.min()))
+    return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "bias": float(np.mean(bb)), "colour": float(np.mean(cs))}
 
 
-# --------------------------------------------------------------------------- classical baselines
+# --------------------------------------------------------------------------- classical baseline
 
 
-def unsharp(params: tuple[float, float]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Unsharp masking: ``x + amount * (x - gaussian(x, radius))``, clipped to [0, 1]."""
-    from scipy.ndimage import gaussian_filter
+def wiener(params: tuple[float, float]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Wiener deconvolution per channel with a Gaussian PSF of ``sigma`` px and regularisation ``nsr``.
 
-    radius, amount = params
+    The noise-to-signal ratio follows a 1/f**2 image spectrum (``nsr`` times the discrete
+    Laplacian's squared response, zero at DC), so the filter keeps the mean (no brightness
+    change of its own) and damps the high frequencies where the noise dominates.
+    """
+    sigma, nsr = params
 
     def run(img: torch.Tensor) -> torch.Tensor:
         x = img.numpy().astype(np.float64)
-        blurred = gaussian_filter(x, sigma=(0, radius, radius), mode="reflect")
-        return torch.from_numpy(np.clip(x + amount * (x - blurred), 0, 1).astype(np.float32))
+        pad = int(np.ceil(4 * sigma)) + 8
+        xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+        h, w = xp.shape[1:]
+        fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+        otf = np.exp(-2 * (np.pi * sigma) ** 2 * (fx**2 + fy**2))  # the Gaussian's transfer function
+        lap = 4 - 2 * np.cos(2 * np.pi * fx) - 2 * np.cos(2 * np.pi * fy)
+        filt = otf / (otf**2 + nsr * lap**2)
+        out = np.real(np.fft.ifft2(np.fft.fft2(xp) * filt))[:, pad:-pad, pad:-pad]
+        return torch.from_numpy(np.clip(out, 0, 1).astype(np.float32))
 
     return run
 
 
-def gaussian_psf(sigma: float) -> np.ndarray:
-    r = max(1, int(np.ceil(3 * sigma)))
-    ax = np.arange(-r, r + 1, dtype=np.float64)
-    k = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma**2))
-    return k / k.sum()
+WIENER_GRID = [(s, n) for s in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0) for n in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)]
 
 
-def richardson_lucy(params: tuple[float, int]) -> Callable[[torch.Tensor], torch.Tensor]:
-    from skimage.restoration import richardson_lucy as rl
-
-    sigma, iters = params
-    psf = gaussian_psf(sigma)
-
-    def run(img: torch.Tensor) -> torch.Tensor:
-        x = img.numpy().astype(np.float64)
-        pad = psf.shape[0]
-        out = []
-        for c in x:  # reflect-pad against ringing at the borders, deconvolve, crop back
-            cp = np.pad(c, pad, mode="reflect")
-            out.append(rl(cp, psf, num_iter=iters, clip=True)[pad:-pad, pad:-pad])
-        return torch.from_numpy(np.stack(out).astype(np.float32))
-
-    return run
-
-
-UNSHARP_GRID = [(r, a) for r in (0.5, 1.0, 1.5, 2.0, 3.0) for a in (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)]
-RL_GRID = [(s, n) for s in (0.5, 0.8, 1.0, 1.3, 1.6, 2.0) for n in (3, 6, 10, 20)]
-
-
-def tune(tune_pairs, make, grid) -> tuple[Any, dict[str, float]]:
-    """The grid point with the best mean PSNR on the (synthetic, training-photo) tuning pairs."""
-    best = None
-    for params in grid:
-        s = score(tune_pairs, make(params))
-        if best is None or s["psnr"] > best[1]["psnr"]:
-            best = (params, s)
+def tune_wiener(pairs) -> tuple[tuple[float, float], float]:
+    best = max(((p, score(pairs, wiener(p))["psnr"]) for p in WIENER_GRID), key=lambda t: t[1])
     return best
 
 
 # --------------------------------------------------------------------------- training
 
 
-def scheme_config(scheme: str, d: dict[str, Path], runs: Path, args, seed: int) -> Config:
-    n = args.iters
-    pre, bgan = n // 6, n // 6
+def method_config(method: str, data: dict, cam: dict | None, view: str, runs: Path, args, seed: int) -> Config:
+    n = args.budget_iters
+    pre = n // 6
+    real_dir = cam["real_blur"] if cam else next(c["real_blur"] for c in data["cams"].values() if c["view"] == view)
     overrides = [
-        f"name={scheme}_s{seed}",
-        f"runs_dir={runs}",
-        f"seed={seed}",
-        "device=cpu",
-        f"data.sharp_dir={d['sharp']}",
-        f"data.real_blur_dir={d['real_blur']}",
-        "train.val_every=0",
-        "train.save_every=0",
-        "train.progress=false",
-        "train.tensorboard=false",
+        f"name={method}_{cam['name'] if cam else view}_s{seed}", f"runs_dir={runs}", f"seed={seed}", "device=cpu",
+        f"data.sharp_dir={data[f'sharp_{view}']}", f"data.real_blur_dir={real_dir}",
+        "train.val_every=0", "train.save_every=0", "train.progress=false", "train.tensorboard=false",
         f"train.amp={args.amp}",
     ]
-    if scheme == "synthetic":
+    if method == "synthetic":
         overrides += ["scheme=synthetic", f"stages.dbgan.iters={n}"]
-    elif scheme == "oracle":  # supervised on real-domain pairs (not available in practice)
-        overrides += ["scheme=synthetic", f"stages.dbgan.iters={n}", f"data.pairs_dir={d['oracle']}"]
-    elif scheme == "separate":
-        overrides += ["scheme=separate", f"stages.blur_pretrain.iters={pre}", f"stages.bgan.iters={bgan}",
-                      f"stages.dbgan.iters={n - pre - bgan}"]
-    elif scheme == "joint":
+    elif method == "synthetic_ll":
+        overrides += ["scheme=synthetic", f"stages.dbgan.iters={n}", "synth.linear_light=true"]
+    elif method == "oracle":
+        overrides += ["scheme=synthetic", f"stages.dbgan.iters={n}", f"data.pairs_dir={cam['oracle']}"]
+    elif method == "prior_only":
+        overrides += ["scheme=separate", f"stages.blur_pretrain.iters={pre}", "stages.bgan.skip=true",
+                      f"stages.dbgan.iters={n - pre}"]
+    elif method == "separate":
+        overrides += ["scheme=separate", f"stages.blur_pretrain.iters={pre}", f"stages.bgan.iters={pre}",
+                      f"stages.dbgan.iters={n - 2 * pre}"]
+    elif method == "joint":
         overrides += ["scheme=joint", f"stages.blur_pretrain.iters={pre}", f"stages.dbgan.iters={n - pre}"]
     else:
-        raise ValueError(scheme)
+        raise ValueError(method)
     return load_config(args.config, overrides + list(args.set))
 
 
@@ -276,12 +312,12 @@ def stage_iters(cfg: Config) -> str:
 
     parts = []
     for st in PLAN[cfg.scheme]:
-        it = cfg.stages.dbgan.iters if st == "joint" else getattr(cfg.stages, st).iters
-        parts.append(f"{st} {it}")
+        sc = cfg.stages.dbgan if st == "joint" else getattr(cfg.stages, st)
+        parts.append(f"{st} {'skipped' if sc.skip else sc.iters}")
     return " -> ".join(parts)
 
 
-def train_scheme(cfg: Config) -> tuple[Path, float]:
+def train_run(cfg: Config) -> tuple[Path, float]:
     from dbgan.train import train
 
     t0 = time.perf_counter()
@@ -291,47 +327,76 @@ def train_scheme(cfg: Config) -> tuple[Path, float]:
     return res.run_dir / "checkpoints" / "latest.safetensors", time.perf_counter() - t0
 
 
-# --------------------------------------------------------------------------- blur statistics
+# --------------------------------------------------------------------------- diagnostics
 
 
-def noise_sigma(img: torch.Tensor) -> float:
-    """Immerkaer's fast noise estimate on the luma of one ``C x H x W`` image (:func:`dbgan.losses.noise_level`)."""
-    from dbgan.losses import noise_level
-
-    with torch.no_grad():
-        return float(noise_level(img[None]))
-
-
-def degradation_summary(net) -> str | None:
-    """Gamma, noise level and kernel size a kernel-predicting blur generator gives for random ``z``."""
-    if net is None or not callable(getattr(net, "params_from_noise", None)):
+def learnt_camera(net) -> dict | None:
+    """The blur generator's own description of its camera (``describe()``), or kernel statistics, or None."""
+    if net is None:
         return None
-    from dbgan.blur import kernel_extent
+    if callable(getattr(net, "describe", None)):
+        try:
+            return dict(net.describe())
+        except Exception as exc:  # a diagnostic must not end the benchmark
+            return {"describe() failed": repr(exc)}
+    if callable(getattr(net, "params_from_noise", None)):
+        from dbgan.blur import kernel_extent
 
-    z = torch.randn(512, net.noise_input.noise_dim, generator=torch.Generator().manual_seed(0))
+        z = torch.randn(512, net.noise_input.noise_dim, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            p = net.params_from_noise(z)
+        radius = kernel_extent(p["kernels"].float().numpy())
+        out: dict[str, Any] = {"kernel_rms_radius_px": {"mean": float(radius.mean()), "sd": float(radius.std())}}
+        if "noise_std" in p:
+            out["noise_std"] = float(p["noise_std"].mean())
+        if "gamma" in p:
+            out["gamma"] = float(p["gamma"])
+        return out
+    return None
+
+
+def realism_rows(ckpt: Path, data: dict, cam: dict, cfg: Config, seed: int, crop: int,
+                 by_photo: bool = False) -> tuple[dict[str, dict], dict | None]:
+    """Real crops vs BGAN blur, synthetic blur and linear-light synthetic blur of sharp crops (dbgan.realism).
+
+    The two-sample test's halves are cut by crop (default) or, with ``by_photo``, by source photo.
+    """
+    from dataclasses import replace
+
+    from dbgan.blur.degrade import DegradationPipeline
+    from dbgan.infer import Blurrer
+    from dbgan.io import read_image
+    from dbgan.realism import random_crops, realism_report
+
+    def photo_groups(paths: list[Path], per: int) -> torch.Tensor:  # the source photo of each crop
+        names = sorted({p.stem.rsplit("_", 1)[0] for p in paths})
+        return torch.tensor([names.index(p.stem.rsplit("_", 1)[0]) for p in paths]).repeat_interleave(per)
+
+    real_paths = sorted(cam["real_blur"].glob("*.png"))
+    real = random_crops([read_image(p, channels=3) for p in real_paths], crop, 2, seed=seed)  # two crops of each
+    g_real = photo_groups(real_paths, 2)
+    sharp_imgs = [read_image(p, channels=3) for p in sorted(data[f"sharp_{cam['view']}"].glob("*.png"))]
+    per = max(1, -(-len(real) // len(sharp_imgs)))
+    sharp = random_crops(sharp_imgs, crop + 2 * MARGIN, per, seed=seed + 1)[: len(real)]
+    g_sharp = torch.arange(len(sharp_imgs)).repeat_interleave(per)[: len(real)]
+    blurrer = Blurrer.from_checkpoint(ckpt, device="cpu", seed=seed)
+    cut = lambda t: t[..., MARGIN:-MARGIN, MARGIN:-MARGIN].clamp(0, 1)  # noqa: E731
     with torch.no_grad():
-        p = net.params_from_noise(z)
-    radius = kernel_extent(p["kernels"].float().numpy())
-    parts = [f"kernel RMS radius {radius.mean():.2f} ± {radius.std():.2f} px"]
-    if "noise_std" in p:
-        parts.append(f"noise std {float(p['noise_std'].mean()):.4f} ± {float(p['noise_std'].std()):.4f}")
-    if "gamma" in p:
-        parts.append(f"gamma {float(p['gamma']):.2f}")
-    return ", ".join(parts)
+        fakes = torch.stack([cut(blurrer(s, seed=i)) for i, s in enumerate(sharp)])
+    def report(x: torch.Tensor, gx: torch.Tensor) -> dict:
+        return realism_report(real, x, seed=seed, groups_real=g_real if by_photo else None, groups_fake=gx if by_photo else None)
 
-
-def blur_stats(images: list[torch.Tensor], sharp: list[torch.Tensor] | None = None) -> dict[str, float]:
-    """High-frequency residual (:func:`noise_sigma`), sharpness (mean gradient energy) and PSNR to sharp."""
-    from dbgan import metrics as M
-
-    out = {
-        "hf": float(np.mean([noise_sigma(im) for im in images])),
-        "sharpness": float(np.mean([M.sharpness(im) for im in images])),
-        "psnr_vs_sharp": float("nan"),
-    }
-    if sharp is not None:
-        out["psnr_vs_sharp"] = float(np.mean([M.psnr(im, s) for im, s in zip(images, sharp)]))
-    return out
+    out = {"BGAN": report(fakes, g_sharp)}
+    for label, syn in (("synthetic", cfg.synth), ("synthetic + linear light", replace(cfg.synth, linear_light=True))):
+        pipe = DegradationPipeline.from_config(syn)
+        blurred = torch.stack([cut(pipe(s, np.random.default_rng([seed, 7, i]))[0].float()) for i, s in enumerate(sharp)])
+        out[label] = report(blurred, g_sharp)
+    # the floor: the camera itself on the sharp-side photos (its oracle pairs' blurred side), i.e. a perfect
+    # blur generator -- what is left above 0.5 / 0 comes from the scenes, not the blur
+    own_paths = sorted((cam["oracle"] / "blur").glob("*.png"))
+    own = random_crops([read_image(p, channels=3) for p in own_paths], crop, 2, seed=seed + 2)
+    out["the camera itself (floor)"] = report(own, photo_groups(own_paths, 2))
+    return out, learnt_camera(getattr(blurrer.backend, "net", None))
 
 
 # --------------------------------------------------------------------------- output
@@ -344,193 +409,251 @@ def fmt_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def mean_sd(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
     if len(values) == 1:
         return format(values[0], fmt)
     return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
 
 
+def _mean(v: list[float]) -> float:
+    return float(np.mean(v)) if v else float("nan")
+
+
+def checks(results: dict, test_cams: list[str], methods: list[str]) -> list[tuple[str, str, bool | None]]:
+    """The issue's pass/fail checks for the separate and joint schemes, on the test cameras (means over seeds)."""
+    def cam_mean(m, c, k):
+        return _mean([r[k] for r in results.get(c, {}).get(m, [])])
+
+    def avg(m, k, f=lambda x: x):
+        vals = [f(cam_mean(m, c, k)) for c in test_cams]
+        return float(np.mean(vals)) if vals and not any(np.isnan(vals)) else float("nan")
+
+    out = []
+    for m in ("separate", "joint"):
+        if m not in methods:
+            continue
+        p = avg(m, "psnr")
+        def add(text, value, ok):
+            out.append((LABELS[m], f"{text}: {value}", None if ok is None or (isinstance(ok, float) and np.isnan(ok)) else bool(ok)))
+        for ctrl, need in (("synthetic_ll", 1.0), ("prior_only", 0.5)):
+            if ctrl in methods:
+                d = p - avg(ctrl, "psnr")
+                add(f"beats {LABELS[ctrl]} by >= {need} dB", f"{d:+.2f} dB", None if np.isnan(d) else d >= need)
+        if "oracle" in methods:
+            inp, orc = avg("input", "psnr"), avg("oracle", "psnr")
+            frac = (p - inp) / (orc - inp) if orc - inp > 1e-9 else float("nan")
+            add("closes >= half of the input-to-oracle gap", f"{frac:.2f} of {orc - inp:.2f} dB", None if np.isnan(frac) else frac >= 0.5)
+            b, bo = avg(m, "bias", abs), avg("oracle", "bias", abs)
+            add("|brightness bias| <= the oracle's", f"{b:.4f} vs {bo:.4f}", None if np.isnan(b) else b <= bo)
+            cc, co = avg(m, "colour"), avg("oracle", "colour")
+            add("colour-bias spread <= the oracle's", f"{cc:.4f} vs {co:.4f}", None if np.isnan(cc) else cc <= co)
+        worst = min(((cam_mean(m, c, "psnr") - cam_mean("input", c, "psnr"), c) for c in test_cams), default=None)
+        if worst:
+            add("never below the input on any camera", f"worst {worst[1]} {worst[0]:+.2f} dB", worst[0] >= 0)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="short training, one seed (about 10 minutes on 2 cores)")
-    p.add_argument("--iters", type=int, default=None, help="training-loop iterations per scheme (quick 3000, full 12000)")
-    p.add_argument("--seeds", default=None, help="comma list of training seeds (quick 0; full 0,1,2)")
-    p.add_argument("--schemes", default=",".join(SCHEMES), help="comma list of synthetic, separate, joint")
-    p.add_argument("--oracle", action=argparse.BooleanOptionalAction, default=None,
-                   help="also train on real-domain pairs (an upper reference; default: on)")
-    p.add_argument("--config", default="demo", help="base preset or YAML file (default: demo)")
-    p.add_argument("--amp", default="none", help="train.amp for the runs (none | bf16)")
+    p.add_argument("--quick", action="store_true", help="2 seeds x all cameras, 600 iterations, small data (about 40 min on 2 idle cores)")
+    p.add_argument("--budget-iters", "--iters", dest="budget_iters", type=int, default=None,
+                   help="training-loop iterations of every learnt row (quick 600, full 3000)")
+    p.add_argument("--seeds", default=None, help="comma list of data seeds (each also the training seed; quick 0,1; full 0,1,2)")
+    p.add_argument("--cameras", default=",".join(CAMS.CAMERAS), help=f"comma list of cameras (default: all: {', '.join(CAMS.CAMERAS)})")
+    p.add_argument("--methods", default=",".join(LEARNT), help=f"comma list of learnt rows (default: all: {', '.join(LEARNT)})")
+    p.add_argument("--config", default=None, help="preset or YAML file (default: camera if it exists, else kernel)")
+    p.add_argument("--amp", default="none", help="train.amp for the learnt rows (none | bf16)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override for every scheme (repeatable), e.g. stages.bgan.w_adv=0")
-    p.add_argument("--data-seed", type=int, default=0)
+                   help="extra config override for every learnt row (repeatable)")
+    p.add_argument("--extra-photos", default=None, help="folder of more colour photos (*.png, *.jpg) for the split")
     p.add_argument("--train-side", type=int, default=None, help="longer side of the training photos (quick 256, full 384)")
-    p.add_argument("--real-crop", type=int, default=96, help="side of the unpaired real-blur crops")
-    p.add_argument("--real-per-photo", type=int, default=None, help="real-blur crops per training photo (quick 8, full 24)")
-    p.add_argument("--tune-per-photo", type=int, default=2, help="synthetic tuning pairs per training photo")
+    p.add_argument("--real-crop", type=int, default=96, help="side of the real-blur and oracle crops")
+    p.add_argument("--real-per-photo", type=int, default=None, help="real-blur crops per real-side photo (quick 10, full 24)")
+    p.add_argument("--oracle-per-photo", type=int, default=None, help="oracle pairs per sharp-side photo (quick 10, full 24)")
     p.add_argument("--test-side", type=int, default=None, help="longer side of the test photos (quick 192, full 256)")
-    p.add_argument("--test-per-photo", type=int, default=None, help="real-domain degradations per test photo (quick 3, full 4)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch.set_num_threads (default 1: the demo nets are too small to gain from a second thread, "
-                        "and one thread is not slowed down by other processes on a shared machine; 0 = torch's default)")
+    p.add_argument("--test-per-photo", type=int, default=None, help="degradations per test photo (quick 2, full 3)")
+    p.add_argument("--realism-crop", type=int, default=48, help="crop side for the realism figures")
+    p.add_argument("--realism-by-photo", action="store_true",
+                   help="cut the two-sample test's halves by source photo, not by crop (needs many photos: with "
+                        "scikit-image's 6-7 photos per side it is too noisy)")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1; 0 = torch's default)")
     p.add_argument("--keep", default=None, help="keep data and runs in this folder (default: a temporary one)")
-    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--json", default=None, help="also write every figure here")
     args = p.parse_args(argv)
-    quick = args.quick
-    args.iters = args.iters or (3000 if quick else 12000)
-    seeds = [int(s) for s in (args.seeds or ("0" if quick else "0,1,2")).split(",")]
-    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
-    args.oracle = True if args.oracle is None else args.oracle
-    args.train_side = args.train_side or (256 if quick else 384)
-    args.real_per_photo = args.real_per_photo or (8 if quick else 24)
-    args.test_side = args.test_side or (192 if quick else 256)
-    args.test_per_photo = args.test_per_photo or (3 if quick else 4)
+    q = args.quick
+    args.budget_iters = args.budget_iters or (600 if q else 3000)
+    seeds = [int(s) for s in (args.seeds or ("0,1" if q else "0,1,2")).split(",")]
+    cams = [c.strip() for c in args.cameras.split(",") if c.strip()]
+    for c in cams:
+        CAMS.get(c)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in LEARNT]
+    if bad:
+        p.error(f"unknown method(s) {bad}; known: {', '.join(LEARNT)}")
+    args.config = args.config or default_config()
+    args.train_side = args.train_side or (256 if q else 384)
+    args.real_per_photo = args.real_per_photo or (10 if q else 24)
+    args.oracle_per_photo = args.oracle_per_photo or (10 if q else 24)
+    args.test_side = args.test_side or (192 if q else 256)
+    args.test_per_photo = args.test_per_photo or (2 if q else 3)
+    args.extra = sorted(str(f) for f in Path(args.extra_photos).glob("*") if f.suffix.lower() in (".png", ".jpg", ".jpeg")) \
+        if args.extra_photos else []
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-
-    from dbgan.demo import REAL_DOMAIN
+    test_cams = [c for c in cams if c != CAMS.VALIDATION] or cams
 
     base = load_config(args.config, list(args.set))
-    synth = base.synth
     t_start = time.perf_counter()
-    print("== domain_gap: synthetic vs learned blur, tested on a blur domain the synthetic kernels do not cover")
+    print("== domain_gap: does BGAN learn a camera it was not built around? (stand-in cameras independent of dbgan.blur)")
     print(f"command    : python benchmarks/domain_gap.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(f"date       : {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"machine    : {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; python {platform.python_version()}; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"base config: {args.config} (nets: {json.dumps({k: v['name'] + ' ' + json.dumps(v['args']) for k, v in base.to_dict()['nets'].items()})})")
-    print(f"overrides  : {args.set or 'none'}")
-    print(f"budget     : {args.iters} training-loop iterations per scheme (equal iterations; wall time reported)")
-    print(f"seeds      : {seeds} (training); data seed {args.data_seed}")
-    print(f"train data : {len(TRAIN_PHOTOS)} photos {TRAIN_PHOTOS}, longer side {args.train_side}; "
-          f"{args.real_per_photo} unpaired real-blur crops of {args.real_crop} px per photo")
-    print(f"test pairs : {TEST_PHOTOS} x {args.test_per_photo} real-domain degradations, longer side {args.test_side}")
+    print(f"config     : {args.config} (blur_g: {base.nets.blur_g.name} {json.dumps(base.nets.blur_g.args)}); train.amp={args.amp}; "
+          f"overrides {args.set or 'none'}")
+    print(f"budget     : {args.budget_iters} training-loop iterations for every learnt row (wall time reported)")
+    print(f"seeds      : {seeds} (data seed = training seed)")
+    print(f"cameras    : {cams}; validation camera {CAMS.VALIDATION!r} (Wiener settings chosen on it); checks on {test_cams}")
+    print(f"photos     : colour {COLOUR_PHOTOS + tuple(args.extra)}; grey {GREY_PHOTOS}; train side {args.train_side}, test side "
+          f"{args.test_side}; {args.real_per_photo} real crops of {args.real_crop} px per real-side photo, "
+          f"{args.oracle_per_photo} oracle pairs per sharp-side photo, {args.test_per_photo} degradations per test photo")
     print(f"synthetic  : {json.dumps(base.to_dict()['synth'])}")
-    print(f"real domain: {json.dumps(REAL_DOMAIN.__dict__)}")
     print(flush=True)
 
+    # results[camera][method] = list of per-seed score dicts (+ secs)
+    results: dict[str, dict[str, list[dict]]] = {c: {} for c in cams}
+    extras: dict[str, Any] = {"splits": {}, "wiener": {}, "realism": {}, "learnt_camera": {}, "truth": {c: CAMS.get(c).truth() for c in cams}}
     tmp_ctx = tempfile.TemporaryDirectory(prefix="dbgan_gap_") if args.keep is None else None
     root = Path(args.keep) if args.keep else Path(tmp_ctx.name)
+    from dbgan.infer import Deblurrer
+
     try:
-        d = build_data(root / "data", args, synth, REAL_DOMAIN)
-        test = read_pairs(d["test"])
-        tune_pairs = read_pairs(d["tune"])
-        print(f"data written: {len(list(d['sharp'].glob('*.png')))} sharp photos, {len(list(d['real_blur'].glob('*.png')))} "
-              f"real-blur crops, {len(test)} test pairs, {len(tune_pairs)} synthetic tuning pairs", flush=True)
-
-        rows: dict[str, dict[str, Any]] = {}
-        s = score(test, lambda x: x)
-        rows["blurred input"] = {"psnr": [s["psnr"]], "ssim": [s["ssim"]], "note": "no restoration"}
-        # classical baselines: parameters from the synthetic tuning pairs only
-        us_params, us_tune = tune(tune_pairs, unsharp, UNSHARP_GRID)
-        s = score(test, unsharp(us_params))
-        rows["unsharp mask"] = {"psnr": [s["psnr"]], "ssim": [s["ssim"]],
-                                "note": f"radius {us_params[0]}, amount {us_params[1]} (best PSNR on synthetic training pairs: "
-                                        f"{us_tune['psnr']:.2f} dB)"}
-        rl_params, rl_tune = tune(tune_pairs, richardson_lucy, RL_GRID)
-        s = score(test, richardson_lucy(rl_params))
-        rows["Richardson-Lucy"] = {"psnr": [s["psnr"]], "ssim": [s["ssim"]],
-                                   "note": f"Gaussian PSF sigma {rl_params[0]}, {rl_params[1]} iterations (best PSNR on "
-                                           f"synthetic training pairs: {rl_tune['psnr']:.2f} dB)"}
-        print(f"classical baselines done ({time.perf_counter() - t_start:.0f} s)", flush=True)
-
-        from dbgan.infer import Blurrer, Deblurrer
-
-        runs = root / "runs"
-        ckpts: dict[str, list[Path]] = {}
-        all_schemes = schemes + (["oracle"] if args.oracle else [])
         for seed in seeds:
-            for scheme in all_schemes:
-                cfg = scheme_config(scheme, d, runs, args, seed)
-                print(f"-- training {LABELS[scheme]} seed {seed}: {stage_iters(cfg)}", flush=True)
-                ckpt, secs = train_scheme(cfg)
-                deblur = Deblurrer.from_checkpoint(ckpt, device="cpu", tile=None)
-                s = score(test, deblur)
-                row = rows.setdefault(LABELS[scheme], {"psnr": [], "ssim": [], "secs": [], "note": stage_iters(cfg)})
-                row["psnr"].append(s["psnr"])
-                row["ssim"].append(s["ssim"])
-                row["secs"].append(secs)
-                ckpts.setdefault(scheme, []).append(ckpt)
-                print(f"   PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f}, trained in {secs / 60:.1f} min", flush=True)
-
-        # what blur did each scheme's deblurrer learn from? statistics on the test photos' sharp images
-        from dbgan.blur.degrade import DegradationPipeline
-
-        from dbgan.io import read_image
-
-        # (1) training side, unpaired -- what a user can check without any pairs: BGAN's output on
-        # sharp training crops against the unpaired real-blur crops (other crops of the same photos)
-        tune_sharp = [s for _, s, _ in tune_pairs]
-        real_crops = [read_image(p, channels=3) for p in sorted(d["real_blur"].glob("*.png"))]
-        train_stats = [
-            ["sharp training crops", *_stat_cells(blur_stats(tune_sharp))],
-            ["real blur crops (unpaired)", *_stat_cells(blur_stats(real_crops))],
-            ["synthetic blur of the sharp crops", *_stat_cells(blur_stats([b for _, _, b in tune_pairs], tune_sharp))],
-        ]
-        # (2) test side (diagnosis only; nothing is chosen from it)
-        sharp_imgs = [s for _, s, _ in test]
-        syn_pipe = DegradationPipeline.from_config(synth)
-        test_stats = [
-            ["sharp test images", *_stat_cells(blur_stats(sharp_imgs))],
-            ["real blur (the test inputs)", *_stat_cells(blur_stats([b for _, _, b in test], sharp_imgs))],
-            ["synthetic blur of the test images", *_stat_cells(blur_stats(
-                [syn_pipe(s, np.random.default_rng([args.data_seed, 5, i]))[0].float() for i, s in enumerate(sharp_imgs)],
-                sharp_imgs))],
-        ]
-        learnt_rows: list[str] = []
-        for scheme in ("separate", "joint"):
-            if scheme in ckpts:
-                blurrer = Blurrer.from_checkpoint(ckpts[scheme][0], device="cpu", seed=0)
-                label = f"BGAN blur, {LABELS[scheme]} seed {seeds[0]}"
-                fakes = [blurrer(s, seed=i).clamp(0, 1) for i, s in enumerate(tune_sharp)]
-                train_stats.append([label, *_stat_cells(blur_stats(fakes, tune_sharp))])
-                fakes = [blurrer(s, seed=i).clamp(0, 1) for i, s in enumerate(sharp_imgs)]
-                test_stats.append([label, *_stat_cells(blur_stats(fakes, sharp_imgs))])
-                learnt = degradation_summary(getattr(blurrer.backend, "net", None))
-                if learnt:
-                    learnt_rows.append(f"{label}: {learnt}")
+            t0 = time.perf_counter()
+            need = cams if CAMS.VALIDATION in cams else cams + [CAMS.VALIDATION]
+            data = build_seed_data(root / f"s{seed}", seed, need, args)
+            for c, d in data["cams"].items():
+                d["name"] = c
+            extras["splits"][seed] = data["split"]
+            print(f"[seed {seed}] photos: test {data['split']['test']}, sharp side {data['split']['sharp']}, "
+                  f"real side {data['split']['real']}; data written in {time.perf_counter() - t0:.0f} s", flush=True)
+            t0 = time.perf_counter()
+            val_pairs = read_pairs(data["cams"][CAMS.VALIDATION]["oracle"])
+            params, tune_psnr = tune_wiener(val_pairs)
+            val_input = score(val_pairs, lambda x: x)["psnr"]
+            extras["wiener"][seed] = {"sigma": params[0], "nsr": params[1], "validation_psnr": tune_psnr, "validation_input_psnr": val_input}
+            print(f"[seed {seed}] Wiener: sigma {params[0]}, NSR {params[1]} (validation camera pairs: {tune_psnr:.2f} dB, "
+                  f"input {val_input:.2f} dB; {time.perf_counter() - t0:.0f} s)", flush=True)
+            tests = {c: read_pairs(data["cams"][c]["test"]) for c in cams}
+            for c in cams:
+                results[c].setdefault("input", []).append(score(tests[c], lambda x: x))
+                t0 = time.perf_counter()
+                s = score(tests[c], wiener(params))
+                s["secs"] = time.perf_counter() - t0
+                results[c].setdefault("wiener", []).append(s)
+            # camera-free rows: once per view
+            for m in [m for m in methods if m in CAMERA_FREE]:
+                for view in sorted({data["cams"][c]["view"] for c in cams}):
+                    cfg = method_config(m, data, None, view, root / f"s{seed}" / "runs", args, seed)
+                    print(f"[seed {seed}] training {LABELS[m]} ({view} photos): {stage_iters(cfg)}", flush=True)
+                    ckpt, secs = train_run(cfg)
+                    deblur = Deblurrer.from_checkpoint(ckpt, device="cpu", tile=None)
+                    for c in cams:
+                        if data["cams"][c]["view"] == view:
+                            s = score(tests[c], deblur)
+                            s["secs"] = secs
+                            results[c].setdefault(m, []).append(s)
+                            print(f"   {c}: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f}, bias {s['bias']:+.4f} ({secs / 60:.1f} min)", flush=True)
+            for c in cams:
+                cam = data["cams"][c]
+                for m in [m for m in methods if m not in CAMERA_FREE]:
+                    cfg = method_config(m, data, cam, cam["view"], root / f"s{seed}" / "runs", args, seed)
+                    print(f"[seed {seed}] {c}: training {LABELS[m]}: {stage_iters(cfg)}", flush=True)
+                    ckpt, secs = train_run(cfg)
+                    s = score(tests[c], Deblurrer.from_checkpoint(ckpt, device="cpu", tile=None))
+                    s["secs"] = secs
+                    results[c].setdefault(m, []).append(s)
+                    print(f"   PSNR {s['psnr']:.2f} dB (input {results[c]['input'][-1]['psnr']:.2f}), SSIM {s['ssim']:.4f}, "
+                          f"bias {s['bias']:+.4f}, colour {s['colour']:.4f} ({secs / 60:.1f} min)", flush=True)
+                    if m in ("separate", "joint"):
+                        real, learnt = realism_rows(ckpt, data, cam, cfg, seed, args.realism_crop, args.realism_by_photo)
+                        extras["realism"].setdefault(c, {}).setdefault(m, []).append(real)
+                        extras["learnt_camera"].setdefault(c, {}).setdefault(m, []).append(learnt)
+                        print("   realism vs the real crops (two-sample accuracy, 0.5 = indistinguishable; KID): " + "; ".join(
+                            f"{k} {v['accuracy']:.2f} / {v['kid']:.3f}" for k, v in real.items()), flush=True)
+                        if learnt is not None:
+                            print(f"   learnt camera: {json.dumps(learnt, default=str)}", flush=True)
     finally:
         if tmp_ctx is not None:
             tmp_ctx.cleanup()
 
+    rows = ["input", "wiener"] + methods
+    head = ["method", "PSNR (dB)", "SSIM", "brightness bias", "colour spread", "train min"]
+
+    def row_cells(vals: list[dict], m: str) -> list[str]:
+        secs = [v["secs"] / 60 for v in vals if "secs" in v]
+        return [LABELS[m], mean_sd([v["psnr"] for v in vals], ".2f"), mean_sd([v["ssim"] for v in vals], ".4f"),
+                mean_sd([v["bias"] for v in vals], "+.4f"), mean_sd([v["colour"] for v in vals], ".4f"),
+                f"{np.mean(secs):.1f}" if secs and m != "wiener" else ("-" if not secs else f"{np.mean(secs) * 60:.1f} s")]
+
     print()
-    print(f"Held-out real-domain test pairs ({len(test)} images; mean over images"
-          f"{', mean ± sd over ' + str(len(seeds)) + ' training seeds' if len(seeds) > 1 else ''}):")
-    table = []
-    for name, r in rows.items():
-        secs = f"{statistics.mean(r['secs']) / 60:.1f}" if r.get("secs") else "-"
-        table.append([name, mean_sd(r["psnr"], ".2f"), mean_sd(r["ssim"], ".4f"), secs, r["note"]])
-    print(fmt_table(["method", "PSNR (dB)", "SSIM", "train min", "settings"], table))
-    print()
-    head = ["images", "HF residual", "sharpness", "PSNR vs sharp"]
-    print("Blur statistics, training side (unpaired: available without any pairs). HF residual: Immerkaer's noise")
-    print("estimate on the luma (noise, JPEG and artefacts raise it); sharpness: dbgan.metrics.sharpness:")
-    print(fmt_table(head, train_stats))
-    print()
-    print("Blur statistics on the test photos (diagnosis only):")
-    print(fmt_table(head, test_stats))
-    print()
-    if learnt_rows:
-        print("What the kernel-predicting BGANs learnt (512 random noise vectors; the stand-in camera: gamma "
-              f"{REAL_DOMAIN.gamma if REAL_DOMAIN.linear_light else 1.0}, noise std {REAL_DOMAIN.noise_sigma}):")
-        for line in learnt_rows:
-            print("  " + line)
+    for c in cams:
+        kind = "VALIDATION camera" if c == CAMS.VALIDATION else "test camera"
+        print(f"{c} ({kind}): {CAMS.get(c).description}")
+        print(f"test pairs per seed: {len(tests[c]) if c in tests else '?'}; mean over images, ± sd over {len(seeds)} seed(s)")
+        print(fmt_table(head, [row_cells(results[c][m], m) for m in rows if m in results[c]]))
         print()
-    best_learned = max((statistics.mean(rows[LABELS[s]]["psnr"]), s) for s in ("separate", "joint") if LABELS[s] in rows) \
-        if any(LABELS[s] in rows for s in ("separate", "joint")) else None
-    if best_learned and LABELS["synthetic"] in rows:
-        a = statistics.mean(rows[LABELS["synthetic"]]["psnr"])
-        verdict = "above" if best_learned[0] > a else "NOT above"
-        print(f"expected result: (b) or (c) above (a) in PSNR -- best learned-blur scheme {LABELS[best_learned[1]]} "
-              f"{best_learned[0]:.2f} dB vs (a) {a:.2f} dB: {verdict}")
+    print(f"Average over the test cameras {test_cams} and seeds {seeds} (per seed: the mean over cameras; ± sd over seeds):")
+    avg_rows = []
+    for m in rows:
+        per_seed = []
+        for i in range(len(seeds)):
+            vals = [results[c][m][i] for c in test_cams if m in results[c] and len(results[c][m]) > i]
+            if vals:
+                d = {k: float(np.mean([v[k] for v in vals])) for k in ("psnr", "ssim", "bias", "colour")}
+                if all("secs" in v for v in vals):
+                    d["secs"] = float(np.mean([v["secs"] for v in vals]))
+                per_seed.append(d)
+        if per_seed:
+            avg_rows.append(row_cells(per_seed, m))
+    print(fmt_table(head, avg_rows))
+    print()
+    truth_shown = set()
+    for c, by_m in extras["learnt_camera"].items():
+        for m, lst in by_m.items():
+            for seed, learnt in zip(seeds, lst):
+                if c not in truth_shown:
+                    t = extras["truth"][c]
+                    print(f"{c} truth : " + json.dumps({k: t[k] for k in ("response", "decode", "exposure", "wb", "shot_noise",
+                                                                           "read_noise", "kernel_length_px")}))
+                    truth_shown.add(c)
+                print(f"{c} learnt, {LABELS[m]} seed {seed}: " + (json.dumps(learnt, default=str) if learnt else
+                      "(the blur generator has no describe())"))
+    if extras["realism"]:
+        print()
+        print("Blur realism against the real crops (held-out two-sample accuracy, 0.5 = indistinguishable / KID on "
+              "hand-made high-pass, brightness and colour features; mean over seeds):")
+        rr = []
+        for c, by_m in extras["realism"].items():
+            for m, lst in by_m.items():
+                for k in lst[0]:
+                    rr.append([c, LABELS[m], k, f"{_mean([x[k]['accuracy'] for x in lst]):.3f}", f"{_mean([x[k]['kid'] for x in lst]):.3f}"])
+        print(fmt_table(["camera", "run", "blur", "two-sample accuracy", "KID"], rr))
+    print()
+    res_checks = checks(results, test_cams, ["input"] + methods)
+    if res_checks:
+        print(f"Checks of issue 15 (test cameras {test_cams}, means over seeds):")
+        for who, what, ok in res_checks:
+            print(f"  [{'PASS' if ok else ('FAIL' if ok is False else ' -- ')}] {who}: {what}")
     print(f"total time: {(time.perf_counter() - t_start) / 60:.1f} min")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows, "train_stats": train_stats, "test_stats": test_stats}, indent=1, default=str))
+        Path(args.json).write_text(json.dumps({
+            "args": vars(args), "seeds": seeds, "cameras": cams, "test_cameras": test_cams, "results": results,
+            "checks": [{"run": w, "check": t, "pass": ok} for w, t, ok in res_checks], **extras,
+        }, indent=1, default=str))
     return 0
-
-
-def _stat_cells(s: dict[str, float]) -> list[str]:
-    p = s["psnr_vs_sharp"]
-    return [f"{s['hf']:.4f}", f"{s['sharpness']:.4f}", "-" if np.isnan(p) else f"{p:.2f}"]
 
 
 if __name__ == "__main__":

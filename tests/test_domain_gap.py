@@ -1,0 +1,52 @@
+"""benchmarks/domain_gap.py: the photo split, the classical baseline and the issue's checks (no training)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import domain_gap as G  # noqa: E402
+
+
+def test_split_disjoint_and_seeded():
+    a, b = G.split_photos(0, []), G.split_photos(1, [])
+    assert a == G.split_photos(0, []) and a != b
+    for s in (a, b):
+        sets = [set(s[k]) for k in ("test", "sharp", "real")]
+        assert all(sets[i].isdisjoint(sets[j]) for i in range(3) for j in range(i + 1, 3))
+        assert sum(map(len, sets)) == len(G.COLOUR_PHOTOS) + len(G.GREY_PHOTOS)
+        assert len(set(s["test"]) & set(G.COLOUR_PHOTOS)) == 2 and len(set(s["test"]) & set(G.GREY_PHOTOS)) == 1
+
+
+def test_wiener_keeps_the_mean_and_sharpens():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    sharp = gaussian_filter(rng.random((3, 64, 64)), (0, 1, 1))
+    blurred = gaussian_filter(sharp, (0, 1.5, 1.5), mode="wrap")
+    out = G.wiener((1.5, 1e-3))(torch.from_numpy(blurred).float()).numpy()
+    assert abs(out.mean() - blurred.mean()) < 1e-3
+    assert np.abs(out - sharp).mean() < 0.7 * np.abs(blurred - sharp).mean()
+
+
+def test_checks_pass_and_fail():
+    def r(psnr, bias=0.0, colour=0.0):
+        return [{"psnr": psnr, "ssim": 0.5, "bias": bias, "colour": colour}]
+
+    good = {"input": r(20), "synthetic_ll": r(21), "prior_only": r(21.5), "separate": r(23, 0.01), "oracle": r(24, 0.02)}
+    res = {"cam1": good, "cam2": dict(good, separate=r(19.5, 0.01))}
+    out = {what.split(":")[0]: ok for _, what, ok in G.checks({"cam1": good}, ["cam1"], list(good))}
+    assert all(out.values()) and len(out) == 6
+    out = {what.split(":")[0]: ok for _, what, ok in G.checks(res, ["cam1", "cam2"], list(good))}
+    assert out["never below the input on any camera"] is False
+    assert out["beats (a') synthetic + linear light by >= 1.0 dB"] is False  # (23 + 19.5) / 2 - 21 = 0.25
+
+
+def test_cli_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown camera"):
+        G.main(["--cameras", "nope"])
+    with pytest.raises(SystemExit):
+        G.main(["--methods", "nope"])
