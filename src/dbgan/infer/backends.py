@@ -29,6 +29,9 @@ class Backend(Protocol):
     out_channels: int
     size_multiple: int
     device: torch.device
+    #: True when the backend pads to ``size_multiple`` itself (a dbgan generator): the runner
+    #: then hands it an untiled image unpadded
+    pads_itself: bool
 
     def __call__(self, x: Tensor, noise: Optional[Tensor] = None) -> Tensor: ...
 
@@ -126,6 +129,7 @@ class OnnxBackend:
         self.in_channels = runner.in_channels
         self.out_channels = runner.out_channels
         self.size_multiple = runner.size_multiple
+        self.pads_itself = False
         self._bpp = bytes_per_pixel
 
     def session(self) -> contextlib.AbstractContextManager:

@@ -226,7 +226,7 @@ class _ImageRunner:
                 noise = noise.expand(b, *noise.shape[1:])
             # an unpadded image to a net that pads it itself gives the same result, and lets
             # the U-Net decode only the image, not the padding (cropped decoding)
-            own_pad = noise is None and getattr(self.backend, "pads_itself", False)
+            own_pad = noise is None and self.backend.pads_itself
             with self.backend.session():
                 out = self.backend(x if own_pad else xp, noise)
         else:
