@@ -288,6 +288,12 @@ def method_config(method: str, data: dict, cam: dict | None, view: str, runs: Pa
         "train.val_every=0", "train.save_every=0", "train.progress=false", "train.tensorboard=false",
         f"train.amp={args.amp}",
     ]
+    base = load_config(args.config, list(args.set))
+    if cam is not None and CAMS.get(cam["name"]).decode == "identity" and base.nets.blur_g.name == "camera_blur":
+        # what a user of linear data (raw, a microscope) states: the sharp photos are linear, so is the start
+        overrides += ["nets.blur_g.args.input_encoding=linear", "nets.blur_g.args.init_response=linear"]
+    # a preset without blur pretraining (camera) spends that share of the budget on BGAN
+    bgan_iters = 2 * pre if base.stages.blur_pretrain.skip else pre
     if method == "synthetic":
         overrides += ["scheme=synthetic", f"stages.dbgan.iters={n}"]
     elif method == "synthetic_ll":
@@ -298,7 +304,7 @@ def method_config(method: str, data: dict, cam: dict | None, view: str, runs: Pa
         overrides += ["scheme=separate", f"stages.blur_pretrain.iters={pre}", "stages.bgan.skip=true",
                       f"stages.dbgan.iters={n - pre}"]
     elif method == "separate":
-        overrides += ["scheme=separate", f"stages.blur_pretrain.iters={pre}", f"stages.bgan.iters={pre}",
+        overrides += ["scheme=separate", f"stages.blur_pretrain.iters={pre}", f"stages.bgan.iters={bgan_iters}",
                       f"stages.dbgan.iters={n - 2 * pre}"]
     elif method == "joint":
         overrides += ["scheme=joint", f"stages.blur_pretrain.iters={pre}", f"stages.dbgan.iters={n - pre}"]
@@ -355,8 +361,23 @@ def learnt_camera(net) -> dict | None:
     return None
 
 
+def sample_figure(path: Path, blurrer, sharp_imgs: list, real_imgs: list, seed: int, side: int = 128, rows: int = 4) -> None:
+    """``path``: ``rows`` rows of sharp | BGAN | real crops of ``side`` px, 1:1, so blur and noise can be judged."""
+    from dbgan.io import write_image
+    from dbgan.realism import random_crops
+
+    sharp = random_crops(sharp_imgs, side + 2 * MARGIN, 1, seed=seed + 11)[:rows]
+    real = random_crops(real_imgs, side, 1, seed=seed + 12)[:rows]
+    with torch.no_grad():
+        fake = [blurrer(s, seed=100 + i)[..., MARGIN:-MARGIN, MARGIN:-MARGIN].clamp(0, 1) for i, s in enumerate(sharp)]
+    pad = lambda t: torch.nn.functional.pad(t, (4, 4, 4, 4), value=1.0)  # noqa: E731
+    lines = [torch.cat([pad(s[..., MARGIN:-MARGIN, MARGIN:-MARGIN]), pad(f), pad(r)], -1)
+             for s, f, r in zip(sharp, fake, real)]
+    write_image(path, torch.cat(lines, -2))
+
+
 def realism_rows(ckpt: Path, data: dict, cam: dict, cfg: Config, seed: int, crop: int,
-                 by_photo: bool = False) -> tuple[dict[str, dict], dict | None]:
+                 by_photo: bool = False, figure: Path | None = None) -> tuple[dict[str, dict], dict | None]:
     """Real crops vs BGAN blur, synthetic blur and linear-light synthetic blur of sharp crops (dbgan.realism).
 
     The two-sample test's halves are cut by crop (default) or, with ``by_photo``, by source photo.
@@ -383,6 +404,8 @@ def realism_rows(ckpt: Path, data: dict, cam: dict, cfg: Config, seed: int, crop
     cut = lambda t: t[..., MARGIN:-MARGIN, MARGIN:-MARGIN].clamp(0, 1)  # noqa: E731
     with torch.no_grad():
         fakes = torch.stack([cut(blurrer(s, seed=i)) for i, s in enumerate(sharp)])
+    if figure is not None:
+        sample_figure(figure, blurrer, sharp_imgs, [read_image(p, channels=3) for p in real_paths], seed)
     def report(x: torch.Tensor, gx: torch.Tensor) -> dict:
         return realism_report(real, x, seed=seed, groups_real=g_real if by_photo else None, groups_fake=gx if by_photo else None)
 
@@ -468,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra config override for every learnt row (repeatable)")
     p.add_argument("--extra-photos", default=None, help="folder of more colour photos (*.png, *.jpg) for the split")
     p.add_argument("--train-side", type=int, default=None, help="longer side of the training photos (quick 256, full 384)")
-    p.add_argument("--real-crop", type=int, default=96, help="side of the real-blur and oracle crops")
+    p.add_argument("--real-crop", type=int, default=None,
+                   help="side of the real-blur and oracle crops (default: the preset's data.crop_size + 32, at least 96)")
     p.add_argument("--real-per-photo", type=int, default=None, help="real-blur crops per real-side photo (quick 10, full 24)")
     p.add_argument("--oracle-per-photo", type=int, default=None, help="oracle pairs per sharp-side photo (quick 10, full 24)")
     p.add_argument("--test-side", type=int, default=None, help="longer side of the test photos (quick 192, full 256)")
@@ -492,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         p.error(f"unknown method(s) {bad}; known: {', '.join(LEARNT)}")
     args.config = args.config or default_config()
+    if args.real_crop is None:  # the training stages crop data.crop_size from the real photos: leave room
+        args.real_crop = max(96, load_config(args.config, list(args.set)).data.crop_size + 32)
     args.train_side = args.train_side or (256 if q else 384)
     args.real_per_photo = args.real_per_photo or (10 if q else 24)
     args.oracle_per_photo = args.oracle_per_photo or (10 if q else 24)
@@ -578,7 +604,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"   PSNR {s['psnr']:.2f} dB (input {results[c]['input'][-1]['psnr']:.2f}), SSIM {s['ssim']:.4f}, "
                           f"bias {s['bias']:+.4f}, colour {s['colour']:.4f} ({secs / 60:.1f} min)", flush=True)
                     if m in ("separate", "joint"):
-                        real, learnt = realism_rows(ckpt, data, cam, cfg, seed, args.realism_crop, args.realism_by_photo)
+                        real, learnt = realism_rows(
+                            ckpt, data, cam, cfg, seed, args.realism_crop, args.realism_by_photo,
+                            figure=root / f"bgan_{m}_{c}_s{seed}.png")
                         extras["realism"].setdefault(c, {}).setdefault(m, []).append(real)
                         extras["learnt_camera"].setdefault(c, {}).setdefault(m, []).append(learnt)
                         print("   realism vs the real crops (two-sample accuracy, 0.5 = indistinguishable; KID): " + "; ".join(

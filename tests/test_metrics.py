@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_infer import make_checkpoint, smooth_image  # noqa: E402
 
 from dbgan import metrics  # noqa: E402
-from dbgan.evaluate import evaluate, evaluate_unpaired, find_pairs, format_table  # noqa: E402
+from dbgan.data.layouts import find_pairs  # noqa: E402
+from dbgan.evaluate import evaluate, evaluate_unpaired, format_table  # noqa: E402
 from dbgan.infer import Deblurrer  # noqa: E402
 from dbgan.io import write_image  # noqa: E402
 
@@ -47,14 +48,19 @@ def _pair(seed=0, c=3, h=48, w=64):
 def test_psnr_ssim_are_scikit_image(c):
     a, b = _pair(c=c)
     an, bn = a.permute(1, 2, 0).double().numpy(), b.permute(1, 2, 0).double().numpy()
+    gauss = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
     if c == 1:
         an, bn = an[..., 0], bn[..., 0]
-        ref_ssim = structural_similarity(bn, an, data_range=1.0)
+        ref_ssim = structural_similarity(bn, an, data_range=1.0, **gauss)
+        ref_uniform = structural_similarity(bn, an, data_range=1.0)
     else:
-        ref_ssim = structural_similarity(bn, an, data_range=1.0, channel_axis=-1)
+        ref_ssim = structural_similarity(bn, an, data_range=1.0, channel_axis=-1, **gauss)
+        ref_uniform = structural_similarity(bn, an, data_range=1.0, channel_axis=-1)
     ref_psnr = peak_signal_noise_ratio(bn, an, data_range=1.0)
     assert metrics.psnr(a, b) == pytest.approx(ref_psnr, abs=1e-9)
     assert metrics.ssim(a, b) == pytest.approx(ref_ssim, abs=1e-9)
+    assert metrics.ssim(a, b, window="uniform") == pytest.approx(ref_uniform, abs=1e-9)
+    assert ref_ssim != ref_uniform  # the two windows really differ
     # numpy H x W x C gives the same numbers as C x H x W tensors
     assert metrics.psnr(an, bn) == pytest.approx(ref_psnr, abs=1e-9)
     assert metrics.ssim(an, bn) == pytest.approx(ref_ssim, abs=1e-9)
@@ -112,7 +118,8 @@ def _skimage_from_files(sharp_path: Path, blur_path: Path) -> tuple[float, float
     b = np.asarray(Image.open(blur_path).convert("RGB"), dtype=np.float64) / 255
     return (
         peak_signal_noise_ratio(s, b, data_range=1.0),
-        structural_similarity(s, b, data_range=1.0, channel_axis=-1),
+        structural_similarity(s, b, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                              use_sample_covariance=False),
     )
 
 
@@ -143,8 +150,8 @@ def test_identity_net_gives_zero_gain_on_aligned_files(tmp_path):
         sharp = smooth_image(3, 30, 40)
         blur = torch.from_numpy(ndimage.gaussian_filter(sharp.numpy(), sigma=(0, 1.2, 1.2)))
         write_image(root / f"p{i}.png", torch.cat([sharp, blur], dim=2))
-    layout, pairs, _ = find_pairs(root)
-    assert layout == "aligned" and len(pairs) == 2
+    found = find_pairs(root)
+    assert found.layout == "aligned" and len(found.pairs) == 2
     report = evaluate(Deblurrer(Identity(), device="cpu"), root, progress=False)
     for row in report["images"]:
         assert (row["width"], row["height"]) == (40, 30)

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for cmd, what in (("deblur", "deblur images with a trained DBGAN"), ("blur", "blur sharp images with a trained BGAN")):
         d = sub.add_parser(cmd, help=what)
-        d.add_argument("checkpoint", help="checkpoint .safetensors or run directory (or .onnx with --onnx)")
+        d.add_argument("checkpoint", help="checkpoint .safetensors or run directory, or a bundled model name "
+                       "(or .onnx with --onnx)")
         d.add_argument("input", help="image file or folder")
         d.add_argument("output", help="image file or folder")
         d.add_argument("--tile", type=int, default=None, help="tile size (default: automatic from the memory budget)")
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                        help="bf16 is about 2x faster on recent CPUs (max error ~2e-3)")
         d.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit (0 = none)")
+        d.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1-100 (default 95)")
         if cmd == "deblur":
             d.add_argument("--onnx", action="store_true", help="run an exported ONNX model with onnxruntime")
         else:
@@ -71,12 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="PSNR/SSIM of a deblurrer on held-out pairs")
     e.add_argument("checkpoint")
-    e.add_argument("--pairs", help="DIR/sharp + DIR/blur, or a folder of A|B files")
+    e.add_argument("--pairs", help="pairs: DIR/sharp + DIR/blur, DIR/input + DIR/target, GoPro scenes, "
+                   "a RealBlur list .txt, or a folder of A|B files")
     e.add_argument("--unpaired", help="folder of real blurred photos: no-reference sharpness before/after")
     e.add_argument("--out", help="report .json (a .csv is written beside it)")
     e.add_argument("--device", default="auto")
     e.add_argument("--tile", type=int, default=None)
     e.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit (0 = none)")
+    e.add_argument("--ssim-window", choices=("gaussian", "uniform"), default="gaussian",
+                   help="gaussian: 11x11, sigma 1.5, as published deblurring tables (default); "
+                        "uniform: scikit-image's 7x7 window")
 
     x = sub.add_parser("export", help="export the deblurrer to ONNX (dynamic height/width)")
     x.add_argument("checkpoint")
@@ -88,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default="demo_out")
     m.add_argument("--quick", action="store_true", help="a seconds-long run (for tests)")
     m.add_argument("--config", default=None, help="config to train with (default: configs/demo.yaml)")
+
+    w = sub.add_parser("serve", help="a local web page to deblur images in the browser (pip install 'dbgan[serve]')")
+    w.add_argument("--model", action="append", default=None,
+                   help="checkpoint (.safetensors or run folder) or bundled model name to offer; repeatable "
+                        "(the bundled models are always offered)")
+    w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
+    w.add_argument("--port", type=int, default=8000)
+    w.add_argument("--device", default="auto")
+    w.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    w.add_argument("--tile", type=int, default=None, help="tile size (default: automatic from the memory budget)")
+    w.add_argument("--max-upload-mb", type=float, default=100.0, help="largest accepted upload (MiB)")
+    w.add_argument("--max-pixels", type=int, default=60_000_000, help="largest accepted image (pixels per page)")
 
     sub.add_parser("nets", help="list the registered architectures with parameter counts")
     return p
@@ -134,13 +152,14 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command in ("deblur", "blur"):
+        from dbgan.api import resolve_model
         from dbgan.infer import run_folder
 
         res = run_folder(
-            args.checkpoint, args.input, args.output, mode=args.command, tile=args.tile,
+            args.checkpoint if getattr(args, "onnx", False) else resolve_model(args.checkpoint), args.input, args.output, mode=args.command, tile=args.tile,
             overlap=args.overlap, device=args.device, onnx=getattr(args, "onnx", False),
             overwrite=args.overwrite, seed=getattr(args, "seed", 0), skip_bad=args.skip_bad,
-            dtype=args.dtype, max_pixels=args.max_pixels,
+            dtype=args.dtype, max_pixels=args.max_pixels, quality=args.quality,
         )
         for path in res.written:
             print(f"wrote {path}")
@@ -153,11 +172,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "eval":
         from dbgan import evaluate as E
 
+        from dbgan.api import resolve_model
+
         if not args.pairs and not args.unpaired:
             raise ValueError("give --pairs DIR (held-out pairs) and/or --unpaired DIR (real blurred photos)")
+        args.checkpoint = resolve_model(args.checkpoint)
         if args.pairs:
             report = E.evaluate(args.checkpoint, args.pairs, args.out, device=args.device, tile=args.tile,
-                                max_pixels=args.max_pixels)
+                                max_pixels=args.max_pixels, ssim_window=args.ssim_window)
             print(E.format_table(report))
         if args.unpaired:
             out = None
@@ -182,6 +204,13 @@ def _run(args: argparse.Namespace) -> int:
 
         report = run_demo(args.out, quick=args.quick, config=args.config)
         print(f"report: {report}")
+        return 0
+
+    if args.command == "serve":
+        from dbgan.serve import serve
+
+        serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype, tile=args.tile,
+              max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels)
         return 0
 
     if args.command == "nets":

@@ -7,12 +7,11 @@ and the gain. :func:`evaluate_unpaired` (``--unpaired DIR``) reports the
 no-reference :func:`dbgan.metrics.sharpness` of real blurred photos before and
 after deblurring.
 
-Pair folders (the layout is detected by the presence of ``sharp/`` and ``blur/``):
-
-* ``DIR/sharp/`` + ``DIR/blur/``: matched by file name (or, failing that, by
-  name without extension); unmatched files are listed in the report;
-* otherwise ``DIR/*`` side-by-side ``A|B`` files: A (left half) sharp, B (right
-  half) blurred.
+Pair layouts are those of :mod:`dbgan.data.layouts` (the same reader as
+training): ``DIR/sharp/`` + ``DIR/blur/``, ``DIR/input/`` + ``DIR/target/``,
+GoPro's ``scene/blur|blur_gamma|sharp``, a RealBlur ``gt blur`` list file, or
+side-by-side ``A|B`` files (A, the left half, sharp). Files without a partner are
+listed in the report's ``unmatched`` instead of stopping the evaluation.
 
 The output is rounded to the input's bit depth before it is measured, so the
 figures are those of the image ``dbgan deblur`` writes.
@@ -41,7 +40,11 @@ PathLike = Union[str, Path]
 #: Columns of the per-image CSV of :func:`evaluate`.
 PAIRED_COLUMNS = ["name", "width", "height", "channels", "psnr_in", "ssim_in", "psnr_out", "ssim_out", "psnr_gain", "ssim_gain", "colour_bias_out"]
 #: Columns of the per-image CSV of :func:`evaluate_unpaired`.
-UNPAIRED_COLUMNS = ["name", "width", "height", "channels", "sharpness_in", "sharpness_out", "sharpness_ratio", "laplacian_in", "laplacian_out"]
+UNPAIRED_COLUMNS = ["name", "width", "height", "channels", "sharpness_in", "sharpness_out", "sharpness_ratio", "laplacian_in", "laplacian_out", "brisque_in", "brisque_out"]
+
+#: How ``ssim_window`` is described in reports.
+SSIM_WINDOWS = {"gaussian": "11x11 Gaussian window, sigma 1.5 (Wang et al. 2004; published deblurring tables)",
+                "uniform": "7x7 uniform window (scikit-image default)"}
 
 
 def _deblurrer(checkpoint: Any, device: str, tile: Optional[int], dtype: str):
@@ -58,47 +61,6 @@ def quantise(img: Tensor, bit_depth: int) -> Tensor:
         return img.clamp(0.0, 1.0)
     levels = 255.0 if bit_depth == 8 else 65535.0
     return img.clamp(0.0, 1.0).mul(levels).round().div(levels)
-
-
-def find_pairs(pairs_dir: PathLike) -> tuple[str, list[tuple[str, Optional[Path], Path]], list[str]]:
-    """``(layout, [(name, sharp file or None, blurred file)], unmatched names)`` of a pair folder.
-
-    ``layout`` is ``"paired"`` (``sharp/`` + ``blur/``; sharp file given) or
-    ``"aligned"`` (A|B files; sharp is None, the file holds both).
-    """
-    from dbgan.io import ImageReadError, list_images
-
-    root = Path(pairs_dir)
-    if not root.is_dir():
-        raise ImageReadError(f"{root}: pairs folder does not exist")
-    sharp_dir, blur_dir = root / "sharp", root / "blur"
-    if sharp_dir.is_dir() or blur_dir.is_dir():
-        if not (sharp_dir.is_dir() and blur_dir.is_dir()):
-            raise ImageReadError(f"{root}: has only one of sharp/ and blur/; a paired folder needs both")
-        sharp = list_images(sharp_dir)
-        blur = list_images(blur_dir)
-        by_name = {p.name: p for p in sharp}
-        by_stem: dict[str, list[Path]] = {}
-        for p in sharp:
-            by_stem.setdefault(p.stem, []).append(p)
-        pairs, unmatched, used = [], [], set()
-        for b in blur:
-            s = by_name.get(b.name)
-            if s is None and len(by_stem.get(b.stem, [])) == 1:
-                s = by_stem[b.stem][0]
-            if s is None:
-                unmatched.append(f"blur/{b.name}")
-                continue
-            used.add(s)
-            pairs.append((b.name, s, b))
-        unmatched += [f"sharp/{p.name}" for p in sharp if p not in used]
-        if unmatched:
-            log.warning("%s: %d file(s) without a partner: %s", root, len(unmatched), ", ".join(unmatched[:5]))
-        if not pairs:
-            raise ImageReadError(f"{root}: no file name appears in both sharp/ and blur/")
-        return "paired", pairs, unmatched
-    files = list_images(root)
-    return "aligned", [(p.name, None, p) for p in files], []
 
 
 def _load_pair(
@@ -140,29 +102,40 @@ def evaluate(
     progress: bool = True,
     dtype: str = "fp32",
     max_pixels: Optional[int] = None,
+    ssim_window: str = "gaussian",
 ) -> dict[str, Any]:
     """PSNR/SSIM of a deblurrer on held-out pairs (see the module docstring for layouts).
 
     Args:
         checkpoint: checkpoint path / run directory, or a :class:`dbgan.infer.Deblurrer`.
-        pairs_dir: ``DIR/sharp`` + ``DIR/blur``, or a folder of A|B files.
+        pairs_dir: a dataset folder or list file in a layout of :mod:`dbgan.data.layouts`.
         out: report ``.json`` to write (atomically), with a ``.csv`` of the same stem beside it.
         device, tile, dtype: inference settings (see :class:`dbgan.infer.Deblurrer`).
         channels: read images as 1 (grey) or 3 (RGB) channels; None keeps each
             blurred file's own (the sharp image is converted to match).
         progress: tqdm progress bar.
+        ssim_window: ``"gaussian"`` (default; comparable with published tables) or
+            ``"uniform"`` (see :func:`dbgan.metrics.ssim`).
 
     Returns:
-        ``{"kind": "paired", "layout", "pairs_dir", "checkpoint", "count", "images": [...],
+        ``{"kind": "paired", "layout", "ssim", "pairs_dir", "checkpoint", "count", "images": [...],
         "mean": {psnr_in, ssim_in, psnr_out, ssim_out, psnr_gain, ssim_gain, colour_bias_out},
         "unmatched": [...]}``; per image the columns of :data:`PAIRED_COLUMNS`.
     """
     from tqdm.auto import tqdm
 
-    layout, pairs, unmatched = find_pairs(pairs_dir)
+    from dbgan.data.layouts import find_pairs
+
+    if ssim_window not in SSIM_WINDOWS:
+        raise ValueError(f"ssim_window must be one of {', '.join(SSIM_WINDOWS)}, got {ssim_window!r}")
+    found = find_pairs(pairs_dir, strict=False)
+    layout, unmatched = found.layout, found.unmatched
+    if unmatched:
+        log.warning("%s: %d file(s) without a partner: %s", pairs_dir, len(unmatched), ", ".join(unmatched[:5]))
     runner = _deblurrer(checkpoint, device, tile, dtype)
     rows: list[dict[str, Any]] = []
-    for name, sharp_path, blur_path in tqdm(pairs, desc="eval", unit="img", disable=not progress or len(pairs) < 2):
+    for pair in tqdm(found.pairs, desc="eval", unit="img", disable=not progress or len(found.pairs) < 2):
+        name, sharp_path, blur_path = pair.name, pair.sharp, pair.blur
         sharp, blur, bit_depth = _load_pair(sharp_path, blur_path, channels, max_pixels)
         restored = quantise(runner(blur), bit_depth)
         row = {
@@ -171,9 +144,9 @@ def evaluate(
             "height": int(blur.shape[1]),
             "channels": int(blur.shape[0]),
             "psnr_in": metrics.psnr(blur, sharp),
-            "ssim_in": metrics.ssim(blur, sharp),
+            "ssim_in": metrics.ssim(blur, sharp, window=ssim_window),
             "psnr_out": metrics.psnr(restored, sharp),
-            "ssim_out": metrics.ssim(restored, sharp),
+            "ssim_out": metrics.ssim(restored, sharp, window=ssim_window),
             "colour_bias_out": [float(v) for v in metrics.colour_bias(restored, sharp)],
         }
         row["psnr_gain"] = row["psnr_out"] - row["psnr_in"]
@@ -188,6 +161,7 @@ def evaluate(
     report = {
         "kind": "paired",
         "layout": layout,
+        "ssim": SSIM_WINDOWS[ssim_window],
         "pairs_dir": str(pairs_dir),
         "checkpoint": _describe(checkpoint),
         "count": len(rows),
@@ -215,8 +189,10 @@ def evaluate_unpaired(
     """No-reference sharpness of real blurred photos before and after deblurring.
 
     Per image: :func:`dbgan.metrics.sharpness` (mean Sobel gradient energy of the
-    luma) of input and output and their ratio (> 1: sharper), and the variance of
-    the Laplacian of both; means over the folder. Arguments as :func:`evaluate`.
+    luma) of input and output and their ratio (> 1: sharper), the variance of
+    the Laplacian of both, and :func:`dbgan.metrics.brisque` of both (lower is
+    better; unlike the two sharpness measures it also rises with noise and ringing);
+    means over the folder. Arguments as :func:`evaluate`.
     """
     from tqdm.auto import tqdm
 
@@ -239,6 +215,8 @@ def evaluate_unpaired(
             "sharpness_ratio": s_out / s_in if s_in > 0 else float("inf"),
             "laplacian_in": metrics.sharpness(img, "laplacian"),
             "laplacian_out": metrics.sharpness(restored, "laplacian"),
+            "brisque_in": metrics.brisque(img),
+            "brisque_out": metrics.brisque(restored),
         })
     mean = {k: _mean([r[k] for r in rows]) for k in UNPAIRED_COLUMNS[4:]}
     report = {
@@ -309,12 +287,13 @@ def format_table(report: dict[str, Any], max_rows: int = 50) -> str:
 
     rows = report["images"]
     if report.get("kind") == "unpaired":
-        head = ["image", "sharp in", "sharp out", "ratio", "lapvar in", "lapvar out"]
+        head = ["image", "sharp in", "sharp out", "ratio", "lapvar in", "lapvar out", "BRISQUE in", "BRISQUE out"]
         body = [[r["name"], f(r["sharpness_in"], 4), f(r["sharpness_out"], 4), f(r["sharpness_ratio"], 3),
-                 f(r["laplacian_in"], 5), f(r["laplacian_out"], 5)] for r in rows[:max_rows]]
+                 f(r["laplacian_in"], 5), f(r["laplacian_out"], 5), f(r.get("brisque_in"), 2),
+                 f(r.get("brisque_out"), 2)] for r in rows[:max_rows]]
         m = report["mean"]
         foot = ["mean", f(m["sharpness_in"], 4), f(m["sharpness_out"], 4), f(m["sharpness_ratio"], 3),
-                f(m["laplacian_in"], 5), f(m["laplacian_out"], 5)]
+                f(m["laplacian_in"], 5), f(m["laplacian_out"], 5), f(m.get("brisque_in"), 2), f(m.get("brisque_out"), 2)]
     else:
         head = ["image", "PSNR in", "PSNR out", "gain", "SSIM in", "SSIM out", "gain"]
         body = [[r["name"], f(r["psnr_in"], 2), f(r["psnr_out"], 2), f(r["psnr_gain"], 2),
@@ -333,7 +312,10 @@ def format_table(report: dict[str, Any], max_rows: int = 50) -> str:
     if len(rows) > max_rows:
         out.append(f"... {len(rows) - max_rows} more (see the report file)")
     out += [sep, line(foot)]
-    if report.get("kind") != "unpaired":
+    if report.get("kind") == "unpaired":
+        out.append("BRISQUE: lower is better (no-reference; brisque package's bundled model)")
+    else:
+        out.append(f"SSIM: {report.get('ssim', SSIM_WINDOWS['gaussian'])}")
         bias = report["mean"].get("colour_bias_out")
         if bias:
             out.append("mean colour bias of outputs (output - sharp, per channel): " + " ".join(f"{b:+.4f}" for b in bias))

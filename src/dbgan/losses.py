@@ -110,6 +110,19 @@ def noise_match_loss(fake: Tensor, real: Tensor, eps: float = 1e-4) -> Tensor:
     return (a.log() - b.log()) ** 2
 
 
+def kernel_diversity_loss(k1: Tensor, k2: Tensor, z1: Tensor, z2: Tensor, cap: float = 1.0) -> Tensor:
+    """Mode-seeking term (Mao et al., 2019) on blur kernels: ``-mean(min(|k1 - k2|_1 / |z1 - z2|_1 * dim, cap))``.
+
+    ``k1``, ``k2`` are the kernels (any trailing shape, each summing to 1) that noise
+    vectors ``z1``, ``z2`` (``N x dim``) give. Minimising it spreads kernels apart as
+    the noise vectors differ, up to ``cap`` (the L1 distance of two kernels is at most 2),
+    so no single kernel takes over; it does not pull kernels towards any fixed bank.
+    """
+    dk = (k1 - k2).abs().flatten(1).sum(1)
+    dz = (z1 - z2).abs().mean(1).clamp_min(1e-6)
+    return -(dk / dz).clamp_max(cap).mean()
+
+
 # --------------------------------------------------------------------------- adversarial
 
 

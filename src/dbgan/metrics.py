@@ -1,12 +1,24 @@
-"""Image quality measures: PSNR and SSIM (scikit-image), a fast batched PSNR, sharpness, colour bias.
+"""Image quality measures: PSNR and SSIM (scikit-image), a fast batched PSNR, sharpness, BRISQUE, colour bias.
 
 Conventions: a ``torch.Tensor`` is ``C x H x W`` (or ``H x W``), a ``numpy``
 array ``H x W x C`` (or ``H x W``); values in ``[0, data_range]``. Both images of
 a comparison must have the same shape. Nothing here reimplements the reference
 measures: :func:`psnr` and :func:`ssim` call
-``skimage.metrics.peak_signal_noise_ratio`` / ``structural_similarity``
-(SSIM with scikit-image's defaults: 7x7 uniform window, ``gaussian_weights=False``,
-``channel_axis`` for colour, mean over channels).
+``skimage.metrics.peak_signal_noise_ratio`` / ``structural_similarity``.
+
+SSIM is computed as in Wang et al. (2004) and in the deblurring papers' tables
+(DeblurGAN, MPRNet, Restormer, NAFNet; their MATLAB ``ssim``): an 11x11 Gaussian
+window with sigma 1.5, population (not sample) covariances, ``K1 = 0.01``,
+``K2 = 0.03``, the mean over the valid region (borders of 5 pixels left out);
+colour images are the mean over channels. ``tests/test_metrics_reference.py``
+checks it against an independent implementation of the MATLAB algorithm to 1e-4.
+``window="uniform"`` gives scikit-image's default 7x7 uniform window instead
+(what dbgan reported before; the SSIM figures in ``docs/benchmarks.md`` dated up to
+2026-11-30 were measured that way).
+
+:func:`brisque` is a no-reference score for real photos (no sharp image to compare
+with), from the ``brisque`` package whose SVM model ships inside it (nothing is
+downloaded); lower is better.
 """
 
 from __future__ import annotations
@@ -60,21 +72,77 @@ def psnr(a: ArrayLike, b: ArrayLike, data_range: float = 1.0) -> float:
     return float(peak_signal_noise_ratio(y, x, data_range=data_range))
 
 
-def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 1.0) -> float:
+#: Gaussian window of SSIM: sigma and scikit-image's truncation (radius int(3.5 * 1.5 + 0.5) = 5: 11x11).
+SSIM_SIGMA = 1.5
+_SSIM_TRUNCATE = 3.5
+
+
+def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 1.0, window: str = "gaussian") -> float:
     """Structural similarity of ``a`` and ``b`` (``skimage.metrics.structural_similarity``).
 
-    7x7 uniform window (smaller odd window for images under 7 pixels),
-    ``gaussian_weights=False``; colour images use ``channel_axis=-1`` (mean over channels).
+    ``window="gaussian"`` (default): ``gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False`` -- Wang et al.'s 11x11 Gaussian window, the SSIM of
+    published deblurring tables (see the module docstring). ``window="uniform"``:
+    scikit-image's default 7x7 uniform window with sample covariances. Images smaller
+    than the window use the largest odd window that fits (at least 3x3). Colour images
+    use ``channel_axis=-1`` (mean over channels).
     """
     from skimage.metrics import structural_similarity
 
+    if window not in ("gaussian", "uniform"):
+        raise ValueError(f"window must be 'gaussian' or 'uniform', got {window!r}")
     x, y = _pair(a, b)
-    win = min(7, x.shape[0], x.shape[1])
+    full = 2 * int(_SSIM_TRUNCATE * SSIM_SIGMA + 0.5) + 1 if window == "gaussian" else 7
+    win = min(full, x.shape[0], x.shape[1])
     win = win if win % 2 else win - 1
     if win < 3:
         raise ValueError(f"images of {x.shape[1]}x{x.shape[0]} pixels are too small for SSIM (need 3x3)")
-    kwargs = {"channel_axis": -1} if x.ndim == 3 else {}
-    return float(structural_similarity(y, x, data_range=data_range, win_size=win, gaussian_weights=False, **kwargs))
+    kwargs: dict = {"channel_axis": -1} if x.ndim == 3 else {}
+    if window == "gaussian":
+        kwargs.update(gaussian_weights=True, sigma=SSIM_SIGMA, use_sample_covariance=False)
+        if win != full:
+            kwargs["win_size"] = win
+    else:
+        kwargs.update(win_size=win, gaussian_weights=False)
+    return float(structural_similarity(y, x, data_range=data_range, **kwargs))
+
+
+def brisque(img: ArrayLike) -> float:
+    """BRISQUE no-reference quality of one image in ``[0, 1]`` (lower is better; about 0-100).
+
+    The ``brisque`` package's own features and its bundled SVM model (LIVE database,
+    ``brisque/models/svm.txt``; no download) on the grey image
+    (``skimage.color.rgb2gray`` for colour, as the package does). Blur and noise
+    both raise it, which the gradient :func:`sharpness` cannot tell apart.
+    (The package's ``score`` method trips over numpy 2's scalar conversion, so its
+    feature and model steps are called here directly.)
+    """
+    import warnings
+
+    import cv2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # brisque imports scipy.ndimage.filters (deprecated)
+        from brisque import BRISQUE
+    from skimage.color import rgb2gray
+
+    x = to_hwc(img)
+    grey = rgb2gray(np.clip(x, 0.0, 1.0)) if x.ndim == 3 else np.clip(x, 0.0, 1.0)
+    if min(grey.shape) < 16:
+        raise ValueError(f"an image of {grey.shape[1]}x{grey.shape[0]} pixels is too small for BRISQUE (need 16x16)")
+    model = _brisque_model(BRISQUE)
+    small = cv2.resize(grey, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
+    with np.errstate(all="ignore"):
+        feats = np.concatenate([
+            model.calculate_brisque_features(grey, kernel_size=7, sigma=7 / 6),
+            model.calculate_brisque_features(small, kernel_size=7, sigma=7 / 6),
+        ])
+    flat = np.array([float(np.asarray(f, dtype=np.float64).reshape(-1)[0]) for f in feats])
+    return float(model.calculate_image_quality_score(flat))
+
+
+def _brisque_model(cls):  # one loaded SVM per process would be global state: load per call (~20 ms)
+    return cls(url=False)
 
 
 def luma(img: ArrayLike) -> np.ndarray:

@@ -36,8 +36,9 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the images are and how they are cut.
 
-    Dataset folders: ``pairs_dir`` is ``DIR/sharp`` + ``DIR/blur`` matched by file
-    name; ``aligned_dir`` holds side-by-side ``A|B`` files (``direction: AtoB``
+    Dataset folders: ``pairs_dir`` is paired files in any layout of
+    :mod:`dbgan.data.layouts` (``DIR/sharp`` + ``DIR/blur`` matched by file name,
+    ``DIR/input`` + ``DIR/target``, GoPro scenes, a RealBlur list file); ``aligned_dir`` holds side-by-side ``A|B`` files (``direction: AtoB``
     means A, the left half, is sharp and B is blurred; ``BtoA`` swaps them). When
     neither is given, synthetic pairs are made on the fly from ``sharp_dir`` with
     the ``synth`` pipeline (new blur every time an image is drawn).
@@ -45,7 +46,7 @@ class DataConfig:
 
     sharp_dir: Optional[str] = None  # sharp images (no pairing needed)
     real_blur_dir: Optional[str] = None  # the user's real blurred photos (unpaired)
-    pairs_dir: Optional[str] = None  # DIR/sharp + DIR/blur
+    pairs_dir: Optional[str] = None  # DIR/sharp + DIR/blur, DIR/input + DIR/target, GoPro, RealBlur list
     aligned_dir: Optional[str] = None  # side-by-side A|B files
     direction: str = "AtoB"  # AtoB: A=sharp, B=blurred; BtoA: the reverse
     val_dir: Optional[str] = None  # held-out pairs (either layout)
@@ -138,6 +139,13 @@ class StageConfig:
     only, any blur generator) ties the generated blur's noise level (Immerkaer's
     estimate, :func:`dbgan.losses.noise_level`) to the unpaired real photos', on a log
     scale, so the discriminator cannot drive the noise far from what the photos show.
+    ``w_stats`` (bgan only) matches statistics of the generated blur to running
+    statistics of the real photos that see the camera rather than the scene (tone
+    through histogram matching, the blur's power-spectrum ratio, the noise level per
+    brightness; :class:`dbgan.degradation_stats.CameraStats`), weighted
+    ``stats_balance`` among themselves. ``w_diversity`` (blur stages, kernel-predicting
+    generators) is a mode-seeking term: different noise vectors must give different
+    kernels (:func:`dbgan.losses.kernel_diversity_loss`).
     """
 
     iters: int = 1000
@@ -158,6 +166,9 @@ class StageConfig:
     w_synthetic: float = 0.0
     w_kernel_prior: float = 0.0
     w_noise_match: float = 0.0
+    w_stats: float = 0.0  # bgan: unpaired camera statistics (tone, spectrum, noise; dbgan.degradation_stats)
+    stats_balance: list[float] = field(default_factory=lambda: [10.0, 1.0, 1.0])  # tone, spectrum, noise
+    w_diversity: float = 0.0  # blur stages: mode-seeking term on the kernels of two noise vectors
     w_perceptual: float = 0.0
     w_frequency: float = 0.0
     pool_size: int = 0  # image pool of generated images for the discriminator (0 = off)

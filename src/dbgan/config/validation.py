@@ -137,14 +137,20 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"'{pre}.ema' must lie in [0, 1), got {st.ema}")
         if st.content_scale < 1:
             raise ConfigError(f"'{pre}.content_scale' must be >= 1, got {st.content_scale}")
-        for key in ("w_adv", "w_content", "w_synthetic", "w_kernel_prior", "w_noise_match", "w_perceptual",
-                    "w_frequency", "grad_clip"):
+        for key in ("w_adv", "w_content", "w_synthetic", "w_kernel_prior", "w_noise_match", "w_stats",
+                    "w_diversity", "w_perceptual", "w_frequency", "grad_clip"):
             if getattr(st, key) < 0:
                 raise ConfigError(f"'{pre}.{key}' must be >= 0, got {getattr(st, key)}")
         if st.pool_size < 0:
             raise ConfigError(f"'{pre}.pool_size' must be >= 0, got {st.pool_size}")
         if stage == "dbgan" and st.w_kernel_prior > 0:
             raise ConfigError(f"'{pre}.w_kernel_prior' applies to the blur stages (blur_pretrain, bgan) only")
+        if len(st.stats_balance) != 3 or not all(b >= 0 for b in st.stats_balance):
+            raise ConfigError(f"'{pre}.stats_balance' must be three weights >= 0 (tone, spectrum, noise), got {st.stats_balance}")
+        if stage != "bgan" and st.w_stats > 0:
+            raise ConfigError(f"'{pre}.w_stats' applies to the bgan stage (unpaired real photos) only")
+        if stage == "dbgan" and st.w_diversity > 0:
+            raise ConfigError(f"'{pre}.w_diversity' applies to the blur stages (blur_pretrain, bgan) only")
         if stage != "bgan" and st.w_noise_match > 0:
             raise ConfigError(f"'{pre}.w_noise_match' applies to the bgan stage (unpaired real photos) only")
     t = cfg.train

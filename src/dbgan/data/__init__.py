@@ -26,6 +26,7 @@ from dbgan.data.factories import (
     make_val_dataset,
 )
 from dbgan.data.errors import BatchSizeError, DatasetError, ImageTooSmallError
+from dbgan.data.layouts import LAYOUTS, Pair, PairSet, find_pairs
 from dbgan.data.transforms import apply_params, center_params, draw_params, resize, resize_target
 
 __all__ = [
@@ -35,6 +36,9 @@ __all__ = [
     "DatasetError",
     "DrawSampler",
     "ImageTooSmallError",
+    "LAYOUTS",
+    "Pair",
+    "PairSet",
     "PairedFolderDataset",
     "SyntheticPairDataset",
     "UnpairedDataset",
@@ -43,6 +47,7 @@ __all__ = [
     "check_batchable",
     "collate",
     "draw_params",
+    "find_pairs",
     "make_pair_dataset",
     "make_unpaired_dataset",
     "make_val_dataset",

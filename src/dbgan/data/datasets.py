@@ -1,4 +1,4 @@
-"""Datasets: paired folders, side-by-side ``A|B`` files, synthetic pairs, unpaired folders.
+"""Datasets: paired files (layouts in :mod:`dbgan.data.layouts`), side-by-side ``A|B`` files, synthetic pairs, unpaired folders.
 
 Draw-indexed training
 ---------------------
@@ -73,8 +73,9 @@ import torch
 
 from dbgan.config import DataConfig, SynthConfig
 from dbgan.constants import DIRECTIONS
-from dbgan.data.base import _DrawIndexedDataset, _fmt_size, _list_names, DEFAULT_CACHE_BYTES, Size
+from dbgan.data.base import _DrawIndexedDataset, _fmt_size, DEFAULT_CACHE_BYTES, Size
 from dbgan.data.errors import DatasetError
+from dbgan.data.layouts import find_pairs
 from dbgan.data.transforms import apply_params, crop_box, flip
 from dbgan.io import list_images
 
@@ -88,56 +89,18 @@ __all__ = [
 # --------------------------------------------------------------------------- paired folders
 
 
-def _match_pairs(sharp: list[Path], blur: list[Path], root: Path) -> list[tuple[Path, Path]]:
-    """Pair files by name; files whose extensions differ pair by stem when the stem is unique."""
-    blur_by_name = {p.name: p for p in blur}
-    sharp_names = {p.name for p in sharp}
-    pairs: dict[Path, Path] = {s: blur_by_name[s.name] for s in sharp if s.name in blur_by_name}
-    rest_s = [s for s in sharp if s.name not in blur_by_name]
-    rest_b = [b for b in blur if b.name not in sharp_names]
-    b_by_stem: dict[str, list[Path]] = {}
-    for b in rest_b:
-        b_by_stem.setdefault(b.stem, []).append(b)
-    s_stem_count: dict[str, int] = {}
-    for s in rest_s:
-        s_stem_count[s.stem] = s_stem_count.get(s.stem, 0) + 1
-    unmatched_s = []
-    for s in rest_s:
-        cands = b_by_stem.get(s.stem, [])
-        if len(cands) == 1 and s_stem_count[s.stem] == 1:
-            pairs[s] = cands[0]
-        elif cands:
-            raise DatasetError(
-                f"{root}: cannot pair {s.name} unambiguously: blur/ has {_list_names([c.name for c in cands])} "
-                "with the same stem; keep one file per name"
-            )
-        else:
-            unmatched_s.append(s)
-    used_b = set(pairs.values())
-    unmatched_b = [b for b in blur if b not in used_b]
-    if unmatched_s or unmatched_b:
-        parts = []
-        if unmatched_s:
-            parts.append(f"sharp/ files without a partner in blur/: {_list_names([p.name for p in unmatched_s])}")
-        if unmatched_b:
-            parts.append(f"blur/ files without a partner in sharp/: {_list_names([p.name for p in unmatched_b])}")
-        raise DatasetError(
-            f"{root}: {'; '.join(parts)} (files pair by equal name, or equal stem when the "
-            "extensions differ)"
-        )
-    return [(s, pairs[s]) for s in sharp]
-
-
 class PairedFolderDataset(_DrawIndexedDataset):
-    """Pairs from ``root/sharp`` and ``root/blur``, matched by file name.
+    """Pairs of sharp and blurred files in any layout of :mod:`dbgan.data.layouts`.
 
-    ``sharp/001.png`` pairs with ``blur/001.png``; when no file of that exact name
-    exists, a file with the same stem and another extension (``blur/001.jpg``)
-    is taken if it is the only one. A file without partner, an ambiguous stem or
-    a pair of different sizes is an error naming the files.
+    ``root/sharp`` + ``root/blur`` (``sharp/001.png`` pairs with ``blur/001.png``,
+    or with the only ``blur/001.*`` when no file of that exact name exists),
+    ``root/input`` + ``root/target``, GoPro's ``scene/blur|blur_gamma|sharp`` or a
+    RealBlur list file. A file without partner, an ambiguous stem or a pair of
+    different sizes is an error naming the files; an unknown layout lists the
+    accepted ones. Item names are the layout's pair names (``scene/file`` for GoPro).
 
     Args:
-        root: folder holding ``sharp/`` and ``blur/``.
+        root: the dataset folder (or list file).
         cfg: data section of the config.
         seed: run seed (see the module docstring for how draws use it).
         train: random crops/flips and draw indexing; ``False`` for validation.
@@ -154,15 +117,13 @@ class PairedFolderDataset(_DrawIndexedDataset):
     ):
         super().__init__(cfg, seed, train, cache_bytes)
         self.root = Path(root)
-        for sub in ("sharp", "blur"):
-            if not (self.root / sub).is_dir():
-                raise DatasetError(
-                    f"{self.root} has no '{sub}' subfolder: a paired folder needs {self.root}/sharp "
-                    f"and {self.root}/blur with matching file names (side-by-side A|B files go in "
-                    "data.aligned_dir)"
-                )
-        pairs = _match_pairs(list_images(self.root / "sharp"), list_images(self.root / "blur"), self.root)
-        self._setup(pairs, "pairs")
+        found = find_pairs(self.root, strict=True, allow_aligned=False)
+        self.layout = found.layout
+        self._pair_names = {(p.sharp, p.blur): p.name for p in found.pairs}
+        self._setup([(p.sharp, p.blur) for p in found.pairs], "pairs")
+
+    def names(self) -> list[str]:
+        return [self._pair_names[e] for e in self.entries]
 
     def _entry_size(self, entry: tuple[Path, ...], sizes: list[Optional[Size]]) -> Optional[Size]:
         if sizes[0] is not None and sizes[1] is not None and sizes[0] != sizes[1]:
@@ -187,7 +148,7 @@ class PairedFolderDataset(_DrawIndexedDataset):
         return {
             "sharp": apply_params(images[0], params),
             "blur": apply_params(images[1], params),
-            "name": self.entries[idx][0].name,
+            "name": self._pair_names[self.entries[idx]],
         }
 
 

@@ -9,6 +9,7 @@ from dbgan.config import DataConfig, SynthConfig
 from dbgan.data.base import _DrawIndexedDataset
 from dbgan.data.datasets import AlignedDataset, PairedFolderDataset, SyntheticPairDataset, UnpairedDataset
 from dbgan.data.errors import DatasetError
+from dbgan.data.layouts import find_pairs
 
 
 # --------------------------------------------------------------------------- factories
@@ -28,7 +29,8 @@ def make_pair_dataset(
     if cfg.sharp_dir:
         return SyntheticPairDataset(cfg.sharp_dir, cfg, synth_cfg, seed, train=train, **kwargs)
     raise DatasetError(
-        "no training pairs: set data.pairs_dir (DIR/sharp + DIR/blur), data.aligned_dir "
+        "no training pairs: set data.pairs_dir (DIR/sharp + DIR/blur, DIR/input + DIR/target, GoPro "
+        "scenes or a RealBlur list), data.aligned_dir "
         "(side-by-side A|B files) or data.sharp_dir (synthetic blur on the fly)"
     )
 
@@ -36,17 +38,17 @@ def make_pair_dataset(
 def make_val_dataset(cfg: DataConfig, seed: int, **kwargs: Any) -> Optional[_DrawIndexedDataset]:
     """Validation pairs from ``data.val_dir`` (``None`` when unset).
 
-    The layout is detected: a ``sharp/`` or ``blur/`` subfolder means paired
-    folders, otherwise side-by-side ``A|B`` files.
+    Any layout of :mod:`dbgan.data.layouts`: paired files, or, for a plain folder
+    of images, side-by-side ``A|B`` files.
     """
     if not cfg.val_dir:
         return None
     root = Path(cfg.val_dir)
-    if not root.is_dir():
-        raise DatasetError(f"data.val_dir {root} is not a folder")
-    if (root / "sharp").is_dir() or (root / "blur").is_dir():
-        return PairedFolderDataset(root, cfg, seed, train=False, **kwargs)
-    return AlignedDataset(root, cfg, seed, train=False, **kwargs)
+    if not root.exists():
+        raise DatasetError(f"data.val_dir {root} does not exist")
+    if find_pairs(root, strict=False).layout == "aligned":
+        return AlignedDataset(root, cfg, seed, train=False, **kwargs)
+    return PairedFolderDataset(root, cfg, seed, train=False, **kwargs)
 
 
 def make_unpaired_dataset(

@@ -71,14 +71,6 @@ def _plan_files(inp: Path, out: Path, out_text: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _output_bit_depth(info_bit_depth: int, dst: Path) -> int:
-    """16 for a 16-bit (or float) input written to a format that holds 16 bits (PNG, TIFF), else 8."""
-    import dbgan.io
-
-    sixteen = getattr(dbgan.io, "_SIXTEEN_BIT_EXTENSIONS", (".png", ".tif", ".tiff"))
-    return 16 if info_bit_depth >= 16 and dst.suffix.lower() in sixteen else 8
-
-
 def file_seed(seed: int, name: str) -> int:
     """Per-file noise seed: a stable hash of ``(seed, file name)`` (independent of order and of other files)."""
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
@@ -102,6 +94,7 @@ def run_folder(
     dtype: DType = "fp32",
     memory_budget_mb: Optional[float] = None,
     max_pixels: Optional[int] = None,
+    quality: Optional[int] = None,
 ) -> RunResult:
     """Deblur (or blur) an image file or a folder of images into OUTPUT.
 
@@ -123,10 +116,13 @@ def run_folder(
         progress: tqdm progress bar over the files.
         max_pixels: decompression-bomb limit per input image (None: the default
             ``dbgan.io.DEFAULT_MAX_PIXELS``; 0: no limit), for huge scans.
+        quality: JPEG / WebP quality 1..100 (None: 95).
 
-    Output files keep the input's channels (grey stays grey) and bit depth (16-bit
-    PNG/TIFF in gives 16-bit out where the output format allows it); JPEG/WebP are
-    written at quality 95. Every write is atomic.
+    Files are read and written by :mod:`dbgan.imagefile`: a multi-page TIFF is
+    processed page by page into a stack of the same length; EXIF and ICC profiles
+    are carried over; outputs keep the input's channels (grey stays grey) and bit
+    depth (16-bit PNG/TIFF in gives 16-bit out, float TIFF in gives float TIFF out,
+    where the output format allows it). Every write is atomic.
 
     Raises:
         InferenceError: the output would overwrite an input, or bad settings.
@@ -135,10 +131,13 @@ def run_folder(
     """
     from tqdm.auto import tqdm
 
-    from dbgan.io import ImageReadError, read_image_with_info, write_image
+    from dbgan.imagefile import output_bit_depth, read_pages, write_pages
+    from dbgan.io import ImageReadError
 
     if mode not in ("deblur", "blur"):
         raise InferenceError(f"mode must be 'deblur' or 'blur', got {mode!r}")
+    if quality is not None and not 1 <= int(quality) <= 100:
+        raise InferenceError(f"quality must lie in [1, 100], got {quality}")
     inp, out = Path(input), Path(output)
     pairs = _plan_files(inp, out, str(output))
 
@@ -168,7 +167,7 @@ def run_folder(
     bar = tqdm(todo, desc=mode, unit="img", disable=not progress or len(todo) < 2, dynamic_ncols=True)
     for src, dst in bar:
         try:
-            img, info = read_image_with_info(src, max_pixels=max_pixels)
+            pages, info, meta = read_pages(src, max_pixels=max_pixels)
         except ImageReadError as exc:
             msg = str(exc)
             if not skip_bad:
@@ -178,12 +177,14 @@ def run_folder(
             log.warning("skipping unreadable %s", msg)
             result.bad.append((src, msg))
             continue
-        if mode == "blur":
-            res = runner(img, seed=file_seed(seed, src.name))  # type: ignore[call-arg]
+        if len(pages) > 1 and dst.suffix.lower() not in (".tif", ".tiff"):
+            raise InferenceError(f"{src}: a {len(pages)}-page TIFF stack needs a .tif output, not {dst.name}")
+        if mode == "blur":  # page k > 0 of a stack gets its own seed
+            res = [runner(p, seed=file_seed(seed, src.name if k == 0 else f"{src.name}#{k}"))  # type: ignore[call-arg]
+                   for k, p in enumerate(pages)]
         else:
-            res = runner(img)
-        quality = 95 if dst.suffix.lower() in (".jpg", ".jpeg", ".webp") else None
-        write_image(dst, res, bit_depth=_output_bit_depth(info.bit_depth, dst), quality=quality)
+            res = [runner(p) for p in pages]
+        write_pages(dst, res, bit_depth=output_bit_depth(info.bit_depth, dst), quality=quality, meta=meta)
         result.written.append(dst)
         log.debug("wrote %s", dst)
     return result

@@ -178,7 +178,15 @@ class _ImageRunner:
     def _prepare(self, img: Tensor) -> tuple[Tensor, str]:
         """``C x H x W`` image -> ``B x in_channels x H x W`` net input and the channel mode."""
         if not isinstance(img, Tensor):
-            raise TypeError(f"expected a torch.Tensor C x H x W, got {type(img).__name__}")
+            raise TypeError(
+                f"expected a torch.Tensor C x H x W, got {type(img).__name__}; dbgan.Deblurrer "
+                "(from dbgan import Deblurrer) takes numpy arrays, PIL images and batches"
+            )
+        if not img.is_floating_point():  # a uint8 tensor taken as [0, 1] floats would come out white
+            raise TypeError(
+                f"expected a float tensor with values in [0, 1], got {img.dtype}; dbgan.Deblurrer "
+                "(from dbgan import Deblurrer) scales uint8 tensors itself"
+            )
         if img.dim() != 3:
             raise InferenceError(f"expected one image C x H x W, got shape {tuple(img.shape)}")
         img = img.detach().to("cpu", torch.float32)

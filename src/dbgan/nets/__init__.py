@@ -21,9 +21,11 @@ NETWORKS = Registry(
         "resnet_blur": "dbgan.nets.resnet:ResNetBlurGenerator",  # the paper's BGAN
         "rrdb": "dbgan.nets.rrdb:RRDBGenerator",  # the paper's DBGAN
         "kernel_blur": "dbgan.nets.kernel_blur:KernelBlurGenerator",  # BGAN that predicts kernels + noise
+        "camera_blur": "dbgan.nets.camera_blur:CameraBlurGenerator",  # BGAN that is a learnable camera
         # discriminators
         "patchgan": "dbgan.nets.discriminators:PatchGANDiscriminator",
         "vgg_disc": "dbgan.nets.discriminators:VGGDiscriminator",
+        "degradation_d": "dbgan.nets.degradation_disc:DegradationDiscriminator",  # judges blur/noise/tone, not content
     },
 )
 

@@ -202,6 +202,14 @@ class PredictsKernels(Protocol):
     def params_from_noise(self, z: Tensor) -> dict[str, Tensor]: ...
 
 
+@runtime_checkable
+class DescribesCamera(Protocol):
+    """A blur generator that reports what it learnt in physical units (``camera_blur``);
+    validation logs it."""
+
+    def describe(self) -> dict: ...
+
+
 class ImageGenerator(nn.Module):
     """Base class of the generators: pad to ``size_multiple``, run the body, crop back.
 

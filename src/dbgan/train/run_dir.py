@@ -62,7 +62,7 @@ class RunDir:
         They were never renamed into place, so nothing refers to them; they only take space.
         """
         removed = []
-        for folder in (self.root, self.ckpt, self.state):
+        for folder in (self.root, self.ckpt, self.state, self.root / "samples"):
             if folder.is_dir():
                 for p in folder.glob(".*.tmp"):
                     with contextlib.suppress(OSError):

@@ -18,6 +18,8 @@ Each declares what the loop needs (config key, data, networks, losses; see
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,10 +28,11 @@ from torch import nn
 from dbgan import losses as L
 from dbgan.blur.kernels import random_kernel
 from dbgan.config import StageConfig
+from dbgan.degradation_stats import CameraStats
 from dbgan.nets.common import ImageGenerator, PredictsKernels
 from dbgan.train.context import StepContext
 from dbgan.train.optim import scale_grad, set_requires_grad
-from dbgan.train.stage import DataNeeds, Stage
+from dbgan.train.stage import Batch, DataNeeds, Stage
 
 
 def _lr_d(s: StageConfig) -> float:
@@ -67,7 +70,48 @@ class _BlurStage(Stage):
         self.kernel_bank: torch.Tensor | None = None
         if stage_cfg.w_kernel_prior > 0:
             self.kernel_bank = self._synthetic_kernel_bank(blur_g)
+        if stage_cfg.w_diversity > 0 and not isinstance(blur_g, PredictsKernels):
+            raise ValueError(
+                f"stages.{self.name}.w_diversity needs a blur generator that predicts kernels from its noise "
+                f"vector (kernel_blur, camera_blur), got {type(blur_g).__name__}"
+            )
+        self.camera_stats = CameraStats() if stage_cfg.w_stats > 0 else None
         self.finish_setup()
+
+    def diversity(self, it: int, logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """``w_diversity`` x the mode-seeking term on kernels of two noise vectors per pair (seeded by ``it``)."""
+        if self.scfg.w_diversity <= 0:
+            return 0.0
+        g_net = self.generators["blur_g"]
+        gen = torch.Generator().manual_seed(self.seed * 1_000_033 + it)
+        z = torch.randn(2, KERNEL_PRIOR_BATCH // 2, g_net.noise_input.noise_dim, generator=gen).to(self.device)
+        k1, k2 = (g_net.params_from_noise(zi)["kernels"] for zi in z)
+        div = L.kernel_diversity_loss(k1, k2, z[0], z[1])
+        logs["kernel_diversity"] = -div
+        return self.scfg.w_diversity * div
+
+    def statistics(self, fake: torch.Tensor, batch: Batch, logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """``w_stats`` x the camera statistics distances of ``fake`` to the real photos (bgan)."""
+        if self.camera_stats is None:
+            return 0.0
+        self.camera_stats.observe(batch["sharp"], batch["real_blur"])
+        terms = self.camera_stats.loss(fake, batch["sharp"])
+        total = fake.new_zeros((), dtype=torch.float32)
+        for (key, value), weight in zip(terms.items(), self.scfg.stats_balance):
+            logs[f"stats_{key}"] = value
+            total = total + weight * value
+        return self.scfg.w_stats * total
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.camera_stats is not None:
+            state["camera_stats"] = self.camera_stats.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.camera_stats is not None and "camera_stats" in state:
+            self.camera_stats.load_state_dict(state["camera_stats"], self.device)
 
     def _synthetic_kernel_bank(self, blur_g: nn.Module) -> torch.Tensor:
         """Kernels drawn by ``cfg.synth`` (fitted to the generator's kernel size), flattened."""
@@ -93,7 +137,7 @@ class _BlurStage(Stage):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + it)
         z = torch.randn(KERNEL_PRIOR_BATCH, g_net.noise_input.noise_dim, generator=gen).to(self.device)
         idx = torch.randint(len(self.kernel_bank), (KERNEL_PRIOR_BATCH,), generator=gen).to(self.device)
-        learnt = g_net.params_from_noise(z)["kernels"].flatten(1)
+        learnt = g_net.params_from_noise(z)["kernels"].reshape(KERNEL_PRIOR_BATCH, -1, self.kernel_bank.shape[1])[:, 0]
         mmd = L.mmd_rbf(learnt, self.kernel_bank[idx])
         logs["kernel_mmd"] = mmd
         return self.scfg.w_kernel_prior * mmd
@@ -120,7 +164,7 @@ class BlurPretrainStage(_BlurStage):
     name = "blur_pretrain"
     config_key = "blur_pretrain"
     roles = ("blur_g", "blur_pretrain_d")
-    loss_weights = Stage.loss_weights + ("w_kernel_prior",)
+    loss_weights = Stage.loss_weights + ("w_kernel_prior", "w_diversity")
 
     @classmethod
     def data_needs(cls, cfg):
@@ -138,6 +182,7 @@ class BlurPretrainStage(_BlurStage):
         cond = sharp if self.scfg.conditional_d else None
         g_adv, d = self.adversarial(d_net, target, fake, "blur", logs, "blur", cond=cond)
         g = self.scfg.w_adv * g_adv + self.generator_terms(clean, target, logs) + self.kernel_prior(it, logs)
+        g = g + self.diversity(it, logs)
         logs["loss_g"] = g
         return [(g, [g_net]), (d, [d_net])], logs
 
@@ -153,7 +198,7 @@ class BganStage(_BlurStage):
     name = "bgan"
     config_key = "bgan"
     roles = ("blur_g", "blur_d")
-    loss_weights = Stage.loss_weights + ("w_synthetic", "w_noise_match", "w_kernel_prior")
+    loss_weights = Stage.loss_weights + ("w_synthetic", "w_noise_match", "w_kernel_prior", "w_diversity", "w_stats")
 
     @classmethod
     def data_needs(cls, cfg):
@@ -179,7 +224,7 @@ class BganStage(_BlurStage):
             nm = L.noise_match_loss(fake, batch["real_blur"])
             logs["noise_match"] = nm
             g = g + s.w_noise_match * nm
-        g = g + self.kernel_prior(it, logs)
+        g = g + self.kernel_prior(it, logs) + self.diversity(it, logs) + self.statistics(fake, batch, logs)
         logs["loss_g_blur"] = g
         return fake, g, d
 
@@ -296,6 +341,17 @@ class JointStage(Stage):
         self.base_lrs = {**self.bgan.base_lrs, **self.dbgan.base_lrs}
         self.pools = {**self.bgan.pools, **self.dbgan.pools}
         self.emas = {**self.bgan.emas, **self.dbgan.emas}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.bgan.camera_stats is not None:
+            state["camera_stats"] = self.bgan.camera_stats.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.bgan.camera_stats is not None and "camera_stats" in state:
+            self.bgan.camera_stats.load_state_dict(state["camera_stats"], self.device)
 
     def prepare_losses(self) -> None:
         """The loss networks of both parts (this stage's own terms are theirs)."""

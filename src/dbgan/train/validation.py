@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from dbgan.nets.common import DescribesCamera
 from dbgan.train.monitor import Monitor, spectrum_distance
 from dbgan.train.stage import Stage, rng_devices
 
@@ -27,6 +28,9 @@ def validate(stage: Stage, val_ds: Dataset | None, train_batch: dict, device: to
             out["spectrum_dist_synthetic_vs_real"] = spectrum_distance(images["blur"], images["real_blur"])
     if "blur_d_acc" in recent:
         out["blur_d_acc"] = recent["blur_d_acc"]
+    blur_g = stage.generators.get("blur_g", stage.frozen.get("blur_g"))
+    if isinstance(blur_g, DescribesCamera):
+        out["learnt_camera"] = blur_g.describe()  # camera_blur: what BGAN learnt, in physical units
     deblur = stage.generators.get("deblur_g")
     if deblur is not None and val_ds is not None and len(val_ds) > 0:
         deblur.eval()
@@ -70,4 +74,5 @@ def validate_and_log(
     if numeric:
         monitor.scalars(name, it, numeric)
     if res["metrics"]:
-        log.info("%s %d: %s", name, it, ", ".join(f"{k}={v:.4g}" for k, v in res["metrics"].items()))
+        log.info("%s %d: %s", name, it, ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in res["metrics"].items()))

@@ -1,0 +1,233 @@
+"""Statistics of a degradation that can be matched without pairs (pure functions).
+
+Sharp photos and real blurred photos of one scene distribution share their content
+statistics; what differs is what the camera did. Three families of statistics see
+the camera and hardly the scene, once averaged over a batch:
+
+* **tone** (:func:`tone_distance`): the distribution of each channel's values after
+  ``scale`` x average pooling. Blur and noise barely move it; exposure, white balance,
+  black level and the response curve move it directly.
+* **noise** (:func:`noise_profile`): a robust high-pass magnitude per brightness bin,
+  i.e. the noise level as a function of the signal (shot and read noise through the
+  response curve), including its spatial correlation (it is measured at two scales).
+* **sharpness** (:func:`spectrum_shape`): the radially averaged power spectrum of the
+  luma, normalised per image, on a log scale: the blur's modulation transfer, plus the
+  noise floor at the top.
+
+:func:`camera_stats_loss` compares a generated batch with a real one with these, as
+1-D Wasserstein distances or log-ratios; it is a fixed-feature discriminator that
+needs no training, so it gives BGAN a useful gradient from the first step. All
+functions take ``N x C x H x W`` tensors in ``[0, 1]`` and are differentiable in their
+first argument.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dbgan.constants import LUMA
+
+#: brightness bins of :func:`noise_profile`
+NOISE_BINS = 8
+#: radial bands of :func:`spectrum_shape`
+SPECTRUM_BANDS = 12
+
+_LAPLACE = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+
+
+def luma(x: Tensor) -> Tensor:
+    """``N x 1 x H x W`` luma (Rec. 601 weights for 3 channels, the mean otherwise)."""
+    if x.shape[1] == 3:
+        return (x * x.new_tensor(LUMA)[None, :, None, None]).sum(1, keepdim=True)
+    return x.mean(1, keepdim=True)
+
+
+def quantile_w1(a: Tensor, b: Tensor) -> Tensor:
+    """1-D Wasserstein-1 distance between the samples ``a`` and ``b`` (flat tensors, any sizes).
+
+    ``a`` is sorted; ``b``'s quantiles are read at the same probability levels. No
+    gradient flows into ``b``.
+    """
+    sa, _ = a.flatten().sort()
+    probs = (torch.arange(len(sa), device=a.device, dtype=torch.float32) + 0.5) / len(sa)
+    qb = torch.quantile(b.detach().flatten().float(), probs) if b.numel() <= 2**24 else None
+    if qb is None:  # pragma: no cover - torch.quantile's input limit
+        qb = b.detach().flatten().float()[torch.randperm(b.numel(), device=b.device)[: 2**24]].quantile(probs)
+    return (sa.float() - qb).abs().mean()
+
+
+def tone_distance(fake: Tensor, real: Tensor, scale: int = 8) -> Tensor:
+    """Mean over channels of :func:`quantile_w1` between ``scale``-pooled values."""
+    s = max(1, min(scale, fake.shape[-1], fake.shape[-2], real.shape[-1], real.shape[-2]))
+    pf, pr = F.avg_pool2d(fake.float(), s), F.avg_pool2d(real.float(), s)
+    return torch.stack([quantile_w1(pf[:, c], pr[:, c]) for c in range(fake.shape[1])]).mean()
+
+
+def highpass(x: Tensor) -> Tensor:
+    """Immerkaer's plane-cancelling 3x3 residual of each channel (``valid`` size), scaled to noise std."""
+    c = x.shape[1]
+    k = _LAPLACE.to(x.device, x.dtype)[None, None].expand(c, 1, 3, 3) / 6.0
+    return F.conv2d(x, k, groups=c)
+
+
+def noise_profile(x: Tensor, bins: int = NOISE_BINS, scales: tuple[int, ...] = (1, 2)) -> tuple[Tensor, Tensor]:
+    """Noise level per brightness bin and scale: ``(levels, weights)``, both ``len(scales) x bins``.
+
+    At each scale (average pooling by it first, which shows correlated noise), the
+    high-pass residual's magnitude is taken where the local brightness falls in each of
+    ``bins`` equal bins of ``[0, 1]``; the level is the mean of the lower half of those
+    magnitudes (edges and texture land in the upper half). ``weights`` is the share of
+    pixels in the bin (0 where a bin is empty).
+    """
+    levels, weights = [], []
+    for s in scales:
+        xs = F.avg_pool2d(x.float(), s) if s > 1 else x.float()
+        if min(xs.shape[-2:]) < 3:
+            continue
+        r = highpass(xs).abs() * s  # pooling by s divides white noise's std by s
+        m = F.avg_pool2d(xs, 3, stride=1)
+        idx = (m.detach() * bins).long().clamp(0, bins - 1).flatten()
+        r = r.flatten()
+        lv, wt = [], []
+        for b in range(bins):
+            v = r[idx == b]
+            if v.numel() < 16:
+                lv.append(r.new_zeros(()))
+                wt.append(r.new_zeros(()))
+                continue
+            lower = v.sort()[0][: max(1, v.numel() // 2)]
+            lv.append(lower.mean())
+            wt.append(r.new_tensor(v.numel() / r.numel()))
+        levels.append(torch.stack(lv))
+        weights.append(torch.stack(wt))
+    return torch.stack(levels), torch.stack(weights)
+
+
+def noise_distance(fake: Tensor, real: Tensor, eps: float = 2e-3) -> Tensor:
+    """Weighted mean absolute log-ratio of :func:`noise_profile` levels (bins present in both)."""
+    lf, wf = noise_profile(fake)
+    with torch.no_grad():
+        lr, wr = noise_profile(real)
+    w = torch.minimum(wf, wr)
+    d = ((lf + eps).log() - (lr + eps).log()).abs()
+    return (d * w).sum() / w.sum().clamp_min(1e-6)
+
+
+def spectrum_shape(x: Tensor, bands: int = SPECTRUM_BANDS) -> Tensor:
+    """``N x bands`` log radial power spectrum of each image's luma, normalised to total power 1.
+
+    A Hann window removes the borders' discontinuity; the bands split radial frequency
+    from one cycle per crop to 0.5 cycles/pixel on a log scale (a blur ``k`` px long
+    acts near ``1 / k``); the DC term is left out.
+    """
+    y = luma(x.float())[:, 0]
+    n, h, w = y.shape
+    y = y - y.mean((-2, -1), keepdim=True)
+    win = torch.hann_window(h, periodic=False, device=y.device)[:, None] * torch.hann_window(
+        w, periodic=False, device=y.device
+    )[None, :]
+    f = torch.fft.rfft2(y * win)
+    p = f.real**2 + f.imag**2  # not abs(): its gradient is NaN at 0
+    fy = torch.fft.fftfreq(h, device=y.device)[:, None]
+    fx = torch.fft.rfftfreq(w, device=y.device)[None, :]
+    rad = (fy**2 + fx**2).sqrt()
+    # log-spaced bands from one cycle per crop to Nyquist: a blur of k px acts near 1/k
+    edges = torch.logspace(math.log10(1.0 / min(h, w)), math.log10(0.5), bands + 1, device=y.device)
+    band = torch.bucketize(rad.flatten(), edges[1:-1], right=True) + 1  # 1..bands
+    band = torch.where(rad.flatten() < edges[0], torch.zeros_like(band), band)  # DC and below: dropped
+    onehot = F.one_hot(band, bands + 1)[:, 1:].float()  # (F, bands)
+    power = p.flatten(1) @ onehot / onehot.sum(0).clamp_min(1)
+    power = power / power.sum(1, keepdim=True).clamp_min(1e-12)
+    return (power + 1e-10).log()
+
+
+def band_power(x: Tensor, bands: int = SPECTRUM_BANDS) -> Tensor:
+    """Batch mean of the per-image normalised band powers (``exp`` of :func:`spectrum_shape`): ``bands``."""
+    return spectrum_shape(x, bands).exp().mean(0)
+
+
+def tone_quantiles(x: Tensor, levels: int = 64, scale: int = 8) -> Tensor:
+    """``C x levels`` quantiles of each channel's ``scale``-pooled values."""
+    s = max(1, min(scale, x.shape[-1], x.shape[-2]))
+    p = F.avg_pool2d(x.float(), s).transpose(0, 1).flatten(1)
+    probs = (torch.arange(levels, device=x.device, dtype=torch.float32) + 0.5) / levels
+    return torch.quantile(p, probs, dim=1).t()
+
+
+def interp_monotone(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """Piecewise-linear ``f`` through ``(xp, fp)`` (1-D, ``xp`` non-decreasing) at ``x``, held constant outside."""
+    xp = xp.cummax(0).values + torch.arange(len(xp), device=xp.device, dtype=xp.dtype) * 1e-7
+    i = torch.searchsorted(xp, x.contiguous()).clamp(1, len(xp) - 1)
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    t = ((x - x0) / (x1 - x0)).clamp(0.0, 1.0)
+    return f0 + t * (f1 - f0)
+
+
+class CameraStats:
+    """Running statistics of the real and the sharp photos, and the distances of a generated batch to them.
+
+    :meth:`observe` folds a batch of sharp and of real photos into running means
+    (a plain mean over the first ``1 / (1 - decay)`` batches, then an exponential one),
+    so the targets are population statistics, not one batch's. :meth:`loss` compares
+    the generated batch with its own sharp inputs, which cancels most of the content:
+
+    * ``tone``: L1 between the generated photo and the sharp input mapped through the
+      sharp -> real quantile map (histogram matching of ``tone_scale``-pooled values);
+    * ``spectrum``: the log ratio of generated to sharp band power against the real
+      to sharp one (the squared modulation transfer of the camera, with its noise floor);
+    * ``noise``: :func:`noise_profile` of the generated batch against the real one's.
+
+    :meth:`state_dict` / :meth:`load_state_dict` make a resumed run exact.
+    """
+
+    def __init__(self, decay: float = 0.99, tone_scale: int = 8, levels: int = 64):
+        self.decay, self.tone_scale, self.levels = decay, tone_scale, levels
+        self.count = 0
+        self.stats: dict[str, Tensor] = {}
+
+    def _fold(self, key: str, value: Tensor) -> None:
+        w = max(1.0 / self.count, 1.0 - self.decay)
+        old = self.stats.get(key)
+        self.stats[key] = value.detach().clone() if old is None else old + w * (value.detach() - old)
+
+    @torch.no_grad()
+    def observe(self, sharp: Tensor, real: Tensor) -> None:
+        self.count += 1
+        self._fold("tone_sharp", tone_quantiles(sharp, self.levels, self.tone_scale))
+        self._fold("tone_real", tone_quantiles(real, self.levels, self.tone_scale))
+        self._fold("band_sharp", band_power(sharp))
+        self._fold("band_real", band_power(real))
+        lv, wt = noise_profile(real)
+        self._fold("noise_real", lv)
+        self._fold("noise_weight", wt)
+
+    def tone_target(self, sharp: Tensor) -> Tensor:
+        """The sharp batch's pooled values mapped through the running sharp -> real quantile map."""
+        s = max(1, min(self.tone_scale, sharp.shape[-1], sharp.shape[-2]))
+        ps = F.avg_pool2d(sharp.float(), s)
+        qs, qr = self.stats["tone_sharp"], self.stats["tone_real"]
+        return torch.stack([interp_monotone(ps[:, c], qs[c], qr[c]) for c in range(sharp.shape[1])], 1)
+
+    def loss(self, fake: Tensor, sharp: Tensor, eps: float = 2e-3) -> dict[str, Tensor]:
+        s = max(1, min(self.tone_scale, fake.shape[-1], fake.shape[-2]))
+        tone = (F.avg_pool2d(fake.float(), s) - self.tone_target(sharp.detach())).abs().mean()
+        with torch.no_grad():
+            bs = band_power(sharp)
+        target = (self.stats["band_real"] + 1e-10).log() - (self.stats["band_sharp"] + 1e-10).log()
+        spectrum = ((band_power(fake) + 1e-10).log() - (bs + 1e-10).log() - target).abs().mean()
+        lf, wf = noise_profile(fake)
+        w = torch.minimum(wf, self.stats["noise_weight"])
+        d = ((lf + eps).log() - (self.stats["noise_real"] + eps).log()).abs()
+        noise = (d * w).sum() / w.sum().clamp_min(1e-6)
+        return {"tone": tone, "spectrum": spectrum, "noise": noise}
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "stats": {k: v.cpu() for k, v in self.stats.items()}}
+
+    def load_state_dict(self, state: dict, device: torch.device | None = None) -> None:
+        self.count = int(state["count"])
+        self.stats = {k: v.to(device) if device is not None else v for k, v in state["stats"].items()}

@@ -1,0 +1,302 @@
+"""A blur generator that is a camera: every parameter is a physical one, and all are learnt.
+
+:class:`CameraBlurGenerator` degrades a sharp photo the way a camera does
+(:mod:`dbgan.nets.camera_ops` has the maths), with parameters learnt from unpaired
+real blurred photos:
+
+* **exposure and white balance**: a global gain and per-channel gains, plus a
+  per-photo exposure jitter driven by the noise vector ``z``;
+* **blur**: ``mixtures`` kernels per photo, each a disc swept along a camera-shake
+  path (lengths up to about ``kernel_size`` px, defocus radii, soft edges) predicted
+  from ``z`` by a small MLP, mixed over the frame by smooth random weights
+  (spatially varying blur, e.g. from camera rotation) and applied in linear light.
+  Kernels are non-negative, sum to 1 and are centred by construction;
+* **sensor**: shot and read noise in linear light (levels learnt, per-photo jitter),
+  optionally correlated by a learnt 3x3 filter (demosaicing, denoising), and
+  saturation at full scale;
+* **response**: a monotone curve per channel (knots, free to move; it starts at the
+  sRGB encoding) with a black level;
+* **JPEG**: a differentiable approximation with a learnt quality (it starts near 95,
+  where JPEG hardly changes anything, and is free to move).
+
+The output is always a plausible photo of the input scene: the generator cannot paint.
+Apart from the response curve and the gains, it cannot move a flat image's mean (the
+kernels sum to 1 and the noise has zero mean before saturation).
+:meth:`describe` reports the learnt camera.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dbgan.nets import camera_ops as ops
+from dbgan.nets.common import ImageGenerator, NoiseInput
+from dbgan.nets.kernel_blur import seeded_field
+
+ENCODINGS = ("srgb", "linear")
+
+#: the parameters of the physical model (as opposed to the kernel MLP); they take
+#: ``physical_lr_scale`` x the stage's learning rate (Adam moves each by about lr a step)
+PHYSICAL = ("log_gain", "log_wb", "black", "raw_steps", "log_shot", "log_read", "noise_filter", "quality_logit",
+            "mix_logit")
+
+
+class CameraBlurGenerator(ImageGenerator):
+    """BGAN as a learnable camera (see the module docstring).
+
+    Args:
+        in_channels: 1 (grey) or 3 (RGB); ``out_channels`` must be equal.
+        kernel_size: odd side of the blur kernels (the longest blur is about this).
+        noise_dim: length of the Gaussian noise vector ``z``.
+        hidden: width of the kernel MLP.
+        mixtures: kernels per photo (1: spatially uniform blur).
+        path_points: points of each camera-shake path.
+        init_length: typical initial path length (px).
+        init_radius: initial defocus radius (px).
+        init_shot, init_read: initial shot-noise gain and read-noise std (linear units).
+        init_quality: initial JPEG quality (``jpeg`` only).
+        jpeg: model JPEG compression.
+        input_encoding: how the sharp photos are encoded: ``srgb`` (photos) or
+            ``linear`` (raw data, many microscopes).
+        init_response: the response curve's start: ``srgb`` or ``linear``.
+        knots: knots of the response curve.
+        physical_lr_scale: learning-rate factor of the physical parameters.
+    """
+
+    size_multiple = 1
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int | None = None,
+        kernel_size: int = 41,
+        noise_dim: int = 8,
+        hidden: int = 64,
+        mixtures: int = 2,
+        path_points: int = 12,
+        init_length: float = 4.0,
+        init_radius: float = 0.7,
+        init_shot: float = 1e-4,
+        init_read: float = 2e-3,
+        init_quality: float = 95.0,
+        jpeg: bool = True,
+        input_encoding: str = "srgb",
+        init_response: str = "srgb",
+        knots: int = 16,
+        physical_lr_scale: float = 10.0,
+    ):
+        super().__init__()
+        if out_channels is not None and out_channels != in_channels:
+            raise ValueError("camera_blur keeps the channels: out_channels must equal in_channels")
+        if kernel_size < 3 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be an odd number >= 3, got {kernel_size}")
+        for name, value in (("noise_dim", noise_dim), ("hidden", hidden), ("mixtures", mixtures), ("knots", knots)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if path_points < 2:
+            raise ValueError(f"path_points must be >= 2, got {path_points}")
+        if input_encoding not in ENCODINGS or init_response not in ENCODINGS:
+            raise ValueError(f"input_encoding and init_response must be one of {', '.join(ENCODINGS)}")
+        if not (init_length > 0 and init_radius >= 0 and init_shot > 0 and init_read > 0 and physical_lr_scale > 0):
+            raise ValueError("init_length, init_shot, init_read and physical_lr_scale must be > 0, init_radius >= 0")
+        if not 1 <= init_quality < 100:
+            raise ValueError(f"init_quality must lie in [1, 100), got {init_quality}")
+        self.in_channels = self.out_channels = c = in_channels
+        self.kernel_size = kernel_size
+        self.mixtures = mixtures
+        self.path_points = path_points
+        self.max_extent = (kernel_size - 1) / 2 - 1.0  # path + disc stay inside the grid
+        self.input_encoding = input_encoding
+        self.jpeg = jpeg
+        self.physical_lr_scale = float(physical_lr_scale)
+        self.noise_input = NoiseInput("vector", noise_dim=noise_dim)
+
+        # kernels: z -> per mixture component a path, a length, a disc radius, an edge width
+        self.mlp = nn.Sequential(nn.Linear(noise_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
+                                 nn.LeakyReLU(0.2))
+        per = 2 * (path_points - 1) + 3
+        self.kernel_head = nn.Linear(hidden, mixtures * per)
+        nn.init.normal_(self.kernel_head.weight, 0.0, 0.3)
+        bias = torch.zeros(mixtures, per)
+        bias[:, 0 : 2 * (path_points - 1) : 2] = 1.0  # paths start roughly straight along x
+        bias[:, -3] = math.log(init_length / (self.max_extent * 2 - init_length))  # length logit
+        bias[:, -2] = ops.inverse_softplus(torch.tensor(max(init_radius, 1e-3)))
+        bias[:, -1] = ops.inverse_softplus(torch.tensor(0.5))
+        with torch.no_grad():
+            self.kernel_head.bias.copy_(bias.flatten())
+        # per-photo jitters (exposure, log shot, log read, quality): start at none
+        self.jitter_head = nn.Linear(hidden, 4)
+        nn.init.zeros_(self.jitter_head.weight)
+        nn.init.zeros_(self.jitter_head.bias)
+        self.mix_logit = nn.Parameter(torch.tensor(0.0))  # spatial variation strength (log)
+
+        # exposure, white balance, sensor
+        self.log_gain = nn.Parameter(torch.tensor(0.0))
+        self.log_wb = nn.Parameter(torch.zeros(c))
+        self.log_shot = nn.Parameter(torch.tensor(math.log(init_shot)))
+        self.log_read = nn.Parameter(torch.tensor(math.log(init_read)))
+        delta = torch.zeros(3, 3)
+        delta[1, 1] = 1.0
+        self.noise_filter = nn.Parameter(delta)
+
+        # response curve: knots, started at sRGB or the identity
+        t = ops.knot_positions(knots)
+        start = ops.linear_to_srgb(t) if init_response == "srgb" else t
+        self.black = nn.Parameter(torch.zeros(c))  # both starts pass through 0
+        self.raw_steps = nn.Parameter(ops.inverse_softplus(start.diff())[None].repeat(c, 1))
+        self.quality_logit = nn.Parameter(torch.logit(torch.tensor(init_quality / 100.0)))
+
+    # ------------------------------------------------------------------ capabilities read by training
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate factors of the physical parameters (see :data:`PHYSICAL`)."""
+        return {name: self.physical_lr_scale for name in PHYSICAL}
+
+    onnx_unsupported = (
+        "its per-image kernels are applied through FFTs sized by the batch, and its noise field is seeded "
+        "from z on the host; run it in PyTorch (dbgan blur without --onnx)"
+    )
+
+    # ------------------------------------------------------------------ parameters from z
+    def params_from_noise(self, z: Tensor) -> dict[str, Tensor]:
+        """The degradation ``z`` (``N x noise_dim``) stands for.
+
+        ``kernels`` is ``N x mixtures x k x k``; ``paths`` ``N x mixtures x T x 2``;
+        ``length``, ``radius`` ``N x mixtures`` (px); ``gain`` ``N x C``; ``shot``,
+        ``read``, ``quality`` ``N``.
+        """
+        n = z.shape[0]
+        h = self.mlp(z)
+        m, t = self.mixtures, self.path_points
+        raw = self.kernel_head(h).reshape(n, m, -1)
+        vel = raw[..., : 2 * (t - 1)].reshape(n, m, t - 1, 2)
+        pts = torch.cat([vel.new_zeros(n, m, 1, 2), vel.cumsum(2)], 2)
+        arclen = ops.polyline_lengths(pts).sum(-1)
+        radius = F.softplus(raw[..., -2])
+        softness = 0.35 + F.softplus(raw[..., -1])
+        span = (2 * self.max_extent - 2 * radius - 6.0 * softness).clamp_min(1.0)
+        length = span * torch.sigmoid(raw[..., -3])
+        pts = ops.center_polyline(pts * (length / arclen.clamp_min(1e-4))[..., None, None])
+        # a curled path can still reach past the grid: shrink it to fit
+        reach = ops.safe_norm(pts).amax(-1) + radius + 3.0 * softness  # the edge's tail too
+        pts = pts * (self.max_extent / reach.clamp_min(self.max_extent))[..., None, None]
+        kernels = ops.render_kernels(pts.reshape(n * m, t, 2), radius.reshape(-1), softness.reshape(-1),
+                                     self.kernel_size).reshape(n, m, self.kernel_size, self.kernel_size)
+        jit = self.jitter_head(h)
+        gain = torch.exp(self.log_gain + self.log_wb[None, :] + jit[:, :1])
+        return {
+            "kernels": kernels,
+            "paths": pts,
+            "length": ops.polyline_lengths(pts).sum(-1),
+            "radius": radius,
+            "gain": gain,
+            "shot": torch.exp(self.log_shot + jit[:, 1]),
+            "read": torch.exp(self.log_read + jit[:, 2]),
+            "quality": 100.0 * torch.sigmoid(self.quality_logit + jit[:, 3]),
+        }
+
+    def response_values(self) -> Tensor:
+        """``C x (knots + 1)`` values of the response curve at :func:`camera_ops.knot_positions`."""
+        return ops.monotone_values(self.black, self.raw_steps)
+
+    def response(self, linear: Tensor) -> Tensor:
+        """The response curve applied to linear values ``N x C x H x W`` (clipped to ``[0, 1]``)."""
+        return ops.monotone_curve(linear, self.response_values())
+
+    def mixing_weights(self, z: Tensor, img: Tensor) -> Tensor:
+        """``N x mixtures x H x W`` smooth weights summing to 1 over the mixtures (seeded by ``z``)."""
+        n, _, h, w = img.shape
+        coarse = seeded_field(z, img.new_zeros(n, self.mixtures, 3, 3))
+        logits = F.interpolate(coarse * self.mix_logit.exp() * 3.0, size=(h, w), mode="bicubic", align_corners=True)
+        return torch.softmax(logits, 1)
+
+    # ------------------------------------------------------------------ the camera
+    def _parts(self, x: Tensor, img: Tensor) -> tuple[Tensor, Tensor]:
+        # the camera's maths (FFTs, curves, exponentials) runs in float32 even under autocast: it is cheap
+        with torch.autocast(x.device.type, enabled=False):
+            return self._camera(x.float(), img.float())
+
+    def _camera(self, x: Tensor, img: Tensor) -> tuple[Tensor, Tensor]:
+        z = x[:, self.in_channels :, 0, 0]
+        p = self.params_from_noise(z)
+        lin = ops.srgb_to_linear(img) if self.input_encoding == "srgb" else img.clamp(0.0, 1.0)
+        lin = lin * p["gain"][:, :, None, None]
+        if self.mixtures == 1:
+            blurred = ops.fft_blur(lin, p["kernels"][:, 0])
+        else:
+            wts = self.mixing_weights(z, img)
+            blurred = sum(wts[:, i : i + 1] * ops.fft_blur(lin, p["kernels"][:, i]) for i in range(self.mixtures))
+        field = seeded_field(z, img).to(blurred.dtype)
+        filt = self.noise_filter / self.noise_filter.norm().clamp_min(1e-6)  # keeps the variance
+        c = field.shape[1]
+        field = F.conv2d(F.pad(field, (1, 1, 1, 1), mode="replicate"), filt.expand(c, 1, 3, 3), groups=c)
+        noisy = ops.poisson_gaussian(blurred, p["shot"], p["read"], field)
+        out = self.encode(noisy, p["quality"])
+        clean = self.encode(blurred, p["quality"])
+        return out, clean
+
+    def encode(self, linear: Tensor, quality: Tensor) -> Tensor:
+        """Saturation, the response curve and (optionally) JPEG: linear sensor values -> the photo."""
+        y = self.response(linear.clamp(0.0, 1.0))
+        if self.jpeg:
+            y = ops.soft_jpeg(y, quality)
+        return y.clamp(0.0, 1.0)
+
+    def body(self, x: Tensor, img: Tensor) -> Tensor:
+        return self._parts(x, img)[0]
+
+    def forward_parts(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(output, output without sensor noise)``."""
+        self.check_input(x)
+        return self._parts(self.noise_input(x, noise), x)
+
+    # ------------------------------------------------------------------ diagnostics
+    @torch.no_grad()
+    def describe(self, samples: int = 512, seed: int = 0) -> dict:
+        """The learnt camera, in plain numbers (for reports and benchmarks).
+
+        ``response``: the curve at linear inputs ``0, 0.1, ..., 1`` per channel;
+        ``tone_map``: sharp photo value ``0, 0.1, ..., 1`` -> output, through decoding,
+        gains, saturation and the curve (no blur, no noise: what a flat patch becomes);
+        ``exposure``, ``wb``: gains; ``shot_noise``, ``read_noise``; ``jpeg_quality``;
+        ``kernel_length_px``, ``defocus_radius_px``, ``kernel_rms_radius_px``: mean and
+        the 10/50/90th percentiles over ``samples`` noise vectors.
+        """
+        dev = self.log_gain.device
+        z = torch.randn(samples, self.noise_input.noise_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
+        p = self.params_from_noise(z)
+        grid = torch.linspace(0, 1, 11, device=dev)
+        c = self.in_channels
+        resp = self.response(grid[None, None, None, :].expand(1, c, 1, 11))[0, :, 0]
+        lin = ops.srgb_to_linear(grid) if self.input_encoding == "srgb" else grid
+        gain = torch.exp(self.log_gain + self.log_wb)
+        tone = self.response((lin[None, :] * gain[:, None]).clamp(0, 1)[None, :, None, :])[0, :, 0]
+        _, rms = ops.kernel_moments(p["kernels"].flatten(0, 1))
+
+        def stats(v: Tensor) -> dict[str, float]:
+            q = torch.quantile(v.flatten().float().cpu(), torch.tensor([0.1, 0.5, 0.9]))
+            return {"mean": float(v.mean()), "p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])}
+
+        return {
+            "response": resp.cpu().tolist(),
+            "tone_map": tone.cpu().tolist(),
+            "exposure": float(self.log_gain.exp()),
+            "wb": torch.exp(self.log_wb).cpu().tolist(),
+            "black_level": self.black.cpu().tolist(),
+            "shot_noise": float(self.log_shot.exp()),
+            "read_noise": float(self.log_read.exp()),
+            "jpeg_quality": float(p["quality"].mean()) if self.jpeg else None,
+            "spatial_variation": float(self.mix_logit.exp()),
+            "kernel_length_px": stats(p["length"]),
+            "defocus_radius_px": stats(p["radius"]),
+            "kernel_rms_radius_px": stats(rms),
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, mixtures={self.mixtures}, jpeg={self.jpeg}, "
+            f"input_encoding={self.input_encoding!r}"
+        )

@@ -1,0 +1,272 @@
+"""BGAN as a learnable camera (camera_blur), its unpaired statistics and its discriminator."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dbgan.degradation_stats import CameraStats, noise_profile, spectrum_shape
+from dbgan.nets import build_network
+from dbgan.nets import camera_ops as ops
+from dbgan.nets.kernel_blur import blur_per_image
+
+
+def _gen(seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    return build_network("camera_blur", **kw)
+
+
+def _z(n: int, dim: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- the maths
+
+
+def test_kernels_are_physical():
+    g = _gen(kernel_size=41)
+    p = g.params_from_noise(_z(32))
+    k = p["kernels"]
+    assert k.shape == (32, 2, 41, 41)
+    assert (k >= 0).all()
+    torch.testing.assert_close(k.sum((-2, -1)), torch.ones(32, 2))
+    centroid, _ = ops.kernel_moments(k.flatten(0, 1))
+    assert centroid.abs().max() < 0.5  # centred on the grid
+
+
+def test_long_paths_stay_inside_the_kernel():
+    g = _gen(kernel_size=21)
+    with torch.no_grad():
+        g.kernel_head.bias.view(2, -1)[:, -3] = 8.0  # lengths at their maximum
+    p = g.params_from_noise(_z(16))
+    assert p["length"].max() > 10  # long blur...
+    k = p["kernels"]
+    border = k[..., 0, :].sum(-1) + k[..., -1, :].sum(-1) + k[..., :, 0].sum(-1) + k[..., :, -1].sum(-1)
+    assert border.max() < 5e-3  # ...inside the grid (the soft edge leaves a tail under 0.5%)
+
+
+def test_fft_blur_equals_direct_convolution():
+    x = torch.rand(2, 3, 30, 37, generator=torch.Generator().manual_seed(0))
+    k = torch.rand(2, 9, 9, generator=torch.Generator().manual_seed(1))
+    k = k / k.sum((-2, -1), keepdim=True)
+    torch.testing.assert_close(ops.fft_blur(x, k), blur_per_image(x, k), atol=1e-5, rtol=0)
+
+
+def test_monotone_curve_starts_at_srgb_and_stays_monotone():
+    g = _gen()
+    x = torch.linspace(0, 1, 201)[None, None, None, :].expand(1, 3, 1, 201)
+    torch.testing.assert_close(g.response(x), ops.linear_to_srgb(x), atol=6e-3, rtol=0)
+    with torch.no_grad():
+        g.raw_steps.normal_(0, 3)  # any parameters: still non-decreasing
+        g.black.fill_(0.1)
+    y = g.response(x)
+    assert (y.diff(dim=-1) >= -1e-6).all()
+    assert torch.allclose(y[..., 0], torch.tensor(0.1))  # the black level
+
+
+def test_soft_jpeg_follows_real_jpeg():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = (np.clip(rng.normal(0.5, 0.15, (32, 48, 3)), 0, 1) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=60, subsampling=0)
+    real = torch.from_numpy(np.asarray(Image.open(buf)).astype(np.float32) / 255).permute(2, 0, 1)[None]
+    x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    soft = ops.soft_jpeg(x, torch.tensor([60.0]))
+    assert (soft - real).abs().mean() < 0.5 * (x - real).abs().mean()  # much closer to JPEG than the input
+    near_lossless = ops.soft_jpeg(x, torch.tensor([100.0]))
+    assert (near_lossless - x).abs().max() < 3 / 255
+    q = torch.tensor([60.0], requires_grad=True)
+    ops.soft_jpeg(x, q).sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_flat_image_mean_changes_only_through_the_response():
+    """Kernels sum to 1 and the noise has zero mean: with an identity response and unit gains,
+    a flat grey image keeps its mean; the response curve is what moves it."""
+    g = _gen(input_encoding="linear", init_response="linear", jpeg=False, init_shot=1e-3, init_read=0.01)
+    flat = torch.full((4, 3, 96, 96), 0.4)
+    with torch.no_grad():
+        out = g(flat, _z(4))
+        assert abs(out.mean().item() - 0.4) < 2e-3  # noise std about 0.024: mean error about 1e-4
+        assert out.std() > 0.01  # the noise is there
+        g.black.fill_(0.05)  # only the response (or the gains) shifts it
+        assert abs(g(flat, _z(4)).mean().item() - 0.45) < 2e-3
+
+
+def test_noise_vector_reproduces_the_output():
+    g = _gen()
+    x = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(3))
+    z = _z(2)
+    with torch.no_grad():
+        torch.testing.assert_close(g(x, z), g(x, z))
+        assert (g(x, z) - g(x, _z(2, seed=1))).abs().mean() > 1e-3
+
+
+def test_grey_camera_and_describe():
+    g = _gen(in_channels=1, kernel_size=15)
+    y = g(torch.rand(2, 1, 32, 32))
+    assert y.shape == (2, 1, 32, 32) and torch.isfinite(y).all()
+    d = g.describe(samples=64)
+    assert len(d["tone_map"]) == 1 and len(d["tone_map"][0]) == 11
+    assert d["kernel_length_px"]["p10"] <= d["kernel_length_px"]["p50"] <= d["kernel_length_px"]["p90"]
+    assert 0 < d["read_noise"] < 1 and 90 < d["jpeg_quality"] < 100
+
+
+def test_gradients_are_finite_on_saturated_images():
+    g = _gen()
+    x = torch.zeros(2, 3, 48, 48)
+    x[:, :, :, 24:] = 1.0  # exact 0 and 1, where sqrt/abs/norm gradients blow up if unguarded
+    d = build_network("degradation_d", ndf=4)
+    stats = CameraStats()
+    stats.observe(x, x)
+    loss = d(g(x)).mean() + sum(stats.loss(g(x), x).values())
+    loss.backward()
+    for name, p in list(g.named_parameters()) + list(d.named_parameters()):
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_noise_profile_sees_the_noise_level():
+    torch.manual_seed(0)
+    base = torch.rand(2, 3, 8, 8).repeat_interleave(8, -1).repeat_interleave(8, -2)
+    lo, _ = noise_profile(base + 0.01 * torch.randn_like(base))
+    hi, _ = noise_profile(base + 0.04 * torch.randn_like(base))
+    ratio = (hi[lo > 0] / lo[lo > 0]).median()
+    assert 3.0 < ratio < 5.0
+
+
+def test_spectrum_shape_sees_the_blur():
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    k = ops.render_kernels(torch.zeros(2, 2, 2), torch.tensor([3.0, 3.0]), torch.tensor([0.5, 0.5]), 15)
+    sharp, blurred = spectrum_shape(x), spectrum_shape(ops.fft_blur(x, k))
+    assert (blurred[:, -4:] < sharp[:, -4:] - 2).all()  # high bands lose power
+
+
+def test_camera_stats_tone_target_is_the_histogram_map_and_state_round_trips():
+    torch.manual_seed(0)
+    sharp = torch.rand(4, 3, 32, 32)
+    real = (sharp * 0.5 + 0.2)[torch.randperm(4)]  # unpaired, but an affine tone change
+    stats = CameraStats()
+    for _ in range(3):
+        stats.observe(sharp, real)
+    target = stats.tone_target(sharp)
+    pooled = torch.nn.functional.avg_pool2d(sharp, 8) * 0.5 + 0.2
+    assert (target - pooled).abs().max() < 0.02
+    assert stats.loss(sharp * 0.5 + 0.2, sharp)["tone"] < 0.01 < stats.loss(sharp, sharp)["tone"]
+    clone = CameraStats()
+    clone.load_state_dict(stats.state_dict())
+    for key in stats.stats:
+        torch.testing.assert_close(clone.stats[key], stats.stats[key])
+    assert clone.count == 3
+
+
+# --------------------------------------------------------------------------- discriminator
+
+
+def test_degradation_discriminator_shapes_and_content_blindness():
+    d = build_network("degradation_d", ndf=4, scales=3, histograms=False).eval()  # no power iteration per call
+    x = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    out = d(x)
+    assert out.dim() == 4 and out.shape[0] == 2
+    # without the histogram head it sees only band-pass images: a constant offset is invisible
+    torch.testing.assert_close(d(x * 0.5 + 0.3), d(x * 0.5 + 0.1), atol=1e-5, rtol=0)
+    full = build_network("degradation_d", ndf=4)
+    assert full(x).shape[-1] == out.shape[-1] + 1  # plus the whole-image statistics logit
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.fixture
+def camera_stage(sample_images, tmp_path):
+    """``make(*overrides) -> (cfg, bgan stage, generator)`` for the camera preset at a tiny size."""
+    from dbgan.config import load_config
+    from dbgan.train import loop as L
+
+    folder = sample_images[0].parent
+
+    def make(*overrides: str):
+        cfg = load_config(
+            "camera",
+            [f"data.sharp_dir={folder}", f"data.real_blur_dir={folder}", f"runs_dir={tmp_path / 'runs'}",
+             "data.crop_size=48", "data.load_size=48", "nets.blur_g.args.kernel_size=15",
+             "nets.blur_d.args.ndf=4", "nets.blur_d.args.scales=2", *overrides],
+        )
+        nets, _ = L.build_nets(cfg, torch.device("cpu"))
+        return cfg, L.make_stage("bgan", cfg, nets, torch.device("cpu")), nets["blur_g"]
+
+    return make
+
+
+def test_diversity_term_gives_different_kernels_for_different_noise(camera_stage, one_torch_thread):
+    _, stage, g = camera_stage("stages.bgan.w_adv=0", "stages.bgan.w_stats=0", "stages.bgan.w_diversity=1")
+    with torch.no_grad():
+        g.kernel_head.weight.mul_(1e-3)  # collapsed: every z gives nearly the same kernels
+    z1, z2 = _z(16, seed=1), _z(16, seed=2)
+
+    def spread():
+        with torch.no_grad():
+            return (g.params_from_noise(z1)["kernels"] - g.params_from_noise(z2)["kernels"]).abs().sum((-2, -1)).mean()
+
+    before = spread()
+    assert before < 0.01
+    x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    for it in range(30):
+        stage.step({"sharp": x, "real_blur": x}, it)
+    assert spread() > 10 * before and spread() > 0.05
+
+
+def _truth_camera() -> torch.nn.Module:
+    """A tiny known camera: exposure 0.6, shot 2e-3, read 0.01, a 3 px defocus disc, a warm white balance."""
+    truth = _gen(seed=1, kernel_size=15, mixtures=1, jpeg=False)
+    with torch.no_grad():
+        truth.log_gain.fill_(math.log(0.6))
+        truth.log_wb.copy_(torch.tensor([0.1, 0.0, -0.15]))
+        truth.log_shot.fill_(math.log(2e-3))
+        truth.log_read.fill_(math.log(0.01))
+        truth.kernel_head.weight.mul_(0.05)
+        truth.kernel_head.bias.view(1, -1)[:, -2] = float(ops.inverse_softplus(torch.tensor(3.0)))
+    return truth
+
+
+@pytest.mark.slow
+def test_bgan_recovers_a_known_camera(sample_arrays, camera_stage, one_torch_thread):
+    """Parameter recovery: BGAN (the camera preset's statistics term, default init) learns a tiny
+    known camera from unpaired photos. Tolerances: tone map within 0.06 at every value, exposure
+    within 25%, read noise within a factor 2, kernel RMS radius within 1.2 px."""
+    _, stage, g = camera_stage(
+        "stages.bgan.w_adv=0", "stages.bgan.lr=5e-3", "stages.bgan.w_diversity=0",
+        "nets.blur_g.args.mixtures=1", "nets.blur_g.args.jpeg=false",
+    )
+    truth = _truth_camera()
+    photos = [torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1) for a in sample_arrays.values()]
+    rng = np.random.default_rng(0)
+
+    def crops(n=4, size=48):
+        out = []
+        for _ in range(n):
+            im = photos[rng.integers(len(photos))]
+            y, x = rng.integers(0, im.shape[1] - size + 1), rng.integers(0, im.shape[2] - size + 1)
+            out.append(im[:, y : y + size, x : x + size])
+        return torch.stack(out)
+
+    before = g.describe(samples=128)
+    for it in range(250):
+        with torch.no_grad():
+            real = truth(crops())
+        stage.step({"sharp": crops(), "real_blur": real}, it)
+    want, got = truth.describe(samples=128), g.describe(samples=128)
+    tone_err = np.abs(np.array(got["tone_map"]) - np.array(want["tone_map"])).max()
+    tone_before = np.abs(np.array(before["tone_map"]) - np.array(want["tone_map"])).max()
+    assert tone_err < 0.06 < tone_before
+    assert abs(got["exposure"] * np.mean(got["wb"]) / (want["exposure"] * np.mean(want["wb"])) - 1) < 0.25
+    assert 0.5 < got["read_noise"] / want["read_noise"] < 2.0
+    assert abs(got["kernel_rms_radius_px"]["p50"] - want["kernel_rms_radius_px"]["p50"]) < 1.2
