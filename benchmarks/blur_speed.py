@@ -128,6 +128,9 @@ def main() -> None:
         f"  cpu cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, "
         f"cuda {torch.cuda.is_available()}"
     )
+    from dbgan.cpu_caps import detect as detect_cpu_caps
+
+    print(f"  {detect_cpu_caps().summary()} (every path here is fp32)")
     print(f"  kernels: size {ks}, intensity U(0, 1); batched n={n_kernels}, loop n={n_loop}")
     print(f"  blur: {batch} RGB images {args.size}x{args.size} float32, kernel {ks}x{ks}, one kernel per image")
     print(f"  timing: best of {rounds} interleaved rounds{' (quick)' if args.quick else ''}")

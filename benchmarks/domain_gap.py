@@ -537,6 +537,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"date       : {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"machine    : {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; python {platform.python_version()}; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    from dbgan.cpu_caps import detect as detect_cpu_caps
+
+    caps = detect_cpu_caps()
+    print(f"bf16       : {caps.summary()}")
+    if args.amp in ("bf16", "auto") and not caps.native_bf16:
+        print(f"skipped    : train.amp={args.amp} (this CPU has no native bf16: {caps.reason}); the runs use train.amp=none")
+        args.amp = "none"
     print(f"config     : {args.config} (blur_g: {base.nets.blur_g.name} {json.dumps(base.nets.blur_g.args)}); train.amp={args.amp}; "
           f"overrides {args.set or 'none'}")
     print(f"budget     : {args.budget_iters} training-loop iterations for every learnt row (wall time reported)")

@@ -5,10 +5,13 @@ For 1024x1024 and 2048x2048 RGB images and the seed preset's U-Net
 side by side the time and peak memory of
 
 * ``plain``: ``net(x)`` in eager fp32 on the whole image (what a naive script does);
-* ``default``: :class:`dbgan.infer.Deblurrer` as ``dbgan deblur`` runs it (fp32,
-  channels_last, tiles only when the memory budget requires them);
+* ``fp32 + channels_last``: :class:`dbgan.infer.Deblurrer` in fp32 with
+  channels_last, tiles only when the memory budget requires them (what
+  ``dbgan deblur --dtype auto`` runs on a CPU without native bf16; marked ``= auto``);
 * ``tiled fp32``: the same with 512-pixel tiles, overlap 32;
-* ``bf16 + channels_last``: bf16 autocast;
+* ``bf16 + channels_last``: bf16 autocast (``--dtype auto`` on a CPU with native
+  bf16; skipped, with a message, on a CPU without: emulated bf16 is hundreds of
+  times slower, see :mod:`dbgan.cpu_caps`);
 * ``onnxruntime``: the exported model through the same tiling code, on the
   whole image, and as a bare ``.onnx`` file gets it by default (tiles planned
   from the conservative activation estimate ``DEFAULT_BYTES_PER_PIXEL``; with
@@ -27,7 +30,13 @@ created. Every path runs in a process of its own that builds the net and the
 image and warms up once; the timed runs are then interleaved across the paths
 (round robin) and the best is reported, so a busy moment on a shared machine
 hurts every path alike. ``--quick``: two rounds at 1024, one run without
-warm-up at 2048.
+warm-up at 2048 (without the two 512-tile paths).
+
+The header prints the CPU, torch's CPU capability and whether bf16 is native.
+To see an AVX2-only CPU on a newer one, emulate it (onnxruntime is not capped)::
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/infer_speed.py --quick
 
 Targets on the 2-core development CPU: the fastest path at least 3x faster than
 ``plain`` at 1024, and 4096x4096 under 2 GiB peak.
@@ -209,7 +218,8 @@ def _fmt_mem(b: float) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="2 rounds at 1024, a single run without warm-up at 2048")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 rounds at 1024, a single run without warm-up at 2048 (without the 512-tile paths)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration (default 3, quick 2)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the children (0: torch's default)")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime")
@@ -224,8 +234,11 @@ def main() -> int:
 
     import torch
 
+    from dbgan.cpu_caps import detect, resolve_dtype
     from dbgan.nets import build_network
 
+    caps = detect()
+    auto = resolve_dtype("auto", "cpu", caps)
     repeats = args.repeats or (2 if args.quick else 3)
     torch.manual_seed(0)
     net = build_network("unet", **NET).eval()
@@ -233,6 +246,8 @@ def main() -> int:
     print("dbgan inference benchmark")
     print(f"  CPU: {_cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
           f"({args.threads or torch.get_num_threads()} threads), python {platform.python_version()}")
+    print(f"  {caps.summary()}")
+    print(f"  dbgan deblur --dtype auto (the default) runs {auto} + channels_last here")
     print(f"  net: unet {NET} ({params / 1e6:.1f} M parameters, random weights), RGB input, CPU")
     print("  timing: best of interleaved runs (one process per path, driven in turn); memory: peak RSS of that process")
     try:
@@ -251,15 +266,20 @@ def main() -> int:
             onnx_path = str(export_onnx(net, tmp / "unet.onnx", check=False))
             print(f"  onnx: exported in {time.perf_counter() - t:.1f} s (onnxruntime "
                   f"{__import__('onnxruntime').__version__}, CPU provider)")
+            if os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("ATEN_CPU_CAPABILITY"):
+                print("  onnx: onnxruntime picks its own instruction set; ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY "
+                      "do not cap it, so its figures here are not those of the emulated CPU")
         except Exception as exc:  # benchmark: report and go on
             print(f"  onnx: export failed ({exc}); skipping onnxruntime")
     del net
 
+    mark = " = auto" if auto == "fp32" else ""
+    bf16_mark = " = auto" if auto == "bf16" else ""
     configs = [
         ("plain (eager fp32, whole image)", {"kind": "plain"}),
-        ("default (fp32, channels_last, auto tiles)", {"kind": "deblurrer"}),
+        (f"fp32 + channels_last, auto tiles{mark}", {"kind": "deblurrer", "dtype": "fp32"}),
         ("tiled fp32 (512, overlap 32)", {"kind": "deblurrer", "tile": 512}),
-        ("bf16 + channels_last", {"kind": "deblurrer", "dtype": "bf16", "channels_last": True}),
+        (f"bf16 + channels_last{bf16_mark}", {"kind": "deblurrer", "dtype": "bf16", "channels_last": True}),
     ]
     if onnx_path:
         configs.append(("onnxruntime (whole image)", {"kind": "onnx", "onnx": onnx_path, "tile": 1 << 16}))
@@ -268,10 +288,14 @@ def main() -> int:
     odd_configs = [
         configs[0],
         configs[1],
-        ("default, padding decoded too", {"kind": "deblurrer", "full_decoding": True}),
+        ("fp32 + channels_last, padding decoded too", {"kind": "deblurrer", "full_decoding": True}),
         configs[3],
         ("bf16 + channels_last, padding decoded too", {**configs[3][1], "full_decoding": True}),
     ]
+    if not caps.native_bf16:  # emulated bf16 is hundreds of times slower: never start it
+        print(f"  skipped: the bf16 paths (this CPU has no native bf16: {caps.reason})")
+        configs = [c for c in configs if c[1].get("dtype") != "bf16"]
+        odd_configs = [c for c in odd_configs if c[1].get("dtype") != "bf16"]
     sizes: list = [int(v) if "x" not in v else [int(v.split("x")[1]), int(v.split("x")[0])] for v in (args.sizes or "1024,2048,1100x800").split(",")]
     for size in sizes:
         quick_big = args.quick and size == 2048
@@ -281,6 +305,8 @@ def main() -> int:
         print(f"\n{label} RGB ({'1 run, no warm-up' if quick_big else f'best of {rounds} interleaved runs after 1 warm-up'})")
         children: list[tuple[str, Child]] = []
         for name, spec in (configs if isinstance(size, int) else odd_configs):
+            if quick_big and (spec.get("tile") == 512 or name == "onnxruntime (auto tiles)"):
+                continue  # --quick: the 2048 tiled paths are the slowest and only show the tiling cost again
             spec = {**spec, "size": size, "warmup": 0 if quick_big else 1, "threads": args.threads}
             children.append((name, Child(spec)))  # started one at a time: warm-ups do not overlap
         for _ in range(rounds):  # interleaved, so a busy moment hurts every path alike

@@ -106,7 +106,7 @@ def test_noise_match_is_a_bgan_term_only():
 
 def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     """YAML 1.1 reads ``1e-6`` as a string; free-form network args would then get a str."""
-    cfg = build_config({}, ["nets.blur_g.args.init_gamma=2e0", "stages.dbgan.lr=3E-4"])
+    cfg = build_config({}, ["nets.blur_g.name=kernel_blur", "nets.blur_g.args.init_gamma=2e0", "stages.dbgan.lr=3E-4"])
     assert cfg.nets.blur_g.args["init_gamma"] == 2.0 and isinstance(cfg.nets.blur_g.args["init_gamma"], float)
     assert cfg.stages.dbgan.lr == 3e-4
     f = tmp_path / "c.yaml"

@@ -109,7 +109,7 @@ class Deblurrer:
         device: str = "auto",
         dtype: infer.DType = "fp32",
         tile: Optional[int] = None,
-        overlap: int = 32,
+        overlap: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
     ):
         if isinstance(model, infer.Deblurrer):

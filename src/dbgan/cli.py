@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
     s.add_argument("--max-pixels", type=int, default=None,
                    help="decompression-bomb limit in pixels (raise it for huge scans; 0 = no limit)")
+    s.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in OUT_DIR")
 
     t = sub.add_parser("train", help="train a scheme from a YAML config into runs/<name>/")
     t.add_argument("config")
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", default=None, help="continue an existing run even if its config changed")
     g.add_argument("--no-resume", dest="resume", action="store_false", help="refuse to continue an existing run")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoints of an existing run and train again from the beginning")
 
     for cmd, what in (("deblur", "deblur images with a trained DBGAN"), ("blur", "blur sharp images with a trained BGAN")):
         d = sub.add_parser(cmd, help=what)
@@ -58,12 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("input", help="image file or folder")
         d.add_argument("output", help="image file or folder")
         d.add_argument("--tile", type=int, default=None, help="tile size (default: automatic from the memory budget)")
-        d.add_argument("--overlap", type=int, default=32)
+        d.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbouring tiles (default 32, at most half the tile)")
         d.add_argument("--device", default="auto")
         d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         d.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
-        d.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
-                       help="bf16 is about 2x faster on recent CPUs (max error ~2e-3)")
+        d.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                       help="auto (default): bf16 where the CPU computes it natively (avx512_bf16/AMX; "
+                            "about 2x faster, max error ~2e-3) or the GPU supports it, else fp32; "
+                            "bf16 on a CPU without native bf16 runs fp32 with a warning")
         d.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit (0 = none)")
         d.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1-100 (default 95)")
         if cmd == "deblur":
@@ -76,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pairs", help="pairs: DIR/sharp + DIR/blur, DIR/input + DIR/target, GoPro scenes, "
                    "a RealBlur list .txt, or a folder of A|B files")
     e.add_argument("--unpaired", help="folder of real blurred photos: no-reference sharpness before/after")
-    e.add_argument("--out", help="report .json (a .csv is written beside it)")
+    e.add_argument("--out", help="report name: R or R.json or R.csv writes R.json and R.csv "
+                                  "(with both --pairs and --unpaired, the unpaired report is R_unpaired.json/.csv)")
+    e.add_argument("--overwrite", action="store_true", help="replace existing report files")
     e.add_argument("--device", default="auto")
     e.add_argument("--tile", type=int, default=None)
     e.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit (0 = none)")
@@ -102,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
     w.add_argument("--port", type=int, default=8000)
     w.add_argument("--device", default="auto")
-    w.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    w.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="as for deblur: auto takes bf16 only where the CPU/GPU computes it natively and faster")
     w.add_argument("--tile", type=int, default=None, help="tile size (default: automatic from the memory budget)")
     w.add_argument("--max-upload-mb", type=float, default=100.0, help="largest accepted upload (MiB)")
     w.add_argument("--max-pixels", type=int, default=60_000_000, help="largest accepted image (pixels per page)")
@@ -124,11 +132,11 @@ def _run(args: argparse.Namespace) -> int:
             args.sharp_dir, args.out_dir, aligned=args.aligned, kernel_size=args.kernel_size,
             intensity=args.intensity, per_image=args.per_image, seed=args.seed,
             save_kernels=args.save_kernels, synth=synth_cfg, skip_bad=args.skip_bad,
-            max_pixels=args.max_pixels,
+            max_pixels=args.max_pixels, overwrite=args.overwrite,
         )
         print(res.summary() if hasattr(res, "summary") else res)
         for path, reason in getattr(res, "skipped", []):
-            print(f"unreadable, skipped: {path}: {reason}", file=sys.stderr)
+            print(f"unreadable, skipped: {path}: {for_command(args.command, reason)}", file=sys.stderr)
         return 0
 
     if args.command == "train":
@@ -137,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config, args.overrides)
         command = "dbgan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        res = train(cfg, command=command, resume=args.resume)
+        res = train(cfg, command=command, resume=args.resume, overwrite=args.overwrite)
         for path, reason in res.skipped:
             print(f"unreadable, skipped (data.skip_bad): {path}: {reason}", file=sys.stderr)
         if res.status == "failed":
@@ -166,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
         if res.skipped_existing:
             print(f"skipped {len(res.skipped_existing)} existing outputs (use --overwrite to replace them)")
         for path, reason in res.bad:
-            print(f"unreadable, skipped: {path}: {reason}", file=sys.stderr)
+            print(f"unreadable, skipped: {path}: {for_command(args.command, reason)}", file=sys.stderr)
         return 0
 
     if args.command == "eval":
@@ -177,19 +185,25 @@ def _run(args: argparse.Namespace) -> int:
         if not args.pairs and not args.unpaired:
             raise ValueError("give --pairs DIR (held-out pairs) and/or --unpaired DIR (real blurred photos)")
         args.checkpoint = resolve_model(args.checkpoint)
+        out_paired = args.out if args.pairs else None
+        out_unpaired = None
+        if args.out and args.unpaired:
+            out_unpaired = str(E.unpaired_out(args.out)) if args.pairs else args.out
+        written = []  # every report file is checked before any work
+        if out_paired:
+            written += E.check_report_paths(out_paired, [args.pairs], args.overwrite)
+        if out_unpaired:
+            written += E.check_report_paths(out_unpaired, [args.unpaired], args.overwrite)
         if args.pairs:
-            report = E.evaluate(args.checkpoint, args.pairs, args.out, device=args.device, tile=args.tile,
-                                max_pixels=args.max_pixels, ssim_window=args.ssim_window)
+            report = E.evaluate(args.checkpoint, args.pairs, out_paired, device=args.device, tile=args.tile,
+                                max_pixels=args.max_pixels, ssim_window=args.ssim_window, overwrite=args.overwrite)
             print(E.format_table(report))
         if args.unpaired:
-            out = None
-            if args.out:
-                out = str(Path(args.out).with_name(Path(args.out).stem + "_unpaired.json"))
-            report = E.evaluate_unpaired(args.checkpoint, args.unpaired, out, device=args.device, tile=args.tile,
-                                         max_pixels=args.max_pixels)
+            report = E.evaluate_unpaired(args.checkpoint, args.unpaired, out_unpaired, device=args.device,
+                                         tile=args.tile, max_pixels=args.max_pixels, overwrite=args.overwrite)
             print(E.format_table(report))
-        if args.out:
-            print(f"wrote {args.out} (and .csv beside it)")
+        for path in written:
+            print(f"wrote {path}")
         return 0
 
     if args.command == "export":
@@ -236,6 +250,23 @@ def _one_line(exc: BaseException) -> str:
     return lines[0]
 
 
+#: Library messages name the config settings; each command names its own options instead.
+_BOMB_HINT = "data.max_image_pixels (config) or --max-pixels"
+_SKIP_HINT = ", or use data.skip_bad"
+
+
+def for_command(command: str, text: str) -> str:
+    """An error message with the hints of ``command``: ``train`` has settings (no
+    ``--max-pixels``); ``deblur``/``blur``/``synth`` have ``--skip-bad`` and ``--max-pixels``;
+    ``eval`` has ``--max-pixels`` only."""
+    if command in ("train", "demo"):
+        return text.replace(_BOMB_HINT, "data.max_image_pixels")
+    text = text.replace(_BOMB_HINT, "--max-pixels")
+    if command in ("deblur", "blur", "synth"):
+        return text.replace(_SKIP_HINT, ", or use --skip-bad")
+    return text.replace(_SKIP_HINT, "")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -247,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except known as exc:
-        print(f"dbgan {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"dbgan {args.command}: error: {for_command(args.command, _one_line(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permissions: the write was atomic, nothing half-written
         hint = ""

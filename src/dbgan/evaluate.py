@@ -87,6 +87,49 @@ def _load_pair(
     return sharp, blur, info.bit_depth
 
 
+def report_paths(out: PathLike) -> tuple[Path, Path]:
+    """The (JSON, CSV) files of a report asked for as ``out``.
+
+    ``r``, ``r.json`` and ``r.csv`` all give ``r.json`` + ``r.csv`` (two distinct files);
+    any other ending is refused (``--out photo.png`` is a mistake, not a report name).
+    """
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix in (".json", ".csv"):
+        out = out.with_suffix("")
+    elif suffix:
+        raise ValueError(f"{out}: a report name must end in .json or .csv (both files are written), got {out.suffix!r}")
+    if not out.name:
+        raise ValueError(f"{out}: not a file name for a report")
+    return out.with_name(out.name + ".json"), out.with_name(out.name + ".csv")
+
+
+def unpaired_out(out: PathLike) -> Path:
+    """Where ``dbgan eval --pairs ... --unpaired ... --out r.json`` puts the unpaired report: ``r_unpaired.json``."""
+    json_path, _ = report_paths(out)
+    return json_path.with_name(json_path.stem + "_unpaired.json")
+
+
+def check_report_paths(out: PathLike, inputs: list[PathLike], overwrite: bool = False) -> tuple[Path, Path]:
+    """Refuse report files that would land inside an input folder, or replace a file without ``overwrite``.
+
+    Returns:
+        The (JSON, CSV) paths, as :func:`report_paths`.
+    """
+    paths = report_paths(out)
+    for p in paths:
+        rp = p.resolve()
+        for folder in inputs:
+            fr = Path(folder).resolve()
+            if rp == fr or fr in rp.parents:
+                raise ValueError(f"{p}: the report would land inside the input folder {folder}; choose --out outside it")
+        if p.is_dir():
+            raise ValueError(f"{p}: is a folder; --out names the report file")
+        if p.exists() and not overwrite:
+            raise FileExistsError(f"{p} exists; pass --overwrite to replace it, or choose another --out")
+    return paths
+
+
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
@@ -103,13 +146,16 @@ def evaluate(
     dtype: str = "fp32",
     max_pixels: Optional[int] = None,
     ssim_window: str = "gaussian",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """PSNR/SSIM of a deblurrer on held-out pairs (see the module docstring for layouts).
 
     Args:
         checkpoint: checkpoint path / run directory, or a :class:`dbgan.infer.Deblurrer`.
         pairs_dir: a dataset folder or list file in a layout of :mod:`dbgan.data.layouts`.
-        out: report ``.json`` to write (atomically), with a ``.csv`` of the same stem beside it.
+        out: report ``.json`` to write (atomically), with a ``.csv`` of the same stem beside it
+            (see :func:`report_paths`); never inside ``pairs_dir``.
+        overwrite: replace existing report files (otherwise refused before any work).
         device, tile, dtype: inference settings (see :class:`dbgan.infer.Deblurrer`).
         channels: read images as 1 (grey) or 3 (RGB) channels; None keeps each
             blurred file's own (the sharp image is converted to match).
@@ -125,6 +171,9 @@ def evaluate(
     from tqdm.auto import tqdm
 
     from dbgan.data.layouts import find_pairs
+
+    if out is not None:
+        check_report_paths(out, [pairs_dir], overwrite)
 
     if ssim_window not in SSIM_WINDOWS:
         raise ValueError(f"ssim_window must be one of {', '.join(SSIM_WINDOWS)}, got {ssim_window!r}")
@@ -185,6 +234,7 @@ def evaluate_unpaired(
     progress: bool = True,
     dtype: str = "fp32",
     max_pixels: Optional[int] = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """No-reference sharpness of real blurred photos before and after deblurring.
 
@@ -198,6 +248,8 @@ def evaluate_unpaired(
 
     from dbgan.io import list_images, read_image_with_info
 
+    if out is not None:
+        check_report_paths(out, [folder], overwrite)
     files = list_images(folder)
     runner = _deblurrer(checkpoint, device, tile, dtype)
     rows = []
@@ -249,10 +301,10 @@ def _jsonable(v: Any) -> Any:
 def write_report(report: dict[str, Any], out: PathLike, columns: list[str]) -> tuple[Path, Path]:
     """Write ``report`` as JSON (non-finite numbers as ``"inf"`` / null) and a per-image CSV beside it.
 
-    The CSV (``out`` with suffix ``.csv``) has one row per image plus a ``mean``
-    row; list values (colour bias) are joined with spaces. Both writes are atomic.
+    The files are :func:`report_paths` of ``out``. The CSV has one row per image plus a
+    ``mean`` row; list values (colour bias) are joined with spaces. Both writes are atomic.
     """
-    out = Path(out)
+    json_path, csv_path = report_paths(out)
     json_text = json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n"
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -268,11 +320,10 @@ def write_report(report: dict[str, Any], out: PathLike, columns: list[str]) -> t
     for row in report["images"]:
         writer.writerow([cell(row.get(c)) for c in columns])
     writer.writerow([cell(report["mean"].get(c, "mean" if c == "name" else None)) for c in columns])
-    csv_path = out.with_suffix(".csv")
-    atomic_write_text(out, json_text)
+    atomic_write_text(json_path, json_text)
     atomic_write_text(csv_path, buf.getvalue())
-    log.info("wrote %s and %s", out, csv_path)
-    return out, csv_path
+    log.info("wrote %s and %s", json_path, csv_path)
+    return json_path, csv_path
 
 
 def format_table(report: dict[str, Any], max_rows: int = 50) -> str:
@@ -282,7 +333,9 @@ def format_table(report: dict[str, Any], max_rows: int = 50) -> str:
         if v is None:
             return "-"
         if isinstance(v, float) and math.isinf(v):
-            return "inf"
+            return "inf" if v > 0 else "-inf"  # as the JSON report writes it
+        if isinstance(v, float) and math.isnan(v):
+            return "-"  # null in the JSON report
         return f"{v:.{nd}f}"
 
     rows = report["images"]

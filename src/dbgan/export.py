@@ -60,6 +60,18 @@ PathLike = Union[str, Path]
 #: Default opset (TorchScript exporter); the dynamo exporter writes at least :data:`MIN_DYNAMO_OPSET`.
 DEFAULT_OPSET = 17
 MIN_DYNAMO_OPSET = 18
+#: Opsets accepted by :func:`export_onnx` (others are refused, never silently replaced).
+MIN_OPSET = 11
+
+
+def max_opset() -> int:
+    """The newest opset this PyTorch's exporters write."""
+    try:
+        from torch.onnx import _constants
+
+        return int(getattr(_constants, "ONNX_MAX_OPSET", 20))
+    except Exception:  # noqa: BLE001 - private module moved: keep a safe bound
+        return 20
 
 #: Largest dimension declared for the dynamic axes.
 _MAX_DIM = 1 << 16
@@ -157,6 +169,9 @@ def _export_torchscript(net: nn.Module, example: Tensor, noise: Optional[Tensor]
 
 
 def _export_dynamo(net: nn.Module, example: Tensor, noise: Optional[Tensor], opset: int):
+    if opset < MIN_DYNAMO_OPSET:
+        log.warning("the dynamo exporter writes opset %d or newer: opset %d raised to %d",
+                    MIN_DYNAMO_OPSET, opset, MIN_DYNAMO_OPSET)
     from torch.export import Dim
 
     auto = Dim.AUTO
@@ -207,6 +222,8 @@ def export_onnx(
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".onnx":
         raise ExportError(f"{out_path}: the output file must end in .onnx")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset():
+        raise ExportError(f"opset must lie in [{MIN_OPSET}, {max_opset()}], got {opset!r}")
     meta: dict[str, str] = {"dbgan.role": role}
     if isinstance(checkpoint, nn.Module):
         net = checkpoint.eval()

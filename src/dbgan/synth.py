@@ -116,6 +116,7 @@ def synthesize(
     progress: bool = True,
     skip_bad: bool = False,
     max_pixels: Optional[int] = None,
+    overwrite: bool = False,
 ) -> SynthResult:
     """Blur every image of ``sharp_dir`` and write a paired dataset to ``out_dir``.
 
@@ -135,6 +136,8 @@ def synthesize(
         progress: show a tqdm progress bar.
         skip_bad: skip unreadable images (listed in the log and the result) instead of failing.
         max_pixels: decompression-bomb limit per image (None: :data:`dbgan.io.DEFAULT_MAX_PIXELS`).
+        overwrite: replace outputs that exist; otherwise an existing output is refused
+            before anything is written (``FileExistsError``).
 
     Returns:
         A :class:`SynthResult` with the files written and the counts.
@@ -178,9 +181,21 @@ def synthesize(
                 f"choose an output folder whose sharp/ is not {sharp}"
             )
 
+    stems = _output_stems(files)
+    if not overwrite:
+        existing = [
+            d / f"{stem}_{k}.png" for stem in stems for k in range(per_image) for d in targets.values()
+            if (d / f"{stem}_{k}.png").exists()
+        ]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise FileExistsError(
+                f"{existing[0]} exists{more}: an earlier synth run wrote here; pass --overwrite to replace "
+                "its outputs, or choose another output folder"
+            )
+
     pipeline = DegradationPipeline.from_config(cfg)
     result = SynthResult(out_dir=out, layout="aligned" if aligned else "paired")
-    stems = _output_stems(files)
     log.info(
         "synth: %d images from %s -> %s (%s, kernel %d, intensity %s, %d per image, seed %d)",
         len(files), sharp, out, result.layout, cfg.kernel_size, cfg.intensity, per_image, seed,

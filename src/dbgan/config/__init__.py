@@ -15,15 +15,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
-
-import yaml
-
+from typing import Any, Optional
 
 class ConfigError(ValueError):
     """A configuration key is unknown, has the wrong type, or an impossible value."""
@@ -192,7 +186,9 @@ class StagesConfig:
 class TrainConfig:
     """Settings of the shared training loop."""
 
-    amp: str = "none"  # none | bf16 | fp16 | auto (bf16/fp16 on CUDA, off elsewhere)
+    # auto (bf16 on a CPU with native bf16 and on CUDA, fp16 on older CUDA, fp32 elsewhere;
+    # dbgan.cpu_caps) | none | bf16 (fp32 with a warning on a CPU without native bf16) | fp16 (CUDA)
+    amp: str = "auto"
     # channels_last memory format: auto (the discriminators on CPU, nothing elsewhere) |
     # discriminators | all (every network and batch; true) | none (false)
     channels_last: bool | str = "auto"
@@ -236,238 +232,25 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Short stable hash of the resolved config (stored in checkpoint metadata)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        """Short stable hash of the resolved config (stored in checkpoint metadata).
+
+        The run's location (``runs_dir``, ``name``) is left out: a run is identified by
+        what it trains, so a moved or renamed run directory still resumes.
+        """
+        content = {k: v for k, v in self.to_dict().items() if k not in LOCATION_KEYS}
+        blob = json.dumps(content, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-# --------------------------------------------------------------------------- typed loading
+#: Settings that say where a run lies, not what it trains (not part of :meth:`Config.hash`).
+LOCATION_KEYS = ("runs_dir", "name")
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args) + " or null"
-    if origin in (list, dict):
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
-    if tp is Any:
-        return "any"
-    return getattr(tp, "__name__", str(tp))
+def _short(value: Any) -> str:
+    """``repr`` of a value for an error message, cut to one short line."""
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
 
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (lightly coerced)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"'{key}' must be a mapping of {tp.__name__} keys, got {value!r}")
-        return from_dict(tp, value, prefix=key)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {value!r}")
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"'{key}' must be bool (true/false), got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"'{key}' must be int, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"'{key}' must be float, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"'{key}' must be str, got {value!r}")
-    raise ConfigError(f"'{key}': unsupported type {tp!r}")
-
-
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(f"unknown config key '{full}'; valid keys here: {', '.join(names)}")
-        kwargs[key] = _coerce(value, hints[key], full)
-    return cls(**kwargs)
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``update`` into a copy of ``base`` (mappings merge, the rest replaces)."""
-    out = dict(base)
-    for key, value in update.items():
-        base_val = out.get(key)
-        renamed = isinstance(value, dict) and isinstance(base_val, dict) and (
-            "name" in value and value["name"] != base_val.get("name")
-        )  # a different architecture starts from its own defaults, not the old args
-        if isinstance(value, dict) and isinstance(base_val, dict) and not renamed:
-            out[key] = _merge(base_val, value)
-        else:
-            out[key] = value
-    return out
-
-
-class _YamlLoader(yaml.SafeLoader):
-    """YAML's safe loader that also reads ``1e-6`` / ``2E+3`` as floats.
-
-    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-6``), so ``lr=1e-6``
-    would otherwise arrive as the string ``"1e-6"``.
-    """
-
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_YamlLoader)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"a.b.c=value"`` -> (["a", "b", "c"], parsed YAML value)."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key.path=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override '{text}' has an empty key")
-    try:
-        value = _load_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
-    return key.split("."), value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    out = json.loads(json.dumps(raw))  # deep copy of plain data
-    for text in overrides:
-        path, value = parse_override(text)
-        node = out
-        for i, part in enumerate(path[:-1]):
-            nxt = node.get(part)
-            if nxt is not None and not isinstance(nxt, dict):
-                # do not silently replace a wrongly written section by the override
-                where = ".".join(path[: i + 1])
-                raise ConfigError(f"'{where}' must be a mapping, got {nxt!r} (while applying override '{text}')")
-            if nxt is None:
-                nxt = {}
-                node[part] = nxt
-            node = nxt
-        node[path[-1]] = value
-    return out
-
-
-def _defaults_dict() -> dict[str, Any]:
-    return dataclasses.asdict(Config())
-
-
-def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
-    """Typed, validated config from a raw mapping plus dotted overrides."""
-    if not isinstance(raw, dict):
-        raise ConfigError("a config must be a YAML mapping at the top level")
-    raw = apply_overrides(raw, overrides or [])
-    # validate keys/types of what the user wrote, then merge over the defaults
-    from_dict(Config, raw)
-    cfg = from_dict(Config, _merge(_defaults_dict(), raw))
-    validate(cfg)
-    return cfg
-
-
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-
-
-def resolve_config_path(path: str | Path) -> Path:
-    """A config file path, or the name of a bundled preset (``tiny``, ``seed``, ``paper``, ``demo``)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    cand = PRESETS_DIR / (p.name if p.suffix == ".yaml" else f"{p.name}.yaml")
-    if cand.is_file() and (len(p.parts) == 1 or p.parent.name == "configs"):
-        return cand
-    raise ConfigError(f"config file not found: {path} (bundled presets: {', '.join(preset_names())})")
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config file or bundled preset (``extends: other.yaml`` is supported) with overrides."""
-    path = resolve_config_path(path)
-    raw = _read_yaml(path)
-    try:
-        return build_config(raw, overrides)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-
-
-def _read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = _load_yaml(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping at the top level")
-    parent = raw.pop("extends", None)
-    if parent:
-        parent_path = (path.parent / parent).resolve()
-        if parent_path in _seen:
-            raise ConfigError(f"{path}: 'extends' forms a cycle through {parent_path}")
-        raw = _merge(_read_yaml(parent_path, _seen + (parent_path,)), raw)
-    return raw
-
-
-def save_config(cfg: Config, path: str | Path, command: str | None = None) -> None:
-    from dbgan.atomic import atomic_write_text
-
-    text = ""
-    if command:
-        text += f"# launched with: {command}\n"
-    text += yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    atomic_write_text(Path(path), text)
-
-
-# validation.py imports the sections above from this package: import it last
-from dbgan.config.validation import channels_last_mode, CHANNELS_LAST_MODES, validate  # noqa: E402
+# loading.py and validation.py import the sections above from this package: import them last
+from dbgan.config.validation import channels_last_mode, CHANNELS_LAST_MODES, validate  # noqa: E402,F401
+from dbgan.config.loading import _merge, apply_overrides, build_config, from_dict, load_config, MAX_CONFIG_BYTES, MAX_YAML_NODES, parse_override, preset_names, PRESETS_DIR, resolve_config_path, save_config  # noqa: E402,F401

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dbgan import constants as K
-from dbgan.config import Config, ConfigError, StageConfig
+from dbgan.config import _short, Config, ConfigError, StageConfig
 
 
 # --------------------------------------------------------------------------- validation
@@ -25,6 +25,8 @@ _STAGE_CHOICES = {
     "content": K.CONTENT_LOSSES,
 }
 _KERNELS = K.KERNEL_KINDS
+MAX_KERNEL_SIZE = 255  # synth.kernel_size
+MAX_WORKERS = 256  # data.num_workers
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -70,7 +72,7 @@ def validate(cfg: Config) -> None:
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
-            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
+            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {_short(value)}")
     channels_last_mode(cfg.train.channels_last, "cpu")  # raises on an unknown mode
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"'name' must be a plain directory name, got {cfg.name!r}")
@@ -85,14 +87,18 @@ def validate(cfg: Config) -> None:
         )
     if d.max_image_pixels <= 0:
         raise ConfigError("'data.max_image_pixels' must be positive")
+    if not 0 <= d.num_workers <= MAX_WORKERS:
+        raise ConfigError(f"'data.num_workers' must lie in [0, {MAX_WORKERS}], got {d.num_workers}")
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"'seed' must lie in [0, 2**32) (seeds of the parts are derived from it), got {cfg.seed}")
     s = cfg.synth
     if not s.kernels:
         raise ConfigError("'synth.kernels' must name at least one kernel kind")
     for k in s.kernels:
         if k not in _KERNELS:
             raise ConfigError(f"'synth.kernels' has unknown kind {k!r}; valid: {', '.join(_KERNELS)}")
-    if s.kernel_size < 3 or s.kernel_size % 2 == 0:
-        raise ConfigError(f"'synth.kernel_size' must be odd and >= 3, got {s.kernel_size}")
+    if s.kernel_size < 3 or s.kernel_size % 2 == 0 or s.kernel_size > MAX_KERNEL_SIZE:
+        raise ConfigError(f"'synth.kernel_size' must be odd and in [3, {MAX_KERNEL_SIZE}], got {s.kernel_size}")
     _range("synth.intensity", s.intensity, 0.0)
     if s.intensity[1] > 1.0:
         raise ConfigError(f"'synth.intensity' must lie in [0, 1], got {s.intensity}")
@@ -113,6 +119,10 @@ def validate(cfg: Config) -> None:
                 f"'nets.{role}.name': unknown architecture {spec.name!r}; "
                 f"valid: {', '.join(NETWORKS.names())}"
             )
+        try:  # argument names, types and ranges, before anything is built
+            NETWORKS.validate_args(spec.name, spec.args, where=f"nets.{role}.args")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     for stage in ("blur_pretrain", "bgan", "dbgan"):
         st: StageConfig = getattr(cfg.stages, stage)
         pre = f"stages.{stage}"

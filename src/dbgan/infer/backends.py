@@ -49,11 +49,16 @@ class TorchBackend:
         net: an image-to-image network (attributes ``in_channels``, ``out_channels``,
             ``size_multiple``; blur generators also ``sample_noise``).
         device: where tiles are computed.
-        dtype: ``"fp32"`` (no autocast), ``"bf16"`` or ``"fp16"`` (autocast).
+        dtype: ``"fp32"`` (no autocast), ``"bf16"`` or ``"fp16"`` (autocast), or ``"auto"``
+            (see :mod:`dbgan.cpu_caps`: bf16 where the CPU/GPU computes it natively, else fp32;
+            a bf16 request on a CPU without native bf16 runs fp32 with a warning).
         channels_last: convert the net and its inputs to channels_last memory format.
     """
 
     def __init__(self, net: nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False):
+        from dbgan.cpu_caps import resolve_dtype
+
+        dtype = resolve_dtype(dtype, device.type)  # auto -> fastest safe; bf16 without native bf16 -> fp32
         if dtype not in DTYPES:
             raise InferenceError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.device = device

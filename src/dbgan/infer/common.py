@@ -8,7 +8,7 @@ from typing import Literal, Optional, Union
 import torch
 
 PathLike = Union[str, Path]
-DType = Literal["fp32", "bf16", "fp16"]
+DType = Literal["auto", "fp32", "bf16", "fp16"]
 
 #: Autocast dtypes by name (``fp32`` runs without autocast).
 DTYPES: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -27,6 +27,15 @@ SAFETY_FACTOR = 1.5
 
 #: Default activation budget on CPU / MPS, in MiB (CUDA: half the free device memory).
 DEFAULT_CPU_BUDGET_MB = 1024
+
+#: Overlap of neighbouring tiles when none is given (at most half the tile).
+DEFAULT_OVERLAP = 32
+#: Smallest tile accepted (smaller tiles are all seam and no context).
+MIN_TILE = 32
+#: A tile plan is refused past this many tiles per image ...
+MAX_TILES = 4096
+#: ... or when its tiles cover the image this many times over (tiny tiles, huge overlap).
+MAX_TILE_WORK = 16.0
 
 #: Upper bound of the automatic ``tile_batch`` (CUDA; CPU and MPS use 1 because
 #: batching tiles does not speed up CPU convolutions and costs memory).

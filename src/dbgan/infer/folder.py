@@ -84,7 +84,7 @@ def run_folder(
     *,
     mode: Literal["deblur", "blur"] = "deblur",
     tile: Optional[int] = None,
-    overlap: int = 32,
+    overlap: Optional[int] = None,
     device: str = "auto",
     onnx: bool = False,
     overwrite: bool = False,

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from dbgan.constants import LUMA
 from dbgan.device import pick_device
 from dbgan.infer.backends import Backend, OnnxBackend, OnnxRunner, TorchBackend, onnx_path_for
-from dbgan.infer.common import DType, InferenceError, MAX_AUTO_TILE_BATCH, PathLike
+from dbgan.infer.common import DEFAULT_OVERLAP, DType, InferenceError, MAX_AUTO_TILE_BATCH, MAX_TILES, MAX_TILE_WORK, MIN_TILE, PathLike
 from dbgan.infer.memprofile import default_memory_budget_mb
 from dbgan.infer.tiling import TilePlan, _auto_axis, _round_down, _round_up, blend_weights, pad_image, tile_starts
 
@@ -35,7 +35,7 @@ class _ImageRunner:
         dtype: DType = "fp32",
         channels_last: Optional[bool] = None,
         tile: Optional[int] = None,
-        overlap: int = 32,
+        overlap: Optional[int] = None,
         tile_batch: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
     ):
@@ -46,10 +46,14 @@ class _ImageRunner:
             self.backend: Backend = TorchBackend(net, dev, dtype, channels_last)
         else:
             self.backend = net
-        if tile is not None and tile < 1:
-            raise InferenceError(f"tile must be a positive number of pixels, got {tile}")
+        if overlap is None:  # the default: 32 pixels, at most half the tile (an explicit overlap is checked as given)
+            overlap = DEFAULT_OVERLAP if tile is None else min(DEFAULT_OVERLAP, max(0, tile // 2))
+        if tile is not None and tile < MIN_TILE:
+            raise InferenceError(f"tile must be at least {MIN_TILE} pixels, got {tile}")
         if overlap < 0:
             raise InferenceError(f"overlap must be >= 0, got {overlap}")
+        if tile is not None and overlap >= tile:
+            raise InferenceError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
         if tile_batch is not None and tile_batch < 1:
             raise InferenceError(f"tile_batch must be >= 1, got {tile_batch}")
         self.tile = tile
@@ -71,7 +75,7 @@ class _ImageRunner:
         dtype: DType = "fp32",
         channels_last: Optional[bool] = None,
         tile: Optional[int] = None,
-        overlap: int = 32,
+        overlap: Optional[int] = None,
         tile_batch: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
         onnx: bool = False,
@@ -86,7 +90,8 @@ class _ImageRunner:
                 ``NAME.blur_g.onnx`` for ``blur_g``; see :func:`dbgan.infer.backends.onnx_path_for`).
             device: ``auto``, ``cpu``, ``cuda[:i]``, ``mps`` (ONNX: CUDA provider if
                 available and the device allows, else CPU).
-            dtype: ``fp32`` (default, exact), ``bf16`` or ``fp16`` autocast (PyTorch only).
+            dtype: ``fp32`` (default, exact), ``bf16`` or ``fp16`` autocast (PyTorch only), or
+                ``auto`` (:mod:`dbgan.cpu_caps`).
             channels_last: None = on for CPU and CUDA.
             tile, overlap, tile_batch, memory_budget_mb: see the class docstring.
             prefer_ema: load the EMA weights when the checkpoint has them.
@@ -100,7 +105,7 @@ class _ImageRunner:
                     f"{onnx_file}: ONNX model not found; export it first with "
                     f"`dbgan export {path} {onnx_file}`"
                 )
-            if dtype != "fp32":
+            if dtype not in ("fp32", "auto"):
                 log.warning("dtype %s is ignored by onnxruntime (the model runs in float32)", dtype)
             runner = OnnxRunner(onnx_file, device=device)
             if runner.role and runner.role != cls.role:
@@ -160,9 +165,22 @@ class _ImageRunner:
                 "image %dx%d needs ~%.0f MiB of activations (> budget %.0f MiB): tiles %dx%d",
                 width, height, hp * wp * batch * bpp / 2**20, self.memory_budget_mb, tw, th,
             )
-        ov = min(self.overlap, max(0, min(th, tw) - 1))
+        for t, size in ((th, hp), (tw, wp)):  # checked before any clamping (the rounded tile counts)
+            if t < size and self.overlap >= t:
+                raise InferenceError(
+                    f"overlap ({self.overlap}) must be smaller than the tile ({t}"
+                    + (f", {self.tile} rounded to a multiple of the net's {m})" if self.tile not in (None, t) else ")")
+                )
+        ov = min(self.overlap, max(0, min(th, tw) - 1))  # only an axis covered by one tile is clamped
         ys = tile_starts(hp, th, ov, align)
         xs = tile_starts(wp, tw, ov, align)
+        n = len(ys) * len(xs)
+        work = n * th * tw / max(1, hp * wp)
+        if n > 1 and (n > MAX_TILES or work > MAX_TILE_WORK):
+            raise InferenceError(
+                f"tiling a {width}x{height} image with {tw}x{th} tiles and overlap {self.overlap} needs {n} tiles "
+                f"({work:.0f}x the image's pixels); use a larger tile or a smaller overlap"
+            )
         return TilePlan(hp, wp, th, tw, ys, xs)
 
     def _tile_batch(self, plan: TilePlan, batch: int) -> int:

@@ -15,7 +15,11 @@ Reading (:func:`read_image`, :func:`read_image_with_info`):
 * Damaged files raise :class:`ImageReadError` naming the file and the reason:
   truncated JPEG (no end-of-image marker after the last scan) and PNG (no
   ``IEND`` chunk) are caught even where a decoder would silently fill the
-  missing rows with grey.
+  missing rows with grey; a JPEG damaged inside (libjpeg only warns "Corrupt
+  JPEG data" and decodes garbage) is caught from libjpeg's warning, and a
+  warning of Pillow's decoder is an error too.
+* TIFF orientation tags are applied by the decoders themselves (and Pillow
+  reports the oriented size): they are not applied a second time.
 
 Writing (:func:`write_image`) clamps, rounds, encodes in memory and replaces the
 target atomically, so an interrupted run never leaves half a file.

@@ -27,6 +27,15 @@ _ORIENTATION_TAG = 0x0112
 # ours (which names the dbgan setting) while a header is opened.
 _PIL_LOCK = threading.Lock()
 
+# libjpeg reports damage inside the entropy-coded data only as a warning on the C
+# library's stderr and decodes garbage; these lines mean the pixels are wrong
+_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Bogus", "Huffman", "JPEG datastream contains no image")
+_STDERR_LOCK = threading.Lock()
+
+#: Formats whose decoders (Pillow's and OpenCV's) already apply the orientation tag and
+#: report the oriented size: dbgan must not rotate them a second time.
+SELF_ORIENTING_FORMATS = ("TIFF",)
+
 _GREY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "I;16S"}
 
 

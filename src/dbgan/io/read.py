@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -13,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from dbgan.constants import LUMA
-from dbgan.io.files import _GREY_MODES, _ORIENTATION_TAG, _PIL_LOCK, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageInfo, ImageReadError, PathLike
+from dbgan.io.files import _GREY_MODES, _JPEG_DAMAGE, _ORIENTATION_TAG, _PIL_LOCK, _STDERR_LOCK, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageInfo, ImageReadError, PathLike, SELF_ORIENTING_FORMATS
 
 
 # --------------------------------------------------------------------------- reading
@@ -48,7 +50,9 @@ def _open_header(path: Path, max_pixels: int) -> tuple[int, int, str, int, Optio
             )
         orientation = 1
         try:
-            orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
+            with warnings.catch_warnings():  # "Corrupt EXIF data": not a reason to reject the pixels
+                warnings.simplefilter("ignore")
+                orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
         except Exception:  # broken EXIF is not a reason to reject the pixels
             orientation = 1
     return width, height, mode, orientation, fmt
@@ -62,9 +66,11 @@ def probe_size(path: PathLike) -> Optional[tuple[int, int]]:
     applies the orientation. No decompression-bomb limit: nothing is decoded.
     """
     try:
-        width, height, _, orientation, _ = _open_header(Path(path), 0)
+        width, height, _, orientation, fmt = _open_header(Path(path), 0)
     except Exception:  # noqa: BLE001 - unknown format, truncated header: decide by decoding
         return None
+    if fmt in SELF_ORIENTING_FORMATS:  # the decoder orients these itself: size already oriented
+        orientation = 1
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return int(height), int(width)
@@ -163,10 +169,49 @@ def _check_complete(path: Path, data: bytes, fmt: Optional[str]) -> None:
         )
 
 
+def _imdecode_jpeg_checked(path: Path, data: bytes) -> Optional[np.ndarray]:
+    """``cv2.imdecode`` of a JPEG with the C library's stderr captured: libjpeg's "Corrupt JPEG
+    data" warnings (damage inside the file, decoded as garbage) become an :class:`ImageReadError`
+    naming the file; any other text captured is passed on to stderr."""
+    buf = np.frombuffer(data, np.uint8)
+    with _STDERR_LOCK:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr to capture: decode unchecked
+            return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        with tempfile.TemporaryFile() as sink:
+            try:
+                os.dup2(sink.fileno(), 2)
+                arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+    damage = [line.strip() for line in text.splitlines() if any(k in line for k in _JPEG_DAMAGE)]
+    rest = "".join(line + "\n" for line in text.splitlines() if not any(k in line for k in _JPEG_DAMAGE))
+    if rest:
+        os.write(2, rest.encode())
+    if damage:
+        raise ImageReadError(
+            f"{path}: JPEG data is damaged (libjpeg: {damage[0][:120]}); "
+            f"re-download or re-export the file, or use data.skip_bad"
+        )
+    return arr
+
+
 def _decode_with_pillow(path: Path, reason: str) -> np.ndarray:
-    """Fallback decoder; returns H x W (grey) or H x W x 3/4 in BGR(A) order like OpenCV."""
+    """Fallback decoder; returns H x W (grey) or H x W x 3/4 in BGR(A) order like OpenCV.
+
+    A warning while decoding (a damaged stream that Pillow papers over) is an error.
+    """
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # header oddities (as in _open_header) are not errors
+            warnings.simplefilter("ignore")
+            im = Image.open(path)
+        with warnings.catch_warnings(), im:
+            warnings.simplefilter("error")
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit was checked
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
                 arr = np.asarray(im).astype(np.uint16)
@@ -258,10 +303,15 @@ def read_image_with_info(
         raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from None
     _check_complete(path, data, fmt)
 
+    if fmt in SELF_ORIENTING_FORMATS:
+        orientation = 1  # the decoders apply it, and the header size is already the oriented one
     arr: Optional[np.ndarray] = None
     reason = "OpenCV could not decode it"
     try:
-        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if fmt == "JPEG":
+            arr = _imdecode_jpeg_checked(path, data)
+        else:
+            arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # pragma: no cover - depends on codec builds
         reason = f"OpenCV: {str(exc).strip().splitlines()[-1]}"
         arr = None

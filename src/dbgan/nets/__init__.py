@@ -27,6 +27,15 @@ NETWORKS = Registry(
         "vgg_disc": "dbgan.nets.discriminators:VGGDiscriminator",
         "degradation_d": "dbgan.nets.degradation_disc:DegradationDiscriminator",  # judges blur/noise/tone, not content
     },
+    # ranges of constructor arguments (checked for configs and checkpoint metadata before
+    # anything is built); integers not listed here lie in registry.DEFAULT_INT_RANGE
+    limits={
+        "in_channels": (1, 4), "out_channels": (1, 4),
+        "ngf": (1, 1024), "ndf": (1, 1024), "nf": (1, 1024), "gc": (1, 1024), "hidden": (1, 4096),
+        "num_downs": (1, 10), "n_layers": (1, 8), "n_blocks": (0, 64), "nb": (0, 64),
+        "noise_nc": (0, 64), "noise_dim": (0, 1024), "kernel_size": (1, 255), "pool_size": (1, 64),
+        "init_sigma": (0.0, 1e3), "init_noise": (0.0, 1.0), "init_gamma": (0.1, 10.0), "gamma_lr_scale": (0.0, 1e3),
+    },
 )
 
 

@@ -51,11 +51,14 @@ def init_distributed(cfg: Config, device: torch.device) -> DistInfo:
 
 
 def autocast_factory(amp: str, device: torch.device) -> tuple[AutocastFactory, Optional[torch.amp.GradScaler]]:
-    """(context factory, GradScaler or None) for ``train.amp``."""
-    if amp == "auto":
-        amp = "none"
-        if device.type == "cuda":
-            amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    """(context factory, GradScaler or None) for ``train.amp``.
+
+    ``auto`` and ``bf16`` are resolved by :func:`dbgan.cpu_caps.resolve_amp`: bf16 on a
+    CPU only where it computes bf16 natively (else fp32, logged), bf16/fp16 on CUDA.
+    """
+    from dbgan.cpu_caps import resolve_amp
+
+    amp = resolve_amp(amp, device.type)
     if amp == "none":
         return contextlib.nullcontext, None
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16

@@ -39,16 +39,17 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
-from dbgan.checkpoint import load_checkpoint
-from dbgan.config import Config, ConfigError, StageConfig, save_config
+from dbgan.checkpoint import CheckpointError, load_checkpoint
+from dbgan.config import Config, StageConfig, save_config
 from dbgan.device import pick_device
 from dbgan.train import stages as S  # noqa: F401 - the stage classes (tests patch S.Stage)
 from dbgan.train.batches import CombinedDataset, batches, check_stage_dataset, stage_dataset  # noqa: F401
-from dbgan.train.context import DistInfo, StepContext, init_distributed
+from dbgan.train.context import DistInfo, StepContext, autocast_factory, init_distributed  # noqa: F401
 from dbgan.train.monitor import Monitor
 from dbgan.train.networks import build_nets
 from dbgan.train.registry import SCHEMES, STAGES
 from dbgan.train.run_dir import RunDir
+from dbgan.train.rundir_guard import MANIFEST, RunDirError, RunGuard
 from dbgan.train.stage import Stage
 from dbgan.train.stage_run import StageRun
 
@@ -102,11 +103,12 @@ class _Session:
     specs: dict[str, dict]
     datasets: dict[str, CombinedDataset]
     val_ds: Optional[Dataset]
-    monitor: Monitor
     result: TrainResult
     state: Optional[dict[str, Any]] = None
     start_iter: int = 0
     skipped_lists: list[list] = field(default_factory=list)
+    init_ckpts: dict[str, Any] = field(default_factory=dict)  # checked init_from checkpoints by stage
+    monitor: Optional[Monitor] = None  # made once the run directory is ours
 
     @property
     def start_stage(self) -> int:
@@ -124,21 +126,37 @@ def _devices(cfg: Config) -> tuple[torch.device, DistInfo]:
     return device, info
 
 
-def _resume_decision(run: RunDir, cfg: Config, resume: bool | None) -> Optional[dict[str, Any]]:
-    """The resume state to continue from (None: start), decided before any file is written."""
-    state = run.latest_state() if run.root.exists() else None
-    if state is not None:
-        stored = state.get("config_hash")
-        if resume is False:
-            raise ConfigError(f"{run.root} already holds a run; choose another 'name' or remove it")
-        if resume is None and stored != cfg.hash():
-            raise ConfigError(
-                f"{run.root} holds a run with a different config; pass --resume to continue it "
-                "with this config, or choose another 'name'"
+def _check_init_from(cfg: Config, plan: tuple[str, ...], first: int, nets: dict[str, nn.Module]) -> dict:
+    """Load and check every ``init_from`` of the stages from ``first`` on, before any training:
+    readable, finite, and fitting this config's networks (names and shapes). Skipped stages
+    count too: their ``init_from`` still loads the networks later stages use."""
+    from dbgan.checkpoint import check_fit
+
+    out = {}
+    for si, name in enumerate(plan):
+        scfg = stage_cfg(cfg, name)
+        if si < first or not scfg.init_from:
+            continue
+        try:
+            ckpt = load_checkpoint(scfg.init_from)
+        except CheckpointError as exc:
+            raise CheckpointError(f"'stages.{name}.init_from': {exc}") from None
+        roles = STAGES.get(name).checkpoint_roles
+        used = [r for r in ckpt.roles if r.removesuffix("_ema") in roles]
+        if not used:
+            raise CheckpointError(
+                f"'stages.{name}.init_from': {ckpt.path} holds none of the networks of stage {name} "
+                f"({', '.join(sorted(roles))}); it holds: {', '.join(ckpt.roles)}"
             )
-    elif run.root.exists() and any(run.ckpt.glob("*.safetensors")) and resume is None:
-        log.warning("%s has checkpoints but no usable resume state: starting from the beginning", run.root)
-    return state
+        for role in used:
+            own = nets[roles[role.removesuffix("_ema")]].state_dict()
+            check_fit(
+                {k: tuple(v.shape) for k, v in own.items()},
+                {k: tuple(v.shape) for k, v in ckpt.state_dict(role).items()},
+                f"'stages.{name}.init_from': {ckpt.path} [{role}]",
+            )
+        out[name] = ckpt
+    return out
 
 
 def _stage_datasets(cfg: Config, plan: tuple[str, ...], start_stage: int) -> dict[str, CombinedDataset]:
@@ -154,14 +172,12 @@ def _stage_datasets(cfg: Config, plan: tuple[str, ...], start_stage: int) -> dic
     return out
 
 
-def _open_session(cfg: Config, resume: bool | None) -> _Session:
-    """Build everything before writing (bad settings fail early), then open the run directory."""
-    device, info = _devices(cfg)
-    run = RunDir(cfg.run_dir, SCHEMES[cfg.scheme])
-    state = _resume_decision(run, cfg, resume)
+def _open_session(cfg: Config, device: torch.device, info: DistInfo, run: RunDir, state) -> _Session:
+    """Build everything before writing (bad settings fail early)."""
     nets, specs = build_nets(cfg, device)
     ctx = StepContext.for_run(cfg, device, info)
     start_stage = run.plan.index(state["stage"]) if state is not None else 0
+    init_ckpts = _check_init_from(cfg, run.plan, start_stage if state is None else start_stage + 1, nets)
     # every stage's data is read (headers) and checked now: a missing folder, an image smaller
     # than the crop or a bad file of the last stage must not surface after hours of the first
     datasets = _stage_datasets(cfg, run.plan, start_stage)
@@ -179,19 +195,33 @@ def _open_session(cfg: Config, resume: bool | None) -> _Session:
         for net in nets.values():
             for t in list(net.parameters()) + list(net.buffers()):
                 dist.broadcast(t.data, 0)
-    monitor = Monitor(run.root, enabled=info.main, tensorboard=cfg.train.tensorboard)
     result = TrainResult(run.root, "done", None)
-    return _Session(cfg, run, device, info, ctx, nets, specs, datasets, val_ds, monitor, result, state,
-                    skipped_lists=skipped)
+    return _Session(cfg, run, device, info, ctx, nets, specs, datasets, val_ds, result, state,
+                    skipped_lists=skipped, init_ckpts=init_ckpts)
 
 
-def _start(s: _Session, command: str | None) -> None:
-    """Write the run directory's config and set the RNG where the run (or its resume state) is."""
+def _claim_run_dir(s: _Session, guard: RunGuard, decision: str, resume: bool | None, overwrite: bool,
+                   command: str | None) -> None:
+    """Make the run directory ours (locked, recorded in its manifest) and write its config."""
     cfg, run = s.cfg, s.run
     if s.info.main:
         run.root.mkdir(parents=True, exist_ok=True)
+        guard.lock()
+        if decision == "new" and guard.check(resume, overwrite, run.latest_state)[0] != "new":
+            # decided without the lock (the folder did not exist yet): another process got there first
+            raise RunDirError(f"{run.root}: another process started a run there meanwhile; choose another 'name'")
+        if decision == "overwrite":
+            guard.clear()
+        run.guard = guard
+        guard.record([run.root / "config.yaml"], always=True)  # the manifest, with this config's hash
         run.remove_stale_temp_files()
         save_config(cfg, run.root / "config.yaml", command)
+    s.monitor = Monitor(run.root, enabled=s.info.main, tensorboard=cfg.train.tensorboard)
+
+
+def _start(s: _Session) -> None:
+    """Set the RNG where the run (or its resume state) is."""
+    cfg, run = s.cfg, s.run
     if s.state is not None:
         s.start_iter = int(s.state["iter"])
         torch.set_rng_state(s.state["torch_rng"])
@@ -207,6 +237,7 @@ def train(
     command: str | None = None,
     resume: bool | None = None,
     stop_at: tuple[str, int] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``cfg.scheme`` into ``cfg.run_dir``; resume if a resume state exists.
 
@@ -218,9 +249,29 @@ def train(
             refuses otherwise; False refuses to touch an existing run.
         stop_at: ``(stage, iteration)``: save a resume state there and stop as if
             interrupted (for job schedulers with time slots, and for tests).
+        overwrite: replace the checkpoints of an existing run (of this or another config)
+            and train from the beginning; without it they are never replaced.
+
+    The run directory must be dbgan's own (``dbgan-run.json``; see
+    :mod:`dbgan.train.rundir_guard`) and is locked for the run's life.
     """
-    s = _open_session(cfg, resume)
-    _start(s, command)
+    device, info = _devices(cfg)
+    run = RunDir(cfg.run_dir, SCHEMES[cfg.scheme])
+    # run directory: dbgan's own, locked, never losing checkpoints (before any file is written)
+    guard = RunGuard(run.root, cfg.hash())
+    try:
+        return _train_guarded(cfg, command, resume, stop_at, overwrite, device, info, run, guard)
+    finally:
+        guard.unlock()
+
+
+def _train_guarded(cfg, command, resume, stop_at, overwrite, device, info, run, guard) -> TrainResult:
+    if info.main and (run.root / MANIFEST).is_file():
+        guard.lock()  # a second process on this run stops here, at once, naming the holder
+    decision, state = guard.check(resume, overwrite, run.latest_state)
+    s = _open_session(cfg, device, info, run, state)
+    _claim_run_dir(s, guard, decision, resume, overwrite, command)
+    _start(s)
     last_ckpt: Path | None = None
     with _Interrupt() as interrupt:
         for si, name in enumerate(s.run.plan):
@@ -247,7 +298,7 @@ def _prepare_stage(s: _Session, si: int, name: str) -> tuple[Stage, int, Optiona
             log.warning("%s is damaged (%s); its rows are kept as they are", s.monitor.csv_path, exc)
         return stage, s.start_iter, ckpt.path
     if scfg.init_from:
-        ckpt = load_checkpoint(scfg.init_from)
+        ckpt = s.init_ckpts.pop(name, None) or load_checkpoint(scfg.init_from)
         stage.load_networks(ckpt)
         log.info("%s: generators initialised from %s", name, ckpt.path)
     return stage, 0, None
@@ -301,26 +352,35 @@ def _ranks_consistent(nets: dict[str, nn.Module]) -> bool:
 
 
 class _Interrupt:
-    """SIGINT handler that asks the loop to save and stop at the next iteration boundary."""
+    """SIGINT / SIGTERM handler that asks the loop to save and stop at the next iteration boundary.
+
+    SIGTERM is what cluster schedulers (SLURM, Kubernetes) send before they kill a job:
+    it is treated like Ctrl-C (a resume state is saved, the process exits cleanly).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._old = None
+        self._old: dict[int, Any] = {}
 
     def __enter__(self):
         if threading_main():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.requested:  # second Ctrl-C: stop at once
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("interrupt received: saving a resume state after this iteration (Ctrl-C again to abort)")
+        what = "SIGTERM" if signum == signal.SIGTERM else "interrupt"
+        log.warning("%s received: saving a resume state after this iteration (Ctrl-C again to abort)", what)
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
         return False
 
 

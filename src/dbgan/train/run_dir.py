@@ -11,6 +11,7 @@ from typing import Any
 
 from dbgan import atomic
 from dbgan.checkpoint import CheckpointError, load_checkpoint, safe_torch_load
+from dbgan.train.rundir_guard import RunGuard
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class RunDir:
         self.ckpt = root / "checkpoints"
         self.state = root / "state"
         self.plan = plan
+        self.guard: RunGuard | None = None  # set on the writing rank: records and owns the files
 
     def name(self, stage: str, it: int) -> str:
         return f"{stage}_{it:06d}"
@@ -85,12 +87,22 @@ class RunDir:
                 continue
             os.replace(tmp, self.ckpt / f"latest{ext}")
 
-    def prune(self, stage: str, keep: int, final_iters: int) -> None:
-        """Keep the newest ``keep`` states/checkpoints of ``stage`` (its final one always)."""
+    def prune(self, stage: str, keep: int, final_iters: int) -> list[Path]:
+        """Keep the newest ``keep`` states/checkpoints of ``stage`` (its final one always).
+
+        Only files the run's manifest lists (written by dbgan for this run) are deleted.
+        """
         items = [(it, p) for idx, it, p in self.states() if p.stem.startswith(stage + "_")]
+        removed = []
         for it, p in items[:-keep] if keep else []:
             if it == final_iters:
                 continue
             for f in (p, self.ckpt / f"{p.stem}.safetensors", self.ckpt / f"{p.stem}.json"):
+                if self.guard is not None and not self.guard.owns(f):
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     f.unlink()
+                    removed.append(f)
+        if self.guard is not None:
+            self.guard.forget(removed)
+        return removed

@@ -127,6 +127,8 @@ class Stage:
     name = "stage"
     config_key = "stage"
     roles: tuple[str, ...] = ()
+    #: checkpoint role -> key of the run's networks (what ``init_from`` loads into)
+    checkpoint_roles: dict[str, str] = {}
     loss_weights: tuple[str, ...] = ("w_adv", "w_content", "w_perceptual", "w_frequency")
 
     def __init__(self, cfg: Config, stage_cfg: StageConfig, ctx: StepContext, seed: int):

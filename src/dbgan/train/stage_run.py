@@ -158,6 +158,11 @@ class StageRun:
         path = run.ckpt / f"{ckpt_name}.safetensors"
         self.saved_at = it
         if s.info.main:
+            if run.guard is not None:  # names recorded before the files are written
+                run.guard.record([
+                    path, path.with_suffix(".json"), run.state / f"{ckpt_name}.pt",
+                    run.ckpt / "latest.safetensors", run.ckpt / "latest.json",
+                ])
             meta = {
                 "stage": self.name, "iter": it, "scheme": cfg.scheme, "config_hash": cfg.hash(),
                 "config": cfg.to_dict(), "nets": s.specs, "channels": cfg.data.channels,

@@ -164,6 +164,7 @@ class BlurPretrainStage(_BlurStage):
     name = "blur_pretrain"
     config_key = "blur_pretrain"
     roles = ("blur_g", "blur_pretrain_d")
+    checkpoint_roles = {"blur_g": "blur_g", "blur_d": "blur_pretrain_d"}
     loss_weights = Stage.loss_weights + ("w_kernel_prior", "w_diversity")
 
     @classmethod
@@ -198,6 +199,7 @@ class BganStage(_BlurStage):
     name = "bgan"
     config_key = "bgan"
     roles = ("blur_g", "blur_d")
+    checkpoint_roles = {"blur_g": "blur_g", "blur_d": "blur_d"}
     loss_weights = Stage.loss_weights + ("w_synthetic", "w_noise_match", "w_kernel_prior", "w_diversity", "w_stats")
 
     @classmethod
@@ -248,6 +250,7 @@ class DbganStage(Stage):
     name = "dbgan"
     config_key = "dbgan"
     roles = ("deblur_g", "deblur_d", "blur_g")  # blur_g (frozen) in scheme separate only
+    checkpoint_roles = {"deblur_g": "deblur_g", "deblur_d": "deblur_d", "blur_g": "blur_g"}
 
     @classmethod
     def data_needs(cls, cfg):
@@ -319,6 +322,7 @@ class JointStage(Stage):
     name = "joint"
     config_key = "dbgan"
     roles = ("blur_g", "blur_d", "deblur_g", "deblur_d")
+    checkpoint_roles = {"blur_g": "blur_g", "blur_d": "blur_d", "deblur_g": "deblur_g", "deblur_d": "deblur_d"}
     loss_weights = BganStage.loss_weights
 
     @classmethod
