@@ -270,3 +270,15 @@ def test_bgan_recovers_a_known_camera(sample_arrays, camera_stage, one_torch_thr
     assert abs(got["exposure"] * np.mean(got["wb"]) / (want["exposure"] * np.mean(want["wb"])) - 1) < 0.25
     assert 0.5 < got["read_noise"] / want["read_noise"] < 2.0
     assert abs(got["kernel_rms_radius_px"]["p50"] - want["kernel_rms_radius_px"]["p50"]) < 1.2
+
+
+def test_shared_response_moves_colour_only_through_white_balance():
+    g = _gen(shared_response=True)
+    with torch.no_grad():
+        g.raw_steps.normal_(0, 2)
+        g.log_wb.copy_(torch.tensor([0.2, 0.0, -0.2]))
+    x = torch.linspace(0, 1, 11)[None, None, None, :].expand(1, 3, 1, 11)
+    y = g.response(x)
+    torch.testing.assert_close(y[:, 0], y[:, 2])  # one curve for every channel...
+    tone = torch.tensor(g.describe(samples=16)["tone_map"])
+    assert (tone[0, 3:8] > tone[2, 3:8]).all()  # ...and the gains still tint it

@@ -28,3 +28,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     assert len(rows) == metrics["count"]
     assert "dbgan train" in text  # the commands to reproduce on one's own data
     assert "stand-in" in text
+    # the bundled general model, its adaptation and classical deconvolution, side by side
+    for col in ("PSNR input", "PSNR Wiener", "PSNR general", "PSNR adapted"):
+        assert col in text
+    assert {"psnr_general", "psnr_adapted", "psnr_Wiener"} <= set(metrics["images"][0])

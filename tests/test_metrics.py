@@ -66,6 +66,18 @@ def test_psnr_ssim_are_scikit_image(c):
     assert metrics.ssim(an, bn) == pytest.approx(ref_ssim, abs=1e-9)
 
 
+def test_psnr_torch_matches_scikit_image_batchwise():
+    pairs = [_pair(s) for s in range(4)]
+    a = torch.stack([p[0] for p in pairs])
+    b = torch.stack([p[1] for p in pairs])
+    got = metrics.psnr_torch(a, b)
+    assert got.shape == (4,)
+    for i in range(4):
+        assert float(got[i]) == pytest.approx(metrics.psnr(a[i], b[i]), abs=1e-4)
+    assert float(metrics.psnr_torch(a[0], b[0])) == pytest.approx(metrics.psnr(a[0], b[0]), abs=1e-4)
+    assert metrics.psnr(a[0], a[0]) == float("inf")
+
+
 def test_psnr_of_identical_images_is_infinite():
     a, _ = _pair(0)
     assert metrics.psnr(a, a) == float("inf")

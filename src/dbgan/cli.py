@@ -56,10 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     for cmd, what in (("deblur", "deblur images with a trained DBGAN"), ("blur", "blur sharp images with a trained BGAN")):
         d = sub.add_parser(cmd, help=what)
-        d.add_argument("checkpoint", help="checkpoint .safetensors or run directory, or a bundled model name "
-                       "(or .onnx with --onnx)")
-        d.add_argument("input", help="image file or folder")
-        d.add_argument("output", help="image file or folder")
+        if cmd == "deblur":
+            d.add_argument("paths", nargs="+", metavar="[CHECKPOINT] INPUT OUTPUT",
+                           help="checkpoint .safetensors or run directory, or a bundled model name (or .onnx with "
+                                "--onnx), then an image file or folder and the output file or folder; without a checkpoint the bundled "
+                                "general model deblurs")
+            d.add_argument("--model", default=None,
+                           help="a bundled model by name instead of a checkpoint (default without a checkpoint: general)")
+        else:
+            d.add_argument("checkpoint", help="checkpoint .safetensors or run directory")
+            d.add_argument("input", help="image file or folder")
+            d.add_argument("output", help="image file or folder")
         d.add_argument("--tile", type=int, default=None, help="tile size (default: automatic from the memory budget)")
         d.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbouring tiles (default 32, at most half the tile)")
         d.add_argument("--device", default="auto")
@@ -97,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--role", default="deblur_g", choices=("deblur_g", "blur_g"))
     x.add_argument("--opset", type=int, default=17)
 
-    m = sub.add_parser("demo", help="the whole method on scikit-image's photos, with an HTML report")
+    m = sub.add_parser("demo", help="the bundled general model and its adaptation to a stand-in camera, with an HTML report")
     m.add_argument("--out", default="demo_out")
     m.add_argument("--quick", action="store_true", help="a seconds-long run (for tests)")
-    m.add_argument("--config", default=None, help="config to train with (default: configs/demo.yaml)")
+    m.add_argument("--config", default=None, help="config to train with (default: configs/adapt.yaml)")
 
     w = sub.add_parser("serve", help="a local web page to deblur images in the browser (pip install 'dbgan[serve]')")
     w.add_argument("--model", action="append", default=None,
@@ -116,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-pixels", type=int, default=60_000_000, help="largest accepted image (pixels per page)")
 
     sub.add_parser("nets", help="list the registered architectures with parameter counts")
+
+    ph = sub.add_parser("photos", help="build the general model's training tiles from installed photo packages")
+    ph.add_argument("out_dir")
     return p
 
 
@@ -159,6 +169,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"samples: {res.run_dir / 'samples' / 'index.html'}  tensorboard: --logdir {res.run_dir / 'tb'}")
         return 0
 
+    if args.command == "deblur":
+        _deblur_paths(args)
     if args.command in ("deblur", "blur"):
         from dbgan.api import resolve_model
         from dbgan.infer import run_folder
@@ -220,6 +232,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"report: {report}")
         return 0
 
+    if args.command == "photos":
+        from dbgan.photos import build_photo_folder
+
+        summary = build_photo_folder(args.out_dir)
+        print(f"wrote {summary['tiles']} tiles from {summary['images']} images into {args.out_dir} "
+              f"(sources and licences: {Path(args.out_dir) / 'SOURCES.json'})")
+        return 0
+
     if args.command == "serve":
         from dbgan.serve import serve
 
@@ -234,6 +254,24 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{name:14s} {params:>12,d} parameters (default arguments)")
         return 0
     raise AssertionError(args.command)
+
+
+def _deblur_paths(args: argparse.Namespace) -> None:
+    """``dbgan deblur [CHECKPOINT] INPUT OUTPUT [--model NAME]`` -> args.checkpoint/input/output."""
+    paths = args.paths
+    if len(paths) == 3:
+        if args.model:
+            raise ValueError("give either a checkpoint or --model, not both")
+        args.checkpoint, args.input, args.output = paths
+    elif len(paths) == 2:
+        from dbgan.models import DEFAULT_MODEL
+
+        if args.onnx:
+            raise ValueError("--onnx needs the .onnx file as the first argument")
+        args.checkpoint = args.model or DEFAULT_MODEL  # a bundled model's name (resolved below)
+        args.input, args.output = paths
+    else:
+        raise ValueError(f"expected [CHECKPOINT] INPUT OUTPUT, got {len(paths)} paths")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -145,6 +145,26 @@ def _brisque_model(cls):  # one loaded SVM per process would be global state: lo
     return cls(url=False)
 
 
+def psnr_torch(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
+    """Batched PSNR in dB for ``N x C x H x W`` (or ``C x H x W``) tensors, for training validation.
+
+    Returns a float64 tensor of ``N`` values (a 0-d tensor for one image); the mean
+    squared error is accumulated in float64 so the value equals
+    :func:`psnr` (scikit-image) within 1e-4 dB. Identical images give ``inf``.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    single = a.dim() == 3
+    if single:
+        a, b = a.unsqueeze(0), b.unsqueeze(0)
+    if a.dim() != 4:
+        raise ValueError(f"expected N x C x H x W or C x H x W, got shape {tuple(a.shape)}")
+    diff = a.detach().to(torch.float64) - b.detach().to(torch.float64)
+    mse = diff.pow(2).flatten(1).mean(dim=1)
+    out = 10.0 * torch.log10(torch.as_tensor(float(data_range) ** 2, dtype=torch.float64) / mse)
+    return out[0] if single else out
+
+
 def luma(img: ArrayLike) -> np.ndarray:
     """Grey ``H x W`` float64 image: BT.601 luma of a colour image, the image itself when grey."""
     arr = to_hwc(img)

@@ -217,12 +217,12 @@ def synthesize(
             result.n_images += 1
             for k in range(per_image):
                 name = f"{stem}_{k}.png"
-                blurred, kernel = pipeline(img, image_rng(seed, path.name, k))
+                scene, blurred, kernel = pipeline.pair(img, image_rng(seed, path.name, k))
                 if aligned:
-                    pair = torch.cat([img, blurred], dim=2)
+                    pair = torch.cat([scene, blurred], dim=2)
                     result.written.append(write_image(targets["pair"] / name, pair, bit_depth=bit_depth))
                 else:
-                    result.written.append(write_image(targets["sharp"] / name, img, bit_depth=bit_depth))
+                    result.written.append(write_image(targets["sharp"] / name, scene, bit_depth=bit_depth))
                     result.written.append(write_image(targets["blur"] / name, blurred, bit_depth=bit_depth))
                 if save_kernels:
                     kimg = torch.from_numpy(kernel / max(float(kernel.max()), 1e-12))

@@ -14,6 +14,7 @@ from dbgan.blur.degrade import (
     fft_blur,
     from_linear,
     jpeg_roundtrip,
+    luminance,
     reflect_pad,
     saturate_highlights,
     to_linear,
@@ -26,6 +27,7 @@ from dbgan.blur.kernels import (
     linear_motion_kernel,
     motion_kernel,
     motion_kernels,
+    pad_kernel,
     random_kernel,
 )
 
@@ -43,8 +45,10 @@ __all__ = [
     "jpeg_roundtrip",
     "kernel_extent",
     "linear_motion_kernel",
+    "luminance",
     "motion_kernel",
     "motion_kernels",
+    "pad_kernel",
     "random_kernel",
     "reflect_pad",
     "saturate_highlights",

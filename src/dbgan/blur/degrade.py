@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from dbgan.blur.fft_cpu import fft_blur_cpu
 from dbgan.blur.kernels import random_kernel
 from dbgan.blur.padding import reflect_pad
+from dbgan.constants import LUMA
 
 
 __all__ = [
@@ -257,6 +258,18 @@ class DegradationParams:
     noise_sigma: float
     jpeg_quality: Optional[int]  # None = no JPEG
     noise_seed: int  # seeds the torch generator of Gaussian/Poisson noise
+    gamma: float = 2.2  # camera response of this image (used with linear_light)
+    exposure: float = 1.0  # scene gain in linear light (changes the sharp scene too)
+    saturation: float = 1.0  # colour strength of the scene
+    grey: bool = False  # scene made grey
+    poisson_peak: float = 0.0  # photons at white (0 = no shot noise)
+
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of ``... x 3 x H x W`` images, keeping a channel axis of 1."""
+    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x * w).sum(dim=-3, keepdim=True)
 
 
 class DegradationPipeline:
@@ -264,17 +277,27 @@ class DegradationPipeline:
 
     Steps for one image (each optional as configured):
 
-    1. draw a kernel (:func:`dbgan.blur.kernels.random_kernel`) and the parameters below;
-    2. to linear light (``linear_light``: ``x ** gamma``);
+    0. scene augmentation (:meth:`prepare`; changes the *sharp* image too, so use
+       :meth:`pair` to get both): grey (``grey_prob``), colour strength
+       (``saturation``), exposure (``exposure``, a gain in linear light, clipped);
+    1. draw a kernel (:func:`dbgan.blur.kernels.random_kernel`; a delta for a share
+       ``identity_prob`` of the images) and the parameters below;
+    2. to linear light (``linear_light``: ``x ** gamma``, gamma drawn from
+       ``gamma_range`` when given: cameras differ in their response);
     3. raise highlights above 0.8 up to ``highlight_gain`` (scene radiance beyond white);
     4. FFT blur with the kernel, then clip to ``[0, 1]`` (sensor saturation);
-    5. shot noise with ``poisson_peak`` photons at white (in linear light when enabled);
+    5. shot noise with ``poisson_peak`` photons at white (drawn log-uniformly from
+       ``poisson_peak_range`` when given; in linear light when enabled);
     6. back to gamma-encoded values;
-    7. Gaussian noise with std drawn from ``noise_sigma``;
-    8. JPEG re-encoding at a quality drawn from ``jpeg_quality`` (if not empty).
+    7. Gaussian noise with std drawn from ``noise_sigma`` (steps 5 and 7 for a share
+       ``noise_prob`` of the images);
+    8. JPEG re-encoding at a quality drawn from ``jpeg_quality`` (if not empty; for
+       a share ``jpeg_prob`` of the images).
 
     ``blurred, kernel = pipeline(img, rng)``: all random draws come from ``rng``
     (a ``numpy.random.Generator``), so the same image and seed give the same output.
+    The options of the broad distribution draw only when they are enabled, so a
+    config without them reproduces the same images as before they existed.
     """
 
     def __init__(self, cfg=None) -> None:
@@ -305,41 +328,91 @@ class DegradationPipeline:
             lo, hi = (int(v) for v in cfg.jpeg_quality)
             quality = int(rng.integers(lo, hi + 1))
         seed = int(rng.integers(0, 2**62))
-        return DegradationParams(kernel, gain, sigma, quality, seed)
+        p = DegradationParams(kernel, gain, sigma, quality, seed, gamma=float(cfg.gamma),
+                              poisson_peak=float(cfg.poisson_peak))
+        # the broad distribution's options: drawn only when enabled (old configs keep their draws)
+        if getattr(cfg, "identity_prob", 0.0) > 0 and rng.random() < cfg.identity_prob:
+            delta = np.zeros_like(kernel)
+            c = (kernel.shape[-1] - 1) // 2
+            delta[c, c] = 1.0
+            p.kernel = delta
+        if getattr(cfg, "gamma_range", None):
+            p.gamma = float(rng.uniform(*cfg.gamma_range))
+        if list(getattr(cfg, "exposure", [1.0, 1.0])) != [1.0, 1.0]:
+            lo, hi = cfg.exposure
+            p.exposure = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        if list(getattr(cfg, "saturation", [1.0, 1.0])) != [1.0, 1.0]:
+            p.saturation = float(rng.uniform(*cfg.saturation))
+        if getattr(cfg, "grey_prob", 0.0) > 0:
+            p.grey = bool(rng.random() < cfg.grey_prob)
+        if getattr(cfg, "poisson_peak_range", None):
+            lo, hi = cfg.poisson_peak_range
+            p.poisson_peak = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        if getattr(cfg, "noise_prob", 1.0) < 1.0 and rng.random() >= cfg.noise_prob:
+            p.noise_sigma, p.poisson_peak = 0.0, 0.0
+        if getattr(cfg, "jpeg_prob", 1.0) < 1.0 and rng.random() >= cfg.jpeg_prob:
+            p.jpeg_quality = None
+        return p
 
     # -- application ----------------------------------------------------------------
 
+    def prepare(self, img: torch.Tensor, p: DegradationParams) -> torch.Tensor:
+        """The sharp scene after the scene augmentation (grey, colour strength, exposure).
+
+        Returns ``img`` itself when nothing is enabled.
+        """
+        x = img
+        if x.shape[-3] == 3 and (p.grey or p.saturation != 1.0):
+            y = luminance(x)
+            x = y.expand_as(x) if p.grey else (y + p.saturation * (x - y))
+        if p.exposure != 1.0:
+            x = from_linear((to_linear(x, p.gamma) * p.exposure).clamp(0.0, 1.0), p.gamma)
+        return x if x is img else x.clamp(0.0, 1.0).contiguous()
+
     def _before_blur(self, x: torch.Tensor, p: DegradationParams) -> torch.Tensor:
         if self.cfg.linear_light:
-            x = to_linear(x, self.cfg.gamma)
+            x = to_linear(x, p.gamma)
         return boost_highlights(x, p.highlight_gain)
 
     def _after_blur(self, x: torch.Tensor, p: DegradationParams) -> torch.Tensor:
         cfg = self.cfg
         x = x.clamp(0.0, 1.0)
         gen = torch.Generator().manual_seed(p.noise_seed)
-        if cfg.poisson_peak > 0:
-            x = add_poisson_noise(x, cfg.poisson_peak, gen)
+        if p.poisson_peak > 0:
+            x = add_poisson_noise(x, p.poisson_peak, gen)
         if cfg.linear_light:
-            x = from_linear(x, cfg.gamma)
+            x = from_linear(x, p.gamma)
         x = add_gaussian_noise(x, p.noise_sigma, gen)
         if p.jpeg_quality is not None:
             x = jpeg_roundtrip(x, p.jpeg_quality)
         return x.clamp(0.0, 1.0)
 
     def apply(self, img: torch.Tensor, params: DegradationParams) -> torch.Tensor:
-        """Degrade ``img`` (``C x H x W`` in ``[0, 1]``) with given parameters."""
+        """Degrade ``img`` (``C x H x W`` in ``[0, 1]``, already :meth:`prepare`-d) with given parameters."""
         _check_image(img, 3)
         x = self._before_blur(img, params)
         x = fft_blur(x, params.kernel)
         return self._after_blur(x, params)
 
-    def __call__(self, img: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
-        """Blur and degrade one image: ``(blurred C x H x W in [0, 1], kernel k x k)``."""
+    def pair(self, img: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """``(sharp scene, blurred, kernel)`` for one image: the training pair.
+
+        The sharp scene is ``img`` after the scene augmentation (``img`` itself when
+        none is enabled); the blurred image is made from it.
+        """
         params = self.sample(rng)
-        return self.apply(img, params), params.kernel
+        _check_image(img, 3)
+        scene = self.prepare(img, params)
+        return scene, self.apply(scene, params), params.kernel
 
+    def __call__(self, img: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        """Blur and degrade one image: ``(blurred C x H x W in [0, 1], kernel k x k)``.
 
+        With scene augmentation enabled the blurred image is that of the augmented
+        scene: use :meth:`pair` to get the matching sharp image.
+        """
+        _, blurred, kernel = self.pair(img, rng)
+        return blurred, kernel
 
 def _check_image(img: torch.Tensor, ndim: int) -> None:
     if not isinstance(img, torch.Tensor) or img.ndim != ndim or not img.is_floating_point():

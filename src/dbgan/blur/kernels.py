@@ -34,6 +34,7 @@ __all__ = [
     "defocus_kernel",
     "gaussian_kernel",
     "random_kernel",
+    "pad_kernel",
     "kernel_extent",
     "KERNEL_KINDS",
 ]
@@ -300,6 +301,9 @@ def random_kernel(cfg, rng: np.random.Generator) -> np.ndarray:
     The kind is drawn uniformly from ``cfg.kernels``; its parameters uniformly from
     the matching ranges (``intensity``, ``linear_length`` with a uniform angle,
     ``defocus_radius``, ``gaussian_sigma`` for each axis with a uniform orientation).
+    With ``cfg.kernel_sizes`` (odd sizes up to ``kernel_size``), a motion kernel is
+    drawn on a canvas of a size picked from that list, so shake of every extent
+    occurs, and centred in the ``kernel_size`` frame.
     """
     kinds = list(cfg.kernels)
     if not kinds:
@@ -307,7 +311,13 @@ def random_kernel(cfg, rng: np.random.Generator) -> np.ndarray:
     kind = kinds[int(rng.integers(len(kinds)))] if len(kinds) > 1 else kinds[0]
     size = int(cfg.kernel_size)
     if kind == "motion":
-        return motion_kernels(1, size, tuple(cfg.intensity), rng)[0]
+        sizes = list(getattr(cfg, "kernel_sizes", None) or [])
+        if not sizes:
+            return motion_kernels(1, size, tuple(cfg.intensity), rng)[0]
+        # camera shake of every extent: the path is drawn on a canvas of a random size
+        # (its length scales with the canvas) and centred in the kernel_size frame
+        inner = int(sizes[int(rng.integers(len(sizes)))]) if len(sizes) > 1 else int(sizes[0])
+        return pad_kernel(motion_kernels(1, inner, tuple(cfg.intensity), rng)[0], size)
     if kind == "linear":
         lo, hi = cfg.linear_length
         return linear_motion_kernel(size, rng.uniform(lo, hi), rng.uniform(0.0, 180.0))
@@ -318,6 +328,19 @@ def random_kernel(cfg, rng: np.random.Generator) -> np.ndarray:
         lo, hi = cfg.gaussian_sigma
         return gaussian_kernel(size, rng.uniform(lo, hi), rng.uniform(lo, hi), rng.uniform(0.0, math.pi))
     raise ValueError(f"unknown kernel kind {kind!r}; valid: {', '.join(KERNEL_KINDS)}")
+
+
+def pad_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
+    """Centre an odd ``k x k`` kernel in a ``size x size`` frame of zeros (``k <= size``, both odd)."""
+    k = kernel.shape[-1]
+    if k == size:
+        return kernel
+    if k > size or (size - k) % 2:
+        raise ValueError(f"cannot centre a {k}x{k} kernel in {size}x{size} (needs k <= size, same parity)")
+    m = (size - k) // 2
+    out = np.zeros((size, size), dtype=kernel.dtype)
+    out[m : m + k, m : m + k] = kernel
+    return out
 
 
 def kernel_extent(kernel: np.ndarray) -> np.ndarray:

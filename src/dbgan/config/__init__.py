@@ -76,6 +76,16 @@ class SynthConfig:
     noise_sigma: list[float] = field(default_factory=lambda: [0.0, 0.0])  # Gaussian noise std
     poisson_peak: float = 0.0  # photon count at white; 0 = no shot noise
     jpeg_quality: list[int] = field(default_factory=list)  # [low, high]; empty = off
+    # --- a broad, randomised distribution (the general model's recipe; all off by default)
+    kernel_sizes: list[int] = field(default_factory=list)  # motion canvas sizes drawn per image (odd, <= kernel_size)
+    identity_prob: float = 0.0  # share of images left unblurred (noise/JPEG still apply)
+    gamma_range: list[float] = field(default_factory=list)  # camera response: gamma drawn per image (replaces gamma)
+    exposure: list[float] = field(default_factory=lambda: [1.0, 1.0])  # scene gain in linear light (sharp and blurred)
+    saturation: list[float] = field(default_factory=lambda: [1.0, 1.0])  # colour strength of the scene (0 = grey)
+    grey_prob: float = 0.0  # share of scenes made grey (all channels equal)
+    poisson_peak_range: list[float] = field(default_factory=list)  # shot noise peak drawn log-uniformly (replaces poisson_peak)
+    noise_prob: float = 1.0  # share of images given sensor noise
+    jpeg_prob: float = 1.0  # share of images re-encoded as JPEG (when jpeg_quality is set)
 
 
 @dataclass
@@ -144,7 +154,7 @@ class StageConfig:
 
     iters: int = 1000
     skip: bool = False
-    init_from: Optional[str] = None  # checkpoint (.safetensors) to start the generator(s) from
+    init_from: Optional[str] = None  # checkpoint (.safetensors) or bundled model name (general) to start from
     batch_size: int = 1
     lr: float = 2e-4
     lr_d: Optional[float] = None  # discriminator lr (default: lr)

@@ -110,6 +110,20 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"'synth.jpeg_quality' must lie in [1, 100], got {s.jpeg_quality}")
     if s.gamma <= 0 or s.poisson_peak < 0:
         raise ConfigError("'synth.gamma' must be > 0 and 'synth.poisson_peak' >= 0")
+    for k in s.kernel_sizes:
+        if k < 1 or k % 2 == 0 or k > s.kernel_size:
+            raise ConfigError(
+                f"'synth.kernel_sizes' must hold odd sizes up to synth.kernel_size={s.kernel_size}, got {k}"
+            )
+    for key in ("identity_prob", "grey_prob", "noise_prob", "jpeg_prob"):
+        if not 0.0 <= getattr(s, key) <= 1.0:
+            raise ConfigError(f"'synth.{key}' must lie in [0, 1], got {getattr(s, key)}")
+    if s.gamma_range:
+        _range("synth.gamma_range", s.gamma_range, 0.1)
+    if s.poisson_peak_range:
+        _range("synth.poisson_peak_range", s.poisson_peak_range, 1.0)
+    _range("synth.exposure", s.exposure, 0.01)
+    _range("synth.saturation", s.saturation, 0.0)
     from dbgan.nets import NETWORKS  # the registry table only; no architecture is imported
 
     for role in ("blur_g", "blur_d", "deblur_g", "deblur_d"):

@@ -265,7 +265,7 @@ class SyntheticPairDataset(_DrawIndexedDataset):
         t0, l0 = max(0, top - m), max(0, left - m)
         t1, l1 = min(H, top + ch + m), min(W, left + cw + m)
         region = img[..., t0:t1, l0:l1].contiguous()
-        blurred, kernel = self.pipeline(region, rng)
+        region, blurred, kernel = self.pipeline.pair(region, rng)  # scene augmentation changes the sharp too
         blurred = torch.as_tensor(blurred, dtype=torch.float32)
         if blurred.shape != region.shape:
             raise RuntimeError(

@@ -21,6 +21,7 @@ NETWORKS = Registry(
         "resnet_blur": "dbgan.nets.resnet:ResNetBlurGenerator",  # the paper's BGAN
         "rrdb": "dbgan.nets.rrdb:RRDBGenerator",  # the paper's DBGAN
         "kernel_blur": "dbgan.nets.kernel_blur:KernelBlurGenerator",  # BGAN that predicts kernels + noise
+        "nafnet": "dbgan.nets.nafnet:NAFNetGenerator",  # compact NAFNet-style deblurrer (the general model)
         "camera_blur": "dbgan.nets.camera_blur:CameraBlurGenerator",  # BGAN that is a learnable camera
         # discriminators
         "patchgan": "dbgan.nets.discriminators:PatchGANDiscriminator",

@@ -64,6 +64,8 @@ class CameraBlurGenerator(ImageGenerator):
             ``linear`` (raw data, many microscopes).
         init_response: the response curve's start: ``srgb`` or ``linear``.
         knots: knots of the response curve.
+        shared_response: one response curve for all channels (colour then moves only through
+            the white balance gains: far fewer ways to mistake a scene's colours for the camera's).
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
@@ -87,6 +89,7 @@ class CameraBlurGenerator(ImageGenerator):
         input_encoding: str = "srgb",
         init_response: str = "srgb",
         knots: int = 16,
+        shared_response: bool = False,
         physical_lr_scale: float = 10.0,
     ):
         super().__init__()
@@ -146,8 +149,9 @@ class CameraBlurGenerator(ImageGenerator):
         # response curve: knots, started at sRGB or the identity
         t = ops.knot_positions(knots)
         start = ops.linear_to_srgb(t) if init_response == "srgb" else t
-        self.black = nn.Parameter(torch.zeros(c))  # both starts pass through 0
-        self.raw_steps = nn.Parameter(ops.inverse_softplus(start.diff())[None].repeat(c, 1))
+        self.shared_response = bool(shared_response)
+        self.black = nn.Parameter(torch.zeros(1 if shared_response else c))  # both starts pass through 0
+        self.raw_steps = nn.Parameter(ops.inverse_softplus(start.diff())[None].repeat(1 if shared_response else c, 1))
         self.quality_logit = nn.Parameter(torch.logit(torch.tensor(init_quality / 100.0)))
 
     # ------------------------------------------------------------------ capabilities read by training
@@ -200,7 +204,8 @@ class CameraBlurGenerator(ImageGenerator):
 
     def response_values(self) -> Tensor:
         """``C x (knots + 1)`` values of the response curve at :func:`camera_ops.knot_positions`."""
-        return ops.monotone_values(self.black, self.raw_steps)
+        steps = self.raw_steps.expand(self.in_channels, -1) if self.shared_response else self.raw_steps
+        return ops.monotone_values(self.black.expand(self.in_channels), steps)
 
     def response(self, linear: Tensor) -> Tensor:
         """The response curve applied to linear values ``N x C x H x W`` (clipped to ``[0, 1]``)."""

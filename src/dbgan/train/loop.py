@@ -126,6 +126,13 @@ def _devices(cfg: Config) -> tuple[torch.device, DistInfo]:
     return device, info
 
 
+def _init_path(value: str):
+    """``init_from``: a checkpoint path or run folder, or a bundled model's name (``general``)."""
+    from dbgan.api import resolve_model
+
+    return resolve_model(value)
+
+
 def _check_init_from(cfg: Config, plan: tuple[str, ...], first: int, nets: dict[str, nn.Module]) -> dict:
     """Load and check every ``init_from`` of the stages from ``first`` on, before any training:
     readable, finite, and fitting this config's networks (names and shapes). Skipped stages
@@ -138,7 +145,7 @@ def _check_init_from(cfg: Config, plan: tuple[str, ...], first: int, nets: dict[
         if si < first or not scfg.init_from:
             continue
         try:
-            ckpt = load_checkpoint(scfg.init_from)
+            ckpt = load_checkpoint(_init_path(scfg.init_from))
         except CheckpointError as exc:
             raise CheckpointError(f"'stages.{name}.init_from': {exc}") from None
         roles = STAGES.get(name).checkpoint_roles
@@ -298,7 +305,7 @@ def _prepare_stage(s: _Session, si: int, name: str) -> tuple[Stage, int, Optiona
             log.warning("%s is damaged (%s); its rows are kept as they are", s.monitor.csv_path, exc)
         return stage, s.start_iter, ckpt.path
     if scfg.init_from:
-        ckpt = s.init_ckpts.pop(name, None) or load_checkpoint(scfg.init_from)
+        ckpt = s.init_ckpts.pop(name, None) or load_checkpoint(_init_path(scfg.init_from))
         stage.load_networks(ckpt)
         log.info("%s: generators initialised from %s", name, ckpt.path)
     return stage, 0, None

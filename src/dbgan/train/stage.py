@@ -352,6 +352,8 @@ class Stage:
             if f"{role}_ema" in ckpt.roles:
                 state = ckpt.state_dict(f"{role}_ema")
                 ema.shadow = {k: v.to(self.device) for k, v in state.items()}
+            elif role in ckpt.roles:  # e.g. a bundled model: the average starts from the loaded weights
+                ema.shadow = {k: v.detach().clone() for k, v in self.generators[role].state_dict().items()}
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer, pool and scaler state (weights live in the safetensors checkpoint)."""

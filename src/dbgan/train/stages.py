@@ -292,7 +292,13 @@ class DbganStage(Stage):
 
     def compute(self, batch, it):
         logs: dict[str, torch.Tensor] = {}
-        _, g, d = self.deblur_losses(self.blurred_input(batch), batch, logs)
+        blurred = self.blurred_input(batch)
+        if self.scfg.w_adv == 0:
+            # plain regression (the general model's recipe): no discriminator to run or train
+            g = self.generator_terms(self.generators["deblur_g"](blurred), batch["sharp"], logs)
+            logs["loss_g_deblur"] = g
+            return [(g, [self.generators["deblur_g"]])], logs
+        _, g, d = self.deblur_losses(blurred, batch, logs)
         return [(g, [self.generators["deblur_g"]]), (d, [self.discriminators["deblur_d"]])], logs
 
     @torch.no_grad()

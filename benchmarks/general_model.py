@@ -1,0 +1,186 @@
+"""The bundled general model: held-out photos through stand-in cameras, 12-MP speed, ONNX agreement.
+
+    PYTHONPATH=src python benchmarks/general_model.py                 # all three sections
+    PYTHONPATH=src python benchmarks/general_model.py --only cameras  # or speed, onnx
+    PYTHONPATH=src python benchmarks/general_model.py --only cameras --adapted runs/adapt/checkpoints/latest.safetensors
+
+cameras: held-out scikit-image photos (never trained on: chelsea, coffee, camera,
+    motorcycle_right; whole photos) degraded by each camera of the domain-gap benchmark
+    (benchmarks/cameras.py, written independently of dbgan.blur) and by the demo's
+    stand-in camera; PSNR/SSIM against the camera's ground truth of the blurred input, of
+    Wiener deconvolution with the PSF family, size and balance fitted per camera on
+    calibration pairs of *other* photos (:mod:`dbgan.classical`; an advantage the network
+    does not get), and of the general model (and of an adapted checkpoint when given).
+speed: one 12-megapixel photo (4000 x 3000) deblurred with the bundled model in a
+    fresh process; wall time and the process's peak resident memory (tiled).
+onnx: the bundled model exported to ONNX; outputs of torch and onnxruntime on a
+    512 x 384 photo, largest absolute difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HELDOUT = ("chelsea", "coffee", "camera", "motorcycle_right")
+CALIBRATION = ("astronaut", "rocket", "immunohistochemistry")
+
+
+def _cameras() -> dict:
+    """The domain-gap benchmark's six cameras (benchmarks/cameras.py, written independently of
+    dbgan.blur) plus the demo's stand-in camera (made with dbgan.blur): name -> degrade(sharp, rng)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import cameras as CAMS
+
+    from dbgan.blur import DegradationPipeline
+    from dbgan.demo import REAL_DOMAIN
+
+    def wrap(cam):
+        def degrade(img: torch.Tensor, rng) -> tuple[torch.Tensor, torch.Tensor]:
+            x = img.permute(1, 2, 0).numpy().astype(np.float64)
+            out = cam.degrade(x, rng)
+            truth = cam.ground_truth(x)
+            as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)  # noqa: E731
+            return as_t(truth), as_t(out)
+        return degrade
+
+    out = {name: wrap(cam) for name, cam in CAMS.CAMERAS.items()}
+    demo = DegradationPipeline(REAL_DOMAIN)
+    out["demo stand-in"] = lambda img, rng: (img, demo(img, rng)[0])
+    return out
+
+
+def _photo(name: str) -> torch.Tensor:
+    from dbgan.demo import _photo as demo_photo
+
+    return demo_photo(name)
+
+
+def _quantise(t: torch.Tensor) -> torch.Tensor:
+    return (t.clamp(0, 1) * 255).round() / 255
+
+
+def _scores(sharp: torch.Tensor, img: torch.Tensor) -> tuple[float, float]:
+    from dbgan.metrics import psnr, ssim
+
+    a, b = img.permute(1, 2, 0).numpy(), sharp.permute(1, 2, 0).numpy()
+    return psnr(a, b), ssim(a, b)
+
+
+def cameras(adapted: str | None, model: str | None = None) -> dict:
+    from dbgan.classical import fit_wiener, wiener_deconvolve
+    from dbgan.infer import Deblurrer
+    from dbgan.models import bundled_model_path
+
+    general = Deblurrer.from_checkpoint(model or bundled_model_path("general"), device="cpu")
+    adapt = Deblurrer.from_checkpoint(adapted, device="cpu") if adapted else None
+    test = [(n, _photo(n)) for n in HELDOUT]
+    calib = [(n, _photo(n)) for n in CALIBRATION]
+    results = {}
+    for ci, (cam, degrade) in enumerate(_cameras().items()):
+        pairs = [degrade(img, np.random.default_rng([ci, 1000 + i])) for i, (_, img) in enumerate(calib)]
+        setting = fit_wiener([(s[:, :192, :192], _quantise(b[:, :192, :192])) for s, b in pairs])
+        rows = {"input": [], "wiener": [], "general": []} | ({"adapted": []} if adapt else {})
+        for i, (_, img) in enumerate(test):
+            sharp, b = degrade(img, np.random.default_rng([ci, i]))
+            b = _quantise(b)
+            rows["input"].append(_scores(sharp, b))
+            rows["wiener"].append(_scores(sharp, _quantise(wiener_deconvolve(b, setting))))
+            rows["general"].append(_scores(sharp, _quantise(general(b))))
+            if adapt:
+                rows["adapted"].append(_scores(sharp, _quantise(adapt(b))))
+        results[cam] = {k: {"psnr": float(np.mean([r[0] for r in v])), "ssim": float(np.mean([r[1] for r in v])),
+                            "psnr_each": [round(r[0], 2) for r in v]} for k, v in rows.items()}
+        results[cam]["wiener_setting"] = str(setting)
+        r = results[cam]
+        print(f"{cam:16s} input {r['input']['psnr']:6.2f} / {r['input']['ssim']:.4f}  "
+              f"wiener {r['wiener']['psnr']:6.2f} / {r['wiener']['ssim']:.4f} ({setting})  "
+              f"general {r['general']['psnr']:6.2f} / {r['general']['ssim']:.4f}"
+              + (f"  adapted {r['adapted']['psnr']:6.2f} / {r['adapted']['ssim']:.4f}" if adapt else ""), flush=True)
+    margins_in = [r["general"]["psnr"] - r["input"]["psnr"] for r in results.values()]
+    margins_w = [r["general"]["psnr"] - r["wiener"]["psnr"] for r in results.values()]
+    print(f"general - input: min {min(margins_in):+.2f} dB, mean {np.mean(margins_in):+.2f} dB; "
+          f"general - wiener: min {min(margins_w):+.2f} dB, mean {np.mean(margins_w):+.2f} dB")
+    return results
+
+
+_SPEED_CHILD = r"""
+import resource, sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+from dbgan.infer import Deblurrer
+from dbgan.models import bundled_model_path
+from dbgan.demo import _photo
+img = torch.nn.functional.interpolate(_photo("chelsea")[None], size=(3000, 4000), mode="bilinear")[0].clamp(0, 1)
+d = Deblurrer.from_checkpoint(bundled_model_path("general"), device="cpu", tile=int(sys.argv[2]), overlap=32,
+                              dtype=sys.argv[3])
+d(img[:, :256, :256])  # warm-up
+t0 = time.perf_counter(); out = d(img); dt = time.perf_counter() - t0
+print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, tuple(out.shape))
+"""
+
+
+def speed(threads: int, tile: int, dtype: str) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    res = subprocess.run([sys.executable, "-c", _SPEED_CHILD, str(threads), str(tile), dtype],
+                         capture_output=True, text=True, env=env, check=True)
+    dt, peak, shape = res.stdout.strip().splitlines()[-1].split(" ", 2)
+    out = {"seconds": float(dt), "peak_rss_gib": float(peak), "shape": shape, "threads": threads, "tile": tile,
+           "dtype": dtype}
+    print(f"12 MP (4000x3000) deblur: {float(dt):.1f} s, peak RSS {float(peak):.2f} GiB "
+          f"({threads} threads, tile {tile}, {dtype})", flush=True)
+    return out
+
+
+def onnx_agreement() -> dict:
+    import tempfile
+
+    from dbgan.export import OnnxRunner, export_onnx
+    from dbgan.infer import Deblurrer
+    from dbgan.models import bundled_model_path
+
+    img = torch.nn.functional.interpolate(_photo("coffee")[None], size=(384, 512), mode="bilinear")[0].clamp(0, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(bundled_model_path("general"), Path(tmp) / "general.onnx")
+        ort = OnnxRunner(path, device="cpu")
+        net = Deblurrer.from_checkpoint(bundled_model_path("general"), device="cpu").backend
+        with torch.no_grad():
+            a = net(img[None])
+        b = ort(img[None])
+    diff = float((a - b).abs().max())
+    print(f"torch vs onnxruntime on a 512x384 photo: max |diff| = {diff:.2e}", flush=True)
+    return {"max_abs_diff": diff}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="cameras,speed,onnx")
+    ap.add_argument("--adapted", default=None, help="an adapted checkpoint to add as a column")
+    ap.add_argument("--model", default=None, help="evaluate this checkpoint as the general model (default: bundled)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--dtype", default="bf16", choices=("fp32", "bf16"))
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = {}
+    parts = args.only.split(",")
+    if "cameras" in parts:
+        out["cameras"] = cameras(args.adapted, args.model)
+    if "speed" in parts:
+        out["speed"] = speed(args.threads, args.tile, args.dtype)
+    if "onnx" in parts:
+        out["onnx"] = onnx_agreement()
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
