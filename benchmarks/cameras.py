@@ -38,8 +38,8 @@ from typing import Callable
 
 import numpy as np
 
-from dbgan.constants import LUMA  # BT.601 luma weights (on the display values)
-
+#: BT.601 luma weights (on the display values)
+LUMA = (0.299, 0.587, 0.114)
 #: inputs at which ``truth()["response"]`` samples the response curve
 RESPONSE_POINTS = tuple(round(0.1 * i, 1) for i in range(11))
 #: side of the shake kernels' support (odd)
