@@ -71,7 +71,9 @@ from torch import nn
 
 from dbgan.config import Config, load_config
 from dbgan.cpu_caps import detect as detect_cpu_caps, resolve_amp
+from dbgan.device import pick_device
 from dbgan.train import loop as L
+from dbgan.train.context import DistInfo, StepContext
 from dbgan.nets.unet import use_plain_layers
 from dbgan.train.pool import ImagePool
 
@@ -307,8 +309,7 @@ def ours(kind: str, cfg: Config, device: torch.device, compile_nets: bool = Fals
     nets, _ = L.build_nets(cfg, device)
     if compile_nets:
         nets = {k: torch.compile(v) for k, v in nets.items()}
-    stage = L.make_stage(kind, cfg, nets, device)
-    stage.autocast, stage.scaler = L.autocast_factory(cfg.train.amp, device)
+    stage = L.make_stage(kind, cfg, nets, StepContext.for_run(cfg, device, DistInfo()))
     return stage.step, stage, nets
 
 
@@ -540,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = L.pick_device(args.device)
+    device = pick_device(args.device, 0)
     quick = args.quick
     points = [tuple(int(x) for x in s.split("x")) for s in (args.points or "256x1,128x4").split(",")]
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]

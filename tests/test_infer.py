@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from dbgan.checkpoint import save_checkpoint
+from dbgan.device import DeviceError
 from dbgan.infer import (
     Blurrer,
     Deblurrer,
@@ -249,10 +250,10 @@ def test_tiled_blur_cuts_one_noise_map():
 def test_pick_device():
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device("auto").type in ("cpu", "cuda", "mps")
-    with pytest.raises(InferenceError):
+    with pytest.raises(DeviceError):
         pick_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(InferenceError, match="not available"):
+        with pytest.raises(DeviceError, match="not available"):
             pick_device("cuda")
 
 

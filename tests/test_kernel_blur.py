@@ -210,7 +210,7 @@ def test_kernel_prior_needs_a_kernel_predicting_generator(folders_kernel):
 
 def test_gamma_starts_where_asked_and_its_learning_rate_is_scaled(folders_kernel):
     """``init_gamma`` sets the tone curve; ``gamma_lr_scale`` gives that one scalar its own step size."""
-    from dbgan.train.stages import lr_factor
+    from dbgan.train.optim import lr_factor
 
     assert float(KernelBlurGenerator(kernel_size=5, init_gamma=2.2).log_gamma.detach().exp()) == pytest.approx(2.2)
     for bad in ({"init_gamma": 0.0}, {"gamma_lr_scale": -1.0}):
@@ -241,7 +241,7 @@ def test_gamma_starts_where_asked_and_its_learning_rate_is_scaled(folders_kernel
 
 
 def test_lr_scales_must_name_real_parameters():
-    from dbgan.train.stages import param_groups
+    from dbgan.train.optim import param_groups
 
     net = KernelBlurGenerator(kernel_size=5)
     net.lr_scales = lambda: {"no_such_weight": 2.0}

@@ -83,12 +83,10 @@ def test_sign_behaviour_of_every_mode(mode):
     assert L.g_loss(mode, hi, ref) < L.g_loss(mode, lo, ref)
 
 
-def test_gan_module_and_errors():
-    m = L.GANLoss("rbl")
+def test_gan_errors():
     r, f = torch.randn(3), torch.randn(3)
-    assert m.needs_real_for_g and not L.GANLoss("lsgan").needs_real_for_g
-    torch.testing.assert_close(m.d(r, f), L.d_loss("rbl", r, f))
-    torch.testing.assert_close(m(f, r), L.g_loss("rbl", f, r))
+    torch.testing.assert_close(L.rbl_d_loss(r, f), L.d_loss("rbl", r, f))
+    torch.testing.assert_close(L.rbl_g_loss(f, r), L.g_loss("rbl", f, r))
     with pytest.raises(ValueError, match="real_logits"):
         L.g_loss("rbl", f)
     with pytest.raises(ValueError, match="gan_mode"):
@@ -110,7 +108,6 @@ def test_content_losses(name):
     else:
         assert same.item() == 0.0
     assert diff > same
-    assert L.ContentLoss(name)(a, b).item() == pytest.approx(diff.item())
 
 
 def test_charbonnier_positive_and_smooth():
@@ -134,8 +131,9 @@ def test_focal_frequency_zero_for_identical_positive_otherwise():
     b = a + 0.05 * torch.randn_like(a)
     for kw in ({}, {"patch_factor": 2}, {"alpha": 2.0, "log_matrix": True}, {"ave_spectrum": True, "batch_matrix": True}):
         assert L.focal_frequency_loss(a, b, **kw).item() > 0, kw
-    m = L.FocalFrequencyLoss.from_config(FrequencyConfig(alpha=1.0, patch_factor=4))
-    assert m(a, a).item() == 0.0 and m(a, b).item() > 0
+    cfg = FrequencyConfig(alpha=1.0, patch_factor=4)
+    assert L.focal_frequency_loss(a, a, alpha=cfg.alpha, patch_factor=cfg.patch_factor).item() == 0.0
+    assert L.focal_frequency_loss(a, b, alpha=cfg.alpha, patch_factor=cfg.patch_factor).item() > 0
 
 
 def test_focal_frequency_gradient_and_errors():
@@ -193,12 +191,6 @@ def test_perceptual_from_config(tmp_path):
     cfg = PerceptualConfig(layers=["relu1_1"], weights="pretrained", weights_path=str(missing))
     with pytest.raises(FileNotFoundError, match="losses.perceptual.weights_path"):
         L.PerceptualLoss.from_config(cfg)
-
-
-def test_loss_registry():
-    assert set(L.LOSSES.names()) == {"content", "gan", "perceptual", "frequency"}
-    assert isinstance(L.build_loss("gan", mode="hinge"), L.GANLoss)
-    assert isinstance(L.build_loss("frequency", alpha=2.0), L.FocalFrequencyLoss)
 
 
 def test_mmd_rbf_separates_distributions_and_punishes_collapse():

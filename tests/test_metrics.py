@@ -78,6 +78,11 @@ def test_psnr_torch_matches_scikit_image_batchwise():
     assert metrics.psnr(a[0], a[0]) == float("inf")
 
 
+def test_psnr_of_identical_images_is_infinite():
+    a, _ = _pair(0)
+    assert metrics.psnr(a, a) == float("inf")
+
+
 def test_sharpness_falls_with_blur():
     img = torch.rand(3, 64, 64)
     blurred = torch.from_numpy(ndimage.gaussian_filter(img.numpy(), sigma=(0, 1.5, 1.5)))

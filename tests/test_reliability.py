@@ -36,6 +36,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dbgan import atomic as A
 from dbgan import checkpoint as C
 from dbgan.checkpoint import CheckpointError, load_checkpoint
 from dbgan.config import load_config
@@ -142,10 +143,10 @@ def die_while_writing(monkeypatch, match) -> None:
     """The first atomic write whose target satisfies ``match`` dies half-way through.
 
     What is left on disk is what a kill leaves there: half the bytes in a temporary file
-    next to the target (same naming as :func:`dbgan.checkpoint.atomic_write_bytes`), and
+    next to the target (same naming as :func:`dbgan.atomic.atomic_write_bytes`), and
     the target untouched.
     """
-    real = C.atomic_write_bytes
+    real = A.atomic_write_bytes
 
     def write(path, payload):
         path = Path(path)
@@ -156,7 +157,7 @@ def die_while_writing(monkeypatch, match) -> None:
             raise Killed(str(path))
         return real(path, payload)
 
-    monkeypatch.setattr(C, "atomic_write_bytes", write)
+    monkeypatch.setattr(A, "atomic_write_bytes", write)
 
 
 def disk_full_while_writing(monkeypatch, match) -> list[Path]:
@@ -528,7 +529,7 @@ def test_non_finite_weights_are_never_saved(data, tmp_path, monkeypatch):
 @pytest.mark.parametrize("where", ["write", "fsync", "rename"])
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch, where):
     target = tmp_path / "model.safetensors"
-    C.atomic_write_bytes(target, b"old contents")
+    A.atomic_write_bytes(target, b"old contents")
     with monkeypatch.context() as m:
         if where == "write":
             disk_full_while_writing(m, lambda p: p == target)
@@ -537,7 +538,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monke
         else:
             m.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
         with pytest.raises(OSError):
-            C.atomic_write_bytes(target, b"new contents, much longer than the old ones" * 1000)
+            A.atomic_write_bytes(target, b"new contents, much longer than the old ones" * 1000)
     assert target.read_bytes() == b"old contents"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
 

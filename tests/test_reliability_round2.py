@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dbgan import atomic as A
 from dbgan import checkpoint as C
 from dbgan.checkpoint import CheckpointError, load_checkpoint
 from dbgan.cli import main
@@ -425,8 +426,8 @@ def test_synth_refuses_to_overwrite_earlier_outputs_without_the_flag(tmp_path, p
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_tiff_orientation_is_applied_once(tmp_path, photo, orientation):
-    from dbgan.data.datasets import _probe
-    from dbgan.io import _apply_orientation
+    from dbgan.io import probe_size as _probe
+    from dbgan.io.read import _apply_orientation
 
     stored = np.ascontiguousarray(photo[:, :40])  # 64 x 40: a rotation shows in the shape
     path = tmp_path / f"o{orientation}.tif"
@@ -456,6 +457,6 @@ def test_outputs_honour_the_umask_and_overwrite_keeps_the_mode(tmp_path, photo):
         # replacing an existing file keeps its mode (0644 stays 0644 under umask 027)
         write_image(a, torch.rand(3, 8, 8))
         assert stat.S_IMODE(a.stat().st_mode) == 0o644
-        assert C.current_umask() == 0o027
+        assert A.current_umask() == 0o027
     finally:
         os.umask(old)

@@ -218,7 +218,7 @@ def test_the_lock_is_held_for_the_run_and_released_after(sharp, tmp_path, monkey
     """In-process: during training a second guard cannot lock the run; afterwards it can."""
     runs = tmp_path / "runs"
     seen = []
-    real = L._run_stage
+    real = L.StageRun.run
 
     def spy(*a, **k):
         other = RunGuard(runs / "held", "y")
@@ -227,7 +227,7 @@ def test_the_lock_is_held_for_the_run_and_released_after(sharp, tmp_path, monkey
         seen.append(True)
         return real(*a, **k)
 
-    monkeypatch.setattr(L, "_run_stage", spy)
+    monkeypatch.setattr(L.StageRun, "run", spy)
     assert train(cfg(sharp, runs, "held")).status == "done"
     assert seen
     g = RunGuard(runs / "held", "y")
@@ -297,7 +297,7 @@ def test_every_init_from_is_validated_before_any_training(sharp, tmp_path, capsy
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(os.urandom(4096))
     ran = []
-    monkeypatch.setattr(L, "_run_stage", lambda *a, **k: ran.append(a[0]))
+    monkeypatch.setattr(L.StageRun, "run", lambda self: ran.append(self.name))
     runs = tmp_path / "runs"
     base = [f"data.sharp_dir={sharp}", f"data.real_blur_dir={sharp}", f"runs_dir={runs}", "name=init"]
     assert main(["train", "tiny", *base, f"stages.dbgan.init_from={bad}"]) == 2

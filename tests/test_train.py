@@ -256,7 +256,7 @@ def test_kernel_blur_generator_trains_and_blurs_from_its_checkpoint(folders, tmp
 def test_joint_stage_runs_every_network_on_the_dbgan_schedule(folders):
     """The joint stage lasts ``stages.dbgan.iters``: all four networks follow that schedule."""
     from dbgan.train import loop as L
-    from dbgan.train.stages import lr_factor
+    from dbgan.train.optim import lr_factor
 
     cfg = load_config(
         "tiny",

@@ -1,6 +1,6 @@
-"""Checkpoints: weights as safetensors plus JSON metadata; atomic file writes.
+"""Checkpoints: weights as safetensors plus JSON metadata (written through :mod:`dbgan.atomic`).
 
-Shared by ``train/`` and ``infer.py`` (inference never imports training code).
+Shared by ``train/`` and ``infer/`` (inference never imports training code).
 
 A checkpoint ``NAME.safetensors`` holds the tensors of one or more networks under
 ``<role>.`` prefixes (roles: ``blur_g``, ``blur_d``, ``deblur_g``, ``deblur_d``;
@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from dbgan import atomic
 
 FORMAT = "dbgan-checkpoint/1"
 ROLES = ("blur_g", "blur_d", "deblur_g", "deblur_d")
@@ -34,92 +32,7 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, damaged, or does not fit the requested network."""
 
 
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-_UMASK_LOCK = threading.Lock()
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where the system allows (Linux ``/proc``)."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    with _UMASK_LOCK:  # elsewhere: set and restore (the only portable way to read it)
-        old = os.umask(0o022)
-        os.umask(old)
-    return old
-
-
-def _output_mode(path: Path) -> int:
-    """Mode for a file written at ``path``: the existing file's (a replaced output keeps its
-    permissions), else ``0o666`` less the umask, as ``open()`` would create it."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        return 0o666 & ~current_umask()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The bytes go to a temporary file in the same folder, are fsynced, then renamed
-    over ``path``. On any error the temporary file is removed and ``path`` is untouched.
-    The file gets the mode ``open()`` would give it (``0o666`` less the umask), or the
-    mode of the file it replaces. Errors name ``path``, never the temporary file.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), _output_mode(path))
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        if isinstance(exc, OSError) and exc.errno is not None:
-            # the temporary file's name means nothing to the user: name the target
-            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_torch_save(path: str | Path, obj: Any) -> None:
-    """``torch.save`` through a temporary file (for resume states of plain tensors/containers)."""
-    import io
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+# --------------------------------------------------------------------------- resume states
 
 
 def safe_torch_load(path: str | Path) -> Any:
@@ -162,8 +75,8 @@ def save_checkpoint(
             tensors[f"{role}.{key}"] = value.detach().to("cpu").contiguous().clone()
     meta = {"format": FORMAT, "roles": sorted(networks), "versions": versions(), **meta}
     meta_json = json.dumps(meta, sort_keys=True, default=str)
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True, default=str))
-    atomic_write_bytes(path, st_save(tensors, metadata={"dbgan": meta_json}))
+    atomic.atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True, default=str))
+    atomic.atomic_write_bytes(path, st_save(tensors, metadata={"dbgan": meta_json}))
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dbgan.metrics import LUMA
+from dbgan.constants import LUMA
 
 #: brightness bins of :func:`noise_profile`
 NOISE_BINS = 8

@@ -243,7 +243,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, config: str 
     mean = {k: float(np.mean([r[k] for r in heldout])) for k in heldout[0] if k != "name"} if heldout else {}
     report = {"count": len(heldout), "images": heldout, "mean": mean, "wiener": str(setting),
               "adapted_checkpoint": str(ckpt), "general_model": str(bundled_model_path("general"))}
-    from dbgan.checkpoint import atomic_write_text
+    from dbgan.atomic import atomic_write_text
 
     atomic_write_text(out / "metrics.json", json.dumps(report, indent=1))
 
@@ -285,7 +285,7 @@ def deblur_real_photos(real_dir: Path, out: Path, methods: dict) -> list[dict[st
 
 def write_report(out: Path, dirs, columns: list[str], report: dict, run_dir: Path, real_dir, real_rows,
                  seconds: float, quick: bool) -> Path:
-    from dbgan.checkpoint import atomic_write_text
+    from dbgan.atomic import atomic_write_text
 
     figs = out / "figures"
     figs.mkdir(exist_ok=True)

@@ -31,7 +31,7 @@ import numpy as np
 from torch import Tensor
 
 from dbgan import metrics
-from dbgan.checkpoint import atomic_write_text
+from dbgan.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -43,13 +43,15 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dbgan.checkpoint import atomic_write_bytes
+from dbgan.atomic import atomic_write_bytes
+from dbgan.infer.backends import OnnxRunner, onnx_path_for, sample_noise_from_spec  # noqa: F401 - re-exported
+from dbgan.infer.common import ExportError
+from dbgan.nets.common import ImageGenerator, SamplesNoise
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +77,11 @@ def max_opset() -> int:
 _MAX_DIM = 1 << 16
 
 
-class ExportError(ValueError):
-    """The network cannot be exported, or the exported model does not match PyTorch."""
-
-
-def onnx_path_for(checkpoint: PathLike, role: str = "deblur_g") -> Path:
-    """Where an export of ``role`` sits beside ``checkpoint``: ``NAME.onnx`` (deblur_g) or ``NAME.<role>.onnx``."""
-    p = Path(checkpoint)
-    return p.with_suffix(".onnx") if role == "deblur_g" else p.with_suffix(f".{role}.onnx")
-
-
 def _noise_spec(net: nn.Module, example: Tensor) -> Optional[dict[str, Any]]:
     """How ``net.sample_noise`` draws (None: no noise): standard normal of a shape derived from the image."""
-    fn = getattr(net, "sample_noise", None)
-    if fn is None:
+    if not isinstance(net, SamplesNoise):
         return None
-    noise = fn(example, torch.Generator().manual_seed(0))
+    noise = net.sample_noise(example, torch.Generator().manual_seed(0))
     if noise is None:
         return None
     if noise.dim() == 4:
@@ -100,19 +91,6 @@ def _noise_spec(net: nn.Module, example: Tensor) -> Optional[dict[str, Any]]:
     if noise.dim() == 2:
         return {"kind": "vector", "channels": int(noise.shape[1])}
     raise ExportError(f"cannot export noise of shape {tuple(noise.shape)} (expected a map or a vector)")
-
-
-def sample_noise_from_spec(spec: Optional[dict[str, Any]], x: Tensor, generator: Optional[torch.Generator]) -> Optional[Tensor]:
-    """Draw noise as recorded by :func:`export_onnx` (the same values ``NoiseInput.sample`` gives)."""
-    if not spec:
-        return None
-    n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
-    if spec["kind"] == "map":
-        sy, sx = spec["scale"]
-        shape: tuple[int, ...] = (n, spec["channels"], -(-h // sy), -(-w // sx))
-    else:
-        shape = (n, spec["channels"])
-    return torch.randn(shape, generator=generator, dtype=torch.float32)
 
 
 @contextlib.contextmanager
@@ -170,7 +148,7 @@ class ExportWrapper(nn.Module):
 
 
 def _is_dbgan_generator(net: nn.Module) -> bool:
-    return isinstance(getattr(net, "noise_input", None), nn.Module) and callable(getattr(net, "body", None))
+    return isinstance(net, ImageGenerator)
 
 
 def _export_torchscript(net: nn.Module, example: Tensor, noise: Optional[Tensor], opset: int):
@@ -258,7 +236,7 @@ def export_onnx(
         meta["dbgan.iter"] = str(ckpt.meta.get("iter"))
         meta["dbgan.checkpoint"] = ckpt.path.name
     net = net.to("cpu").float().eval()
-    unsupported = getattr(net, "onnx_unsupported", None)
+    unsupported = net.onnx_unsupported if isinstance(net, ImageGenerator) else None
     if unsupported:
         raise ExportError(f"{role} ({type(net).__name__}) cannot be exported to ONNX: {unsupported}")
     if exporter not in ("auto", "torchscript", "dynamo"):
@@ -320,80 +298,3 @@ def _check_export(data: bytes, net: nn.Module, spec: Optional[dict], in_ch: int,
     log.debug("export check at %s: max |onnx - torch| = %.2e", tuple(x.shape), err)
 
 
-# --------------------------------------------------------------------------- runner
-
-
-def _default_providers(device: Optional[str]) -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    want = (device or "auto").lower()
-    order = ["CPUExecutionProvider"]
-    if want == "auto" or want.startswith("cuda"):
-        order = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        if want.startswith("cuda") and "CUDAExecutionProvider" not in available:
-            from dbgan.infer import InferenceError
-
-            raise InferenceError(f"device {device!r} requested but onnxruntime has no CUDA provider")
-    return [p for p in order if p in available] or available
-
-
-class OnnxRunner:
-    """An exported dbgan model in an onnxruntime session, callable on ``N x C x H x W`` float32.
-
-    Args:
-        path: the ``.onnx`` file (or its bytes).
-        providers: onnxruntime execution providers (default: CUDA if available and
-            ``device`` allows, else CPU).
-        device: ``auto`` / ``cpu`` / ``cuda`` (used when ``providers`` is None).
-
-    Calling it with a numpy array returns a numpy array, with a tensor a CPU tensor.
-    Blur models with a ``noise`` input draw it with :meth:`sample_noise` when none is given.
-    """
-
-    def __init__(self, path: Union[PathLike, bytes], providers: Optional[Sequence[str]] = None, device: Optional[str] = None):
-        import onnxruntime as ort
-
-        self.path = None if isinstance(path, bytes) else Path(path)
-        if self.path is not None and not self.path.is_file():
-            raise ExportError(f"{self.path}: ONNX model not found")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        src = path if isinstance(path, bytes) else str(self.path)
-        try:
-            self.session = ort.InferenceSession(src, opts, providers=list(providers or _default_providers(device)))
-        except Exception as exc:
-            raise ExportError(f"{self.path or 'ONNX model'}: onnxruntime cannot load it ({exc})") from None
-        props = self.session.get_modelmeta().custom_metadata_map
-        inputs = self.session.get_inputs()
-        self.input_names = [i.name for i in inputs]
-        shape1 = inputs[0].shape[1] if len(inputs[0].shape) == 4 else None
-        self.role = props.get("dbgan.role")
-        self.in_channels = int(props.get("dbgan.in_channels", shape1 if isinstance(shape1, int) else 3))
-        self.out_channels = int(props.get("dbgan.out_channels", self.in_channels))
-        self.size_multiple = int(props.get("dbgan.size_multiple", 1))
-        self.noise_spec = json.loads(props.get("dbgan.noise", "null"))
-        self.uses_cuda = "CUDAExecutionProvider" in self.session.get_providers()
-
-    def sample_noise(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Optional[Tensor]:
-        """Noise for image batch ``x`` as the source network draws it (None for models without noise)."""
-        if len(self.input_names) < 2:
-            return None
-        return sample_noise_from_spec(self.noise_spec, x, generator)
-
-    def __call__(self, x: Union[np.ndarray, Tensor], noise: Union[np.ndarray, Tensor, None] = None) -> Union[np.ndarray, Tensor]:
-        as_tensor = isinstance(x, Tensor)
-        arr = x.detach().to("cpu", torch.float32).contiguous().numpy() if as_tensor else np.ascontiguousarray(x, dtype=np.float32)
-        if arr.ndim != 4 or arr.shape[1] != self.in_channels:
-            raise ValueError(f"expected N x {self.in_channels} x H x W input, got shape {arr.shape}")
-        feed = {self.input_names[0]: arr}
-        if len(self.input_names) > 1:
-            if noise is None:
-                noise = self.sample_noise(torch.from_numpy(arr))
-            nz = noise.detach().to("cpu", torch.float32).contiguous().numpy() if isinstance(noise, Tensor) else np.asarray(noise, np.float32)
-            feed[self.input_names[1]] = nz
-        elif noise is not None:
-            raise ValueError("this model takes no noise input")
-        out = self.session.run(None, feed)[0]
-        return torch.from_numpy(out) if as_tensor else out

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dbgan.checkpoint import atomic_write_bytes
+from dbgan.atomic import atomic_write_bytes
 from dbgan.io import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -87,7 +87,7 @@ def read_meta(path: PathLike) -> ImageMeta:
     """EXIF and ICC profile of an image file (empty :class:`ImageMeta` when unreadable: metadata never blocks pixels)."""
     from PIL import Image
 
-    from dbgan.io import _PIL_LOCK
+    from dbgan.io.files import _PIL_LOCK
 
     meta = ImageMeta()
     try:

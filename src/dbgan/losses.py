@@ -3,11 +3,11 @@ perceptual (VGG19 features), focal frequency, and a sample-distribution distance
 (:func:`mmd_rbf`, used to keep a kernel-predicting blur generator's kernels as
 varied as the synthetic ones).
 
-Pure functions do the arithmetic; thin ``nn.Module`` wrappers hold settings
-(and the VGG for the perceptual loss). Modules are built by name through
-:data:`LOSSES`; content losses are picked by name with :func:`content_loss`,
-adversarial losses with :func:`d_loss` / :func:`g_loss` and a mode string
-(``StageConfig.gan_mode``). All losses return scalar (mean-reduced) tensors.
+Pure functions do the arithmetic; the one module, :class:`PerceptualLoss`, holds the
+VGG. The training stages pick them from their config: content losses by name with
+:func:`content_loss` (``StageConfig.content``), adversarial losses with :func:`d_loss` /
+:func:`g_loss` and a mode string (``StageConfig.gan_mode``), and each term's weight
+from ``StageConfig.w_*``. All losses return scalar (mean-reduced) tensors.
 
 Conventions for the adversarial losses: the discriminator returns raw logits
 (any shape: ``N x 1`` or a ``N x 1 x h x w`` patch map); all means run over
@@ -24,11 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dbgan.metrics import LUMA
-from dbgan.registry import Registry
+from dbgan.constants import CONTENT_LOSSES, GAN_MODES, LUMA, PERCEPTUAL_CRITERIA
 
-GAN_MODES = ("vanilla", "lsgan", "hinge", "rbl")
-CONTENT_LOSSES = ("l1", "mse", "charbonnier")
 
 # --------------------------------------------------------------------------- content
 
@@ -79,25 +76,6 @@ def content_loss(name: str, a: Tensor, b: Tensor, eps: float = 1e-3) -> Tensor:
     if name == "charbonnier":
         return charbonnier_loss(a, b, eps)
     return _CONTENT_FUNCS[name](a, b)
-
-
-class ContentLoss(nn.Module):
-    """Module form of :func:`content_loss`.
-
-    Args:
-        name: ``"l1"``, ``"mse"`` or ``"charbonnier"``.
-        eps: Charbonnier's constant.
-    """
-
-    def __init__(self, name: str = "l1", eps: float = 1e-3):
-        super().__init__()
-        if name not in _CONTENT_FUNCS:
-            raise ValueError(f"unknown content loss {name!r}; valid: {', '.join(CONTENT_LOSSES)}")
-        self.name = name
-        self.eps = eps
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return content_loss(self.name, a, b, self.eps)
 
 
 def noise_level(x: Tensor) -> Tensor:
@@ -248,38 +226,6 @@ def rbl_g_loss(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
     return g_loss("rbl", fake_logits, real_logits)
 
 
-class GANLoss(nn.Module):
-    """Adversarial loss of one mode, with ``.d(real, fake)`` and ``.g(fake, real=None)``.
-
-    Calling the module is ``.g`` (generator side) for symmetry with the other losses.
-
-    Args:
-        mode: ``"vanilla"``, ``"lsgan"``, ``"hinge"`` or ``"rbl"``.
-    """
-
-    def __init__(self, mode: str = "vanilla"):
-        super().__init__()
-        _check_mode(mode)
-        self.mode = mode
-
-    @property
-    def needs_real_for_g(self) -> bool:
-        """Whether the generator loss needs the discriminator's real logits (``rbl``)."""
-        return self.mode == "rbl"
-
-    def d(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-        return d_loss(self.mode, real_logits, fake_logits)
-
-    def g(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
-        return g_loss(self.mode, fake_logits, real_logits)
-
-    def forward(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
-        return self.g(fake_logits, real_logits)
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
-
-
 # --------------------------------------------------------------------------- perceptual
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -321,7 +267,7 @@ class PerceptualLoss(nn.Module):
             raise ValueError(
                 f"perceptual layer_weights has {len(layer_weights)} entries for {len(layers)} layers"
             )
-        if criterion not in ("l1", "mse"):
+        if criterion not in PERCEPTUAL_CRITERIA:
             raise ValueError(f"perceptual criterion must be 'l1' or 'mse', got {criterion!r}")
         self.layers = layers
         self.layer_weights = [float(w) for w in layer_weights]
@@ -421,60 +367,3 @@ def focal_frequency_loss(
         weight = torch.where(peak > 0, weight / peak.clamp_min(1e-12), torch.zeros_like(weight))
         weight = weight.clamp(0.0, 1.0)
     return (weight * dist).mean()
-
-
-class FocalFrequencyLoss(nn.Module):
-    """Module form of :func:`focal_frequency_loss`.
-
-    Args:
-        alpha: focusing exponent (config ``losses.frequency.alpha``).
-        patch_factor: patches per side (config ``losses.frequency.patch_factor``).
-        log_matrix: weigh by ``log(1 + |diff|^alpha)``.
-        ave_spectrum: compare batch-averaged spectra.
-        batch_matrix: normalise the weight matrix over the whole batch.
-    """
-
-    def __init__(
-        self,
-        alpha: float = 1.0,
-        patch_factor: int = 1,
-        log_matrix: bool = False,
-        ave_spectrum: bool = False,
-        batch_matrix: bool = False,
-    ):
-        super().__init__()
-        if patch_factor < 1:
-            raise ValueError(f"patch_factor must be >= 1, got {patch_factor}")
-        self.alpha = alpha
-        self.patch_factor = patch_factor
-        self.log_matrix = log_matrix
-        self.ave_spectrum = ave_spectrum
-        self.batch_matrix = batch_matrix
-
-    @classmethod
-    def from_config(cls, cfg) -> "FocalFrequencyLoss":
-        """Build from a :class:`dbgan.config.FrequencyConfig`."""
-        return cls(alpha=cfg.alpha, patch_factor=cfg.patch_factor)
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        return focal_frequency_loss(
-            pred, target, self.alpha, self.patch_factor, self.log_matrix, self.ave_spectrum, self.batch_matrix
-        )
-
-
-# --------------------------------------------------------------------------- registry
-
-LOSSES = Registry(
-    "loss",
-    {
-        "content": "dbgan.losses:ContentLoss",
-        "gan": "dbgan.losses:GANLoss",
-        "perceptual": "dbgan.losses:PerceptualLoss",
-        "frequency": "dbgan.losses:FocalFrequencyLoss",
-    },
-)
-
-
-def build_loss(name: str, **kwargs) -> nn.Module:
-    """Instantiate the loss module registered as ``name`` (``content``, ``gan``, ``perceptual``, ``frequency``)."""
-    return LOSSES.build(name, **kwargs)

@@ -32,7 +32,7 @@ from torch import Tensor
 ArrayLike = Union[Tensor, np.ndarray]
 
 #: ITU-R BT.601 luma weights (R, G, B), as in :mod:`dbgan.io`.
-LUMA = (0.299, 0.587, 0.114)
+from dbgan.constants import LUMA
 
 
 def to_hwc(img: ArrayLike) -> np.ndarray:

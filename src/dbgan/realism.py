@@ -40,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dbgan.constants import LUMA
+
 __all__ = ["realism_features", "two_sample_accuracy", "kid", "realism_report", "random_crops"]
 
-_LUMA = (0.299, 0.587, 0.114)
 _N_RANDOM = 16
 
 
@@ -80,7 +81,7 @@ def realism_features(crops: Tensor | Sequence[Tensor]) -> Tensor:
     """``N x F`` float64 features of ``N x C x H x W`` crops in [0, 1] (see the module docstring)."""
     x = _as_batch(crops)
     n = x.shape[0]
-    w = torch.tensor(_LUMA, dtype=x.dtype)[None, :, None, None]
+    w = torch.tensor(LUMA, dtype=x.dtype)[None, :, None, None]
     y = (x * w).sum(1, keepdim=True)
     feats = [
         torch.stack([torch.histc(y[i], bins=8, min=0.0, max=1.0) for i in range(n)]) / y[0].numel(),

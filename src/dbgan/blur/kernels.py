@@ -25,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dbgan.constants import KERNEL_KINDS
+
 __all__ = [
     "motion_kernel",
     "motion_kernels",
@@ -37,7 +39,6 @@ __all__ = [
     "KERNEL_KINDS",
 ]
 
-KERNEL_KINDS = ("motion", "linear", "defocus", "gaussian")
 
 _MAX_STEPS = 48  # most trajectory steps at intensity 1
 _SUPERSAMPLE = 2

@@ -6,15 +6,21 @@ training is exactly resumable and independent of the number of workers; see
 them to both images of a pair; see :mod:`dbgan.data.transforms`.
 """
 
-from dbgan.data.datasets import (
+from dbgan.data.base import (
     DEFAULT_CACHE_BYTES,
-    AlignedDataset,
+)
+from dbgan.data.batching import (
     DrawSampler,
+    check_batchable,
+    collate,
+)
+from dbgan.data.datasets import (
+    AlignedDataset,
     PairedFolderDataset,
     SyntheticPairDataset,
     UnpairedDataset,
-    check_batchable,
-    collate,
+)
+from dbgan.data.factories import (
     make_pair_dataset,
     make_unpaired_dataset,
     make_val_dataset,

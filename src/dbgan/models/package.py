@@ -28,7 +28,8 @@ def package_checkpoint(src: str | Path, name: str, out_dir: str | Path | None = 
     trained weights themselves: better than an EMA whose decay is long against the run,
     which still holds much of the initial weights).
     """
-    from dbgan.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+    from dbgan.atomic import atomic_write_text
+    from dbgan.checkpoint import load_checkpoint, save_checkpoint
 
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")

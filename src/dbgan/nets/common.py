@@ -8,6 +8,8 @@ height and width pads correctly at every size.
 
 from __future__ import annotations
 
+from typing import Optional, Protocol, runtime_checkable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -181,6 +183,33 @@ class NoiseInput(nn.Module):
 # --------------------------------------------------------------------------- base class
 
 
+@runtime_checkable
+class SamplesNoise(Protocol):
+    """A network with a random input (every :class:`ImageGenerator`; inference also takes
+    plain modules, which have none)."""
+
+    def sample_noise(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Optional[Tensor]: ...
+
+
+@runtime_checkable
+class PredictsKernels(Protocol):
+    """A blur generator that predicts its blur kernel from its noise vector (``kernel_blur``):
+    what the training stages' kernel-prior term needs."""
+
+    kernel_size: int
+    noise_input: "NoiseInput"
+
+    def params_from_noise(self, z: Tensor) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
+class DescribesCamera(Protocol):
+    """A blur generator that reports what it learnt in physical units (``camera_blur``);
+    validation logs it."""
+
+    def describe(self) -> dict: ...
+
+
 class ImageGenerator(nn.Module):
     """Base class of the generators: pad to ``size_multiple``, run the body, crop back.
 
@@ -189,12 +218,28 @@ class ImageGenerator(nn.Module):
     deterministic nets) and implement :meth:`body` on the padded input with its
     noise channels already appended. :meth:`body` receives the padded image too
     (for residual outputs) and must return ``[0, 1]`` images of the padded size.
+
+    Optional capabilities, declared here with their defaults (subclasses override):
+    :meth:`lr_scales` (per-parameter learning-rate factors), :meth:`forward_parts`
+    (output and output before sensor noise), :meth:`cropped_body` (compute only the
+    kept crop), :meth:`sample_noise` and :attr:`onnx_unsupported`.
     """
 
     in_channels: int
     out_channels: int
     size_multiple: int = 1
     noise_input: NoiseInput
+    #: None, or why :func:`dbgan.export.export_onnx` must refuse this network
+    onnx_unsupported: Optional[str] = None
+
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate factors by parameter name (default: none; every parameter at the stage's ``lr``)."""
+        return {}
+
+    def forward_parts(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(output, output before any sensor noise)``; the same tensor twice by default."""
+        out = self(x, noise)
+        return out, out
 
     @property
     def noise_mode(self) -> str:

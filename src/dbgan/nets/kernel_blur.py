@@ -172,7 +172,7 @@ class KernelBlurGenerator(ImageGenerator):
         return {}
 
     #: read by :func:`dbgan.export.export_onnx`, which refuses with this reason
-    onnx_unsupported = (
+    onnx_unsupported: str | None = (
         "its per-image kernels run as a batch-sized grouped convolution and its noise field is "
         "seeded from z on the host; run it in PyTorch (dbgan blur without --onnx)"
     )

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from dbgan.constants import PERCEPTUAL_WEIGHTS
+
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 CONFIG_KEY = "losses.perceptual.weights_path"
@@ -128,7 +130,7 @@ class VGG19Features(nn.Module):
         for name in layers:
             if name not in VGG19_LAYERS:
                 raise ValueError(f"unknown VGG19 layer {name!r}; valid: {', '.join(VGG19_LAYERS)}")
-        if weights not in ("pretrained", "random"):
+        if weights not in PERCEPTUAL_WEIGHTS:
             raise ValueError(f"weights must be 'pretrained' or 'random', got {weights!r}")
         self.layers = layers
         self.last = max(VGG19_LAYERS.index(n) for n in layers)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dbgan.checkpoint import atomic_write_text
+from dbgan.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from dbgan.checkpoint import atomic_write_text
+from dbgan.atomic import atomic_write_text
 from dbgan.config import ConfigError
 
 log = logging.getLogger(__name__)

@@ -12,19 +12,13 @@ Stages:
     * :class:`JointStage` -- bgan and dbgan at once; G_blur also receives the
       deblurrer's gradient when ``joint.backprop_into_blur`` is true.
 
-Every update goes through :meth:`Stage.update`: generator and discriminator losses
-are computed from *one* discriminator forward per image set (the generator step
-comes first, as in BasicSR, so the discriminator is unchanged in between) and each
-loss is back-propagated only into its own networks (``backward(inputs=...)``). So
-every generator loss is computed on tensors that generator produced, and each
-optimizer holds exactly the networks it must update.
+Each declares what the loop needs (config key, data, networks, losses; see
+:class:`dbgan.train.stage.Stage`) and is listed in :data:`dbgan.train.registry.STAGES`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,371 +27,12 @@ from torch import nn
 
 from dbgan import losses as L
 from dbgan.blur.kernels import random_kernel
-from dbgan.config import Config, StageConfig, channels_last_mode
+from dbgan.config import StageConfig
 from dbgan.degradation_stats import CameraStats
-from dbgan.train.pool import ImagePool
-
-Batch = dict[str, torch.Tensor]
-
-
-class NonFiniteLoss(RuntimeError):
-    """Raised inside a step when a loss is NaN or inf (the step is then skipped)."""
-
-
-def lr_factor(stage: StageConfig, it: int) -> float:
-    """Learning-rate multiplier at iteration ``it`` (derived from the iteration: nothing to save)."""
-    if stage.schedule == "constant" or stage.iters <= 1:
-        return 1.0
-    if stage.schedule == "linear":  # pix2pix: constant, then linear decay to 0
-        start = int(stage.decay_start * stage.iters)
-        if it < start:
-            return 1.0
-        return max(0.0, 1.0 - (it - start) / max(1, stage.iters - start))
-    return 0.5 * (1.0 + math.cos(math.pi * min(it, stage.iters) / stage.iters))  # cosine
-
-
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; multiplies the gradient by ``scale`` backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return grad * ctx.scale, None
-
-
-def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
-    return _ScaleGrad.apply(x, scale)
-
-
-class EMA:
-    """Exponential moving average of a network's parameters and buffers."""
-
-    def __init__(self, net: nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, net: nn.Module) -> None:
-        for key, value in net.state_dict().items():
-            if value.dtype.is_floating_point:
-                self.shadow[key].lerp_(value.detach(), 1.0 - self.decay)
-            else:
-                self.shadow[key].copy_(value)
-
-
-def param_groups(net: nn.Module) -> list[dict[str, Any]]:
-    """``net``'s trainable parameters as optimizer groups, one per learning-rate scale.
-
-    A network may name parameters that need a larger step than the stage's ``lr``
-    through a method ``lr_scales() -> {parameter name: factor}``: a scalar physical
-    parameter (e.g. ``kernel_blur``'s gamma) moves by at most about ``lr`` per Adam
-    step, so at ``lr = 2e-4`` it could not travel from 1 to 2.2 in a few thousand
-    iterations. Each group carries its ``lr_scale``; the stages multiply it into the
-    scheduled learning rate.
-    """
-    scales_fn = getattr(net, "lr_scales", None)
-    scales = dict(scales_fn()) if callable(scales_fn) else {}
-    groups: dict[float, list[nn.Parameter]] = {}
-    for name, p in net.named_parameters():
-        if p.requires_grad:
-            name = name.removeprefix("_orig_mod.")  # a torch.compile wrapper
-            groups.setdefault(float(scales.pop(name, 1.0)), []).append(p)
-    if scales:
-        raise ValueError(f"{type(net).__name__}.lr_scales names unknown parameters: {sorted(scales)}")
-    return [{"params": ps, "lr_scale": scale} for scale, ps in groups.items()]
-
-
-def make_optimizer(groups: list[dict[str, Any]], lr: float, stage: StageConfig) -> torch.optim.Optimizer:
-    """Adam (fused, or foreach where fused is unsupported) over :func:`param_groups` groups."""
-    groups = [{**g, "lr": lr * g.get("lr_scale", 1.0)} for g in groups if g["params"]]
-    kwargs: dict[str, Any] = dict(lr=lr, betas=tuple(stage.betas), weight_decay=stage.weight_decay)
-    try:
-        return torch.optim.Adam(groups, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(groups, foreach=True, **kwargs)
-
-
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group of ``opt`` to ``lr`` times the group's ``lr_scale``."""
-    for group in opt.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
-
-
-def set_requires_grad(nets: Iterable[nn.Module], flag: bool) -> None:
-    for net in nets:
-        for p in net.parameters():
-            p.requires_grad_(flag)
-
-
-def reuses_logits(net: nn.Module) -> bool:
-    """True when ``net`` scores each image of a batch on its own and a call changes no state.
-
-    Then ``net(x)[i]`` depends only on ``x[i]`` and a repeated call gives the same
-    logits, so logits computed once can stand for a second call on the same pixels.
-    False with batch statistics (BatchNorm in training mode), running statistics updated
-    in training mode, active dropout, or parametrizations and hooks (spectral norm's
-    power iteration advances on every call).
-    """
-    from torch.nn.utils import parametrize
-
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._NormBase) and m.training and (
-            isinstance(m, nn.modules.batchnorm._BatchNorm) or m.track_running_stats
-        ):
-            return False
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
-            return False
-        if parametrize.is_parametrized(m) or m._forward_pre_hooks or m._forward_hooks:
-            return False
-    return True
-
-
-def pooled_logits(disc: nn.Module, pooled: torch.Tensor, fresh: torch.Tensor, fresh_logits: torch.Tensor) -> torch.Tensor:
-    """The discriminator's logits on an image-pool batch without a duplicate forward.
-
-    The pool returns each new image either as it is or swapped for a stored older
-    one. ``fresh_logits = disc(fresh)`` already scores the images passed through
-    unchanged, so (when :func:`reuses_logits` allows it) only the swapped ones go
-    through ``disc`` again; the result equals ``disc(pooled)`` up to floating-point
-    rounding, and the discriminator's gradient flows through both parts.
-    """
-    if pooled.shape != fresh.shape or not reuses_logits(disc):
-        return disc(pooled)
-    same = (pooled == fresh).flatten(1).all(1)
-    if bool(same.all()):
-        return fresh_logits
-    if not bool(same.any()):
-        return disc(pooled)
-    idx = (~same).nonzero().squeeze(1)
-    return fresh_logits.index_put((idx,), disc(pooled[idx]))
-
-
-def avg_pool(x: torch.Tensor, scale: int) -> torch.Tensor:
-    return x if scale <= 1 else F.avg_pool2d(x, scale, ceil_mode=True)
-
-
-class Stage:
-    """Base class: networks, optimizers, ``step(batch)`` and a resumable state.
-
-    Subclasses set ``self.generators`` (role -> module trained by this stage),
-    ``self.discriminators`` (role -> module), ``self.frozen`` (role -> module used
-    but not trained), build their optimizers with :meth:`add_optimizer` and
-    implement :meth:`compute`, which returns the list of ``(loss, networks)``
-    pairs to back-propagate plus the logged scalars and images.
-    """
-
-    name = "stage"
-
-    def __init__(self, cfg: Config, stage_cfg: StageConfig, device: torch.device, seed: int):
-        self.cfg = cfg
-        self.scfg = stage_cfg
-        self.device = device
-        self.generators: dict[str, nn.Module] = {}
-        self.discriminators: dict[str, nn.Module] = {}
-        self.frozen: dict[str, nn.Module] = {}
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.base_lrs: dict[str, float] = {}
-        self.pools: dict[str, ImagePool] = {}
-        self.emas: dict[str, EMA] = {}
-        self.seed = seed
-        self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-        self.scaler: torch.amp.GradScaler | None = None
-        self.grad_sync: Callable[[list[nn.Parameter]], None] | None = None
-        self._perceptual: nn.Module | None = None
-        self._last_images: dict[str, torch.Tensor] = {}
-
-    # ------------------------------------------------------------------ set-up helpers
-    def add_optimizer(self, role: str, net: nn.Module, lr: float) -> None:
-        self.optimizers[role] = make_optimizer(param_groups(net), lr, self.scfg)
-        self.base_lrs[role] = lr
-
-    def add_pool(self, key: str) -> None:
-        self.pools[key] = ImagePool(self.scfg.pool_size, seed=self.seed + 17 + len(self.pools))
-
-    def finish_setup(self) -> None:
-        if self.scfg.ema > 0:
-            for role, net in self.generators.items():
-                self.emas[role] = EMA(net, self.scfg.ema)
-
-    @property
-    def perceptual(self) -> nn.Module:
-        if self._perceptual is None:
-            self._perceptual = L.PerceptualLoss.from_config(self.cfg.losses.perceptual).to(self.device)
-        return self._perceptual
-
-    # ------------------------------------------------------------------ loss helpers
-    def content(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return L.content_loss(self.scfg.content, a, b, eps=self.cfg.losses.charbonnier_eps)
-
-    def generator_terms(self, out: torch.Tensor, target: torch.Tensor, logs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Content (+ perceptual + frequency) terms tying ``out`` to ``target``."""
-        s = self.scfg
-        total = out.new_zeros(())
-        if s.w_content > 0:
-            c = self.content(avg_pool(out, s.content_scale), avg_pool(target, s.content_scale))
-            logs["content"] = c
-            total = total + s.w_content * c
-        if s.w_perceptual > 0:
-            p = self.perceptual(out.float(), target.float())
-            logs["perceptual"] = p
-            total = total + s.w_perceptual * p
-        if s.w_frequency > 0:
-            fcfg = self.cfg.losses.frequency
-            f = L.focal_frequency_loss(out.float(), target.float(), alpha=fcfg.alpha, patch_factor=fcfg.patch_factor)
-            logs["frequency"] = f
-            total = total + s.w_frequency * f
-        return total
-
-    def adversarial(
-        self,
-        disc: nn.Module,
-        real: torch.Tensor,
-        fake: torch.Tensor,
-        pool: str | None,
-        logs: dict[str, torch.Tensor],
-        prefix: str,
-        cond: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Generator and discriminator adversarial losses from one D forward per set.
-
-        ``fake`` carries the generator's graph. Without an image pool the same
-        ``D(fake)`` serves both losses; with one, the discriminator also sees a
-        pooled (detached) batch, and only the images the pool swapped for stored
-        ones go through it again (see :func:`pooled_logits`).
-        """
-        mode = self.scfg.gan_mode
-        if cond is not None:
-            real = torch.cat([cond, real], 1)
-            fake = torch.cat([cond, fake], 1)
-        real_logits = disc(real)
-        fake_logits = disc(fake)
-        g = L.g_loss(mode, fake_logits, real_logits.detach())
-        if pool is not None and self.scfg.pool_size > 0:
-            d_fake_logits = pooled_logits(disc, self.pools[pool].query(fake.detach()), fake.detach(), fake_logits)
-        else:
-            d_fake_logits = fake_logits
-        d = L.d_loss(mode, real_logits, d_fake_logits)
-        logs[f"{prefix}_adv_g"] = g
-        logs[f"{prefix}_d"] = d
-        with torch.no_grad():  # share of real patches scored above the mean fake score
-            logs[f"{prefix}_d_acc"] = 0.5 * (
-                (real_logits.float() > fake_logits.float().mean()).float().mean()
-                + (fake_logits.float() < real_logits.float().mean()).float().mean()
-            )
-        return g, d
-
-    # ------------------------------------------------------------------ the step
-    def compute(self, batch: Batch, it: int) -> tuple[list[tuple[torch.Tensor, list[nn.Module]]], dict[str, torch.Tensor]]:
-        raise NotImplementedError
-
-    def step(self, batch: Batch, it: int = 0) -> dict[str, float]:
-        """One training iteration. Returns the logged losses as floats.
-
-        A non-finite loss skips the update (no weights change) and returns
-        ``{"skipped": 1.0}`` plus whatever was finite.
-        """
-        for role, opt in self.optimizers.items():
-            set_lr(opt, self.base_lrs[role] * lr_factor(self.scfg, it))
-        for net in list(self.generators.values()) + list(self.discriminators.values()):
-            net.train()
-        for net in self.frozen.values():
-            net.eval()
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
-        if channels_last_mode(self.cfg.train.channels_last, self.device.type) == "all":
-            batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
-        with self.autocast():
-            updates, logs = self.compute(batch, it)
-        values = {k: float(v.detach().float()) for k, v in logs.items()}
-        if not all(math.isfinite(float(loss.detach().float())) for loss, _ in updates):
-            for opt in self.optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            values["skipped"] = 1.0
-            return values
-        self.update(updates)
-        return values
-
-    def update(self, updates: list[tuple[torch.Tensor, list[nn.Module]]]) -> None:
-        """Back-propagate each loss into its own networks only, then step their optimizers."""
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        all_nets: list[nn.Module] = []
-        for i, (loss, nets) in enumerate(updates):
-            params = [p for net in nets for p in net.parameters() if p.requires_grad]
-            if not params:
-                continue
-            if self.scaler is not None:
-                loss = self.scaler.scale(loss)
-            loss.backward(inputs=params, retain_graph=i < len(updates) - 1)
-            all_nets.extend(nets)
-        roles = {id(net): role for role, net in {**self.generators, **self.discriminators}.items()}
-        for net in all_nets:
-            role = roles[id(net)]
-            opt = self.optimizers[role]
-            params = [p for p in net.parameters() if p.grad is not None]
-            if self.grad_sync is not None:
-                self.grad_sync(params)
-            if self.scaler is not None:
-                self.scaler.unscale_(opt)
-            if self.scfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, self.scfg.grad_clip)
-            if self.scaler is not None:
-                self.scaler.step(opt)
-            else:
-                opt.step()
-        if self.scaler is not None:
-            self.scaler.update()
-        for role, ema in self.emas.items():
-            ema.update(self.generators[role])
-
-    # ------------------------------------------------------------------ checkpoint content
-    def networks(self) -> dict[str, nn.Module | dict[str, torch.Tensor]]:
-        """Everything this stage saves into a checkpoint (role -> module or state dict)."""
-        out: dict[str, nn.Module | dict[str, torch.Tensor]] = {}
-        out.update(self.frozen)
-        out.update(self.generators)
-        out.update(self.discriminators)
-        for role, ema in self.emas.items():
-            out[f"{role}_ema"] = ema.shadow
-        return out
-
-    def load_networks(self, ckpt) -> None:  # ckpt: dbgan.checkpoint.Checkpoint
-        from dbgan.checkpoint import load_into
-
-        for role, net in {**self.frozen, **self.generators, **self.discriminators}.items():
-            if role in ckpt.roles:
-                load_into(net, ckpt.state_dict(role), f"{ckpt.path} [{role}]")
-        for role, ema in self.emas.items():
-            if f"{role}_ema" in ckpt.roles:
-                state = ckpt.state_dict(f"{role}_ema")
-                ema.shadow = {k: v.to(self.device) for k, v in state.items()}
-            elif role in ckpt.roles:  # e.g. a bundled model: the average starts from the loaded weights
-                ema.shadow = {k: v.detach().clone() for k, v in self.generators[role].state_dict().items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        """Optimizer, pool and scaler state (weights live in the safetensors checkpoint)."""
-        return {
-            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
-            "pools": {k: v.state_dict() for k, v in self.pools.items()},
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, v in state["optimizers"].items():
-            self.optimizers[k].load_state_dict(v)
-        for k, v in state["pools"].items():
-            self.pools[k].load_state_dict(v, self.device)
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-
-    # ------------------------------------------------------------------ monitoring
-    @torch.no_grad()
-    def sample(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Images for the sample grid: any of sharp, blur, fake_blur, real_blur, deblurred."""
-        return {}
+from dbgan.nets.common import ImageGenerator, PredictsKernels
+from dbgan.train.context import StepContext
+from dbgan.train.optim import scale_grad, set_requires_grad
+from dbgan.train.stage import Batch, DataNeeds, Stage
 
 
 def _lr_d(s: StageConfig) -> float:
@@ -425,8 +60,8 @@ def fit_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
 class _BlurStage(Stage):
     """A stage that trains G_blur against a blur discriminator (blur_pretrain, bgan)."""
 
-    def __init__(self, cfg, stage_cfg, device, seed, blur_g: nn.Module, blur_d: nn.Module):
-        super().__init__(cfg, stage_cfg, device, seed)
+    def __init__(self, cfg, stage_cfg, ctx: StepContext, seed, blur_g: nn.Module, blur_d: nn.Module):
+        super().__init__(cfg, stage_cfg, ctx, seed)
         self.generators = {"blur_g": blur_g}
         self.discriminators = {"blur_d": blur_d}
         self.add_optimizer("blur_g", blur_g, stage_cfg.lr)
@@ -435,7 +70,7 @@ class _BlurStage(Stage):
         self.kernel_bank: torch.Tensor | None = None
         if stage_cfg.w_kernel_prior > 0:
             self.kernel_bank = self._synthetic_kernel_bank(blur_g)
-        if stage_cfg.w_diversity > 0 and not callable(getattr(blur_g, "params_from_noise", None)):
+        if stage_cfg.w_diversity > 0 and not isinstance(blur_g, PredictsKernels):
             raise ValueError(
                 f"stages.{self.name}.w_diversity needs a blur generator that predicts kernels from its noise "
                 f"vector (kernel_blur, camera_blur), got {type(blur_g).__name__}"
@@ -480,13 +115,13 @@ class _BlurStage(Stage):
 
     def _synthetic_kernel_bank(self, blur_g: nn.Module) -> torch.Tensor:
         """Kernels drawn by ``cfg.synth`` (fitted to the generator's kernel size), flattened."""
-        size = getattr(blur_g, "kernel_size", None)
-        if not callable(getattr(blur_g, "params_from_noise", None)) or not isinstance(size, int):
+        if not isinstance(blur_g, PredictsKernels) or not isinstance(blur_g.kernel_size, int):
             raise ValueError(
                 f"stages.{self.name}.w_kernel_prior needs a blur generator that predicts kernels "
                 f"from its noise vector (kernel_blur), got {type(blur_g).__name__}"
             )
         rng = np.random.default_rng([self.seed, 4099])
+        size = blur_g.kernel_size
         bank = [fit_kernel(random_kernel(self.cfg.synth, rng), size) for _ in range(KERNEL_PRIOR_BANK)]
         return torch.from_numpy(np.stack(bank).reshape(len(bank), -1)).to(self.device)
 
@@ -514,19 +149,31 @@ def blur_with_clean(g_net: nn.Module, sharp: torch.Tensor) -> tuple[torch.Tensor
     The paired terms (L1 to the synthetic blur, the content tie to the sharp input) use
     the noise-free output: an L1 to noiseless targets would otherwise teach a generator
     with a noise model (``kernel_blur``) to add no noise at all, whatever the real
-    photos look like. Generators without ``forward_parts`` return one output for both.
+    photos look like. :meth:`ImageGenerator.forward_parts` returns one output for both
+    unless the generator adds noise of its own.
     """
-    parts = getattr(g_net, "forward_parts", None)
-    if parts is None:
-        fake = g_net(sharp)
-        return fake, fake
-    return parts(sharp)
+    if isinstance(g_net, ImageGenerator):
+        return g_net.forward_parts(sharp)
+    fake = g_net(sharp)
+    return fake, fake
 
 
 class BlurPretrainStage(_BlurStage):
     """G_blur learns sharp -> synthetic blur as a conditional GAN (pix2pix)."""
 
     name = "blur_pretrain"
+    config_key = "blur_pretrain"
+    roles = ("blur_g", "blur_pretrain_d")
+    checkpoint_roles = {"blur_g": "blur_g", "blur_d": "blur_pretrain_d"}
+    loss_weights = Stage.loss_weights + ("w_kernel_prior", "w_diversity")
+
+    @classmethod
+    def data_needs(cls, cfg):
+        return DataNeeds(synthetic=True)
+
+    @classmethod
+    def build(cls, cfg, nets, ctx, seed):
+        return cls(cfg, cfg.stages.blur_pretrain, ctx, seed, nets["blur_g"], nets["blur_pretrain_d"])
 
     def compute(self, batch, it):
         g_net, d_net = self.generators["blur_g"], self.discriminators["blur_d"]
@@ -550,6 +197,18 @@ class BganStage(_BlurStage):
     """G_blur vs real blurred photos (unpaired), tied to the sharp input's structure."""
 
     name = "bgan"
+    config_key = "bgan"
+    roles = ("blur_g", "blur_d")
+    checkpoint_roles = {"blur_g": "blur_g", "blur_d": "blur_d"}
+    loss_weights = Stage.loss_weights + ("w_synthetic", "w_noise_match", "w_kernel_prior", "w_diversity", "w_stats")
+
+    @classmethod
+    def data_needs(cls, cfg):
+        return DataNeeds(synthetic=cfg.scheme == "synthetic" or cfg.stages.bgan.w_synthetic > 0, real="required")
+
+    @classmethod
+    def build(cls, cfg, nets, ctx, seed):
+        return cls(cfg, cfg.stages.bgan, ctx, seed, nets["blur_g"], nets["blur_d"])
 
     def blur_losses(self, batch, logs, it: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(generated blur, G_blur loss, D_blur loss); shared with :class:`JointStage`."""
@@ -589,9 +248,22 @@ class DbganStage(Stage):
     """G_deblur learns blurred -> sharp; blurred = frozen G_blur(sharp), or synthetic blur."""
 
     name = "dbgan"
+    config_key = "dbgan"
+    roles = ("deblur_g", "deblur_d", "blur_g")  # blur_g (frozen) in scheme separate only
+    checkpoint_roles = {"deblur_g": "deblur_g", "deblur_d": "deblur_d", "blur_g": "blur_g"}
 
-    def __init__(self, cfg, stage_cfg, device, seed, deblur_g, deblur_d, blur_g: nn.Module | None):
-        super().__init__(cfg, stage_cfg, device, seed)
+    @classmethod
+    def data_needs(cls, cfg):
+        synthetic = cfg.scheme == "synthetic"
+        return DataNeeds(synthetic=synthetic, real="none" if synthetic else "optional")
+
+    @classmethod
+    def build(cls, cfg, nets, ctx, seed):
+        blur_g = nets["blur_g"] if cfg.scheme == "separate" else None
+        return cls(cfg, cfg.stages.dbgan, ctx, seed, nets["deblur_g"], nets["deblur_d"], blur_g)
+
+    def __init__(self, cfg, stage_cfg, ctx: StepContext, seed, deblur_g, deblur_d, blur_g: nn.Module | None):
+        super().__init__(cfg, stage_cfg, ctx, seed)
         self.generators = {"deblur_g": deblur_g}
         self.discriminators = {"deblur_d": deblur_d}
         if blur_g is not None:
@@ -654,11 +326,25 @@ class JointStage(Stage):
     """
 
     name = "joint"
+    config_key = "dbgan"
+    roles = ("blur_g", "blur_d", "deblur_g", "deblur_d")
+    checkpoint_roles = {"blur_g": "blur_g", "blur_d": "blur_d", "deblur_g": "deblur_g", "deblur_d": "deblur_d"}
+    loss_weights = BganStage.loss_weights
 
-    def __init__(self, cfg, bgan_cfg, dbgan_cfg, device, seed, blur_g, blur_d, deblur_g, deblur_d):
-        super().__init__(cfg, dbgan_cfg, device, seed)
-        self.bgan = BganStage(cfg, bgan_cfg, device, seed, blur_g, blur_d)
-        self.dbgan = DbganStage(cfg, dbgan_cfg, device, seed + 1, deblur_g, deblur_d, None)
+    @classmethod
+    def data_needs(cls, cfg):
+        return BganStage.data_needs(cfg)
+
+    @classmethod
+    def build(cls, cfg, nets, ctx, seed):
+        st = cfg.stages
+        return cls(cfg, st.bgan, st.dbgan, ctx, seed, nets["blur_g"], nets["blur_d"], nets["deblur_g"], nets["deblur_d"])
+
+    def __init__(self, cfg, bgan_cfg, dbgan_cfg, ctx: StepContext, seed, blur_g, blur_d, deblur_g, deblur_d):
+        super().__init__(cfg, dbgan_cfg, ctx, seed)
+        # both parts share this stage's context (device, AMP, scaler, gradient sync)
+        self.bgan = BganStage(cfg, bgan_cfg, ctx, seed, blur_g, blur_d)
+        self.dbgan = DbganStage(cfg, dbgan_cfg, ctx, seed + 1, deblur_g, deblur_d, None)
         self.generators = {"blur_g": blur_g, "deblur_g": deblur_g}
         self.discriminators = {"blur_d": blur_d, "deblur_d": deblur_d}
         self.optimizers = {**self.bgan.optimizers, **self.dbgan.optimizers}
@@ -677,10 +363,10 @@ class JointStage(Stage):
         if self.bgan.camera_stats is not None and "camera_stats" in state:
             self.bgan.camera_stats.load_state_dict(state["camera_stats"], self.device)
 
-    def step(self, batch, it=0):
-        for sub in (self.bgan, self.dbgan):  # share the loop's AMP/distributed settings
-            sub.autocast, sub.scaler, sub.grad_sync = self.autocast, self.scaler, self.grad_sync
-        return super().step(batch, it)
+    def prepare_losses(self) -> None:
+        """The loss networks of both parts (this stage's own terms are theirs)."""
+        for sub in (self.bgan, self.dbgan):
+            sub.prepare_losses()
 
     def compute(self, batch, it):
         logs: dict[str, torch.Tensor] = {}

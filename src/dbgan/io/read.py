@@ -1,152 +1,21 @@
-"""Image files in and out as float tensors in ``[0, 1]``.
-
-Everything inside dbgan works on ``float32`` tensors ``C x H x W`` in ``[0, 1]``;
-this module is the only place that knows about files.
-
-Reading (:func:`read_image`, :func:`read_image_with_info`):
-
-* PNG, JPEG, TIFF, BMP and WebP; 8- and 16-bit (and 32-bit float TIFF);
-  grey, grey+alpha, RGB, RGBA and palette images. Alpha is dropped.
-* The EXIF orientation tag is applied, so a portrait photo from a phone comes
-  out upright.
-* Pillow reads only the header (size for the decompression-bomb limit,
-  orientation, mode); OpenCV decodes the pixels (it keeps 16 bits per channel
-  for RGB too). When OpenCV cannot decode a file, Pillow is tried.
-* Damaged files raise :class:`ImageReadError` naming the file and the reason:
-  truncated JPEG (no end-of-image marker after the last scan) and PNG (no
-  ``IEND`` chunk) are caught even where a decoder would silently fill the
-  missing rows with grey; a JPEG damaged inside (libjpeg only warns "Corrupt
-  JPEG data" and decodes garbage) is caught from libjpeg's warning, and a
-  warning of Pillow's decoder is an error too.
-* TIFF orientation tags are applied by the decoders themselves (and Pillow
-  reports the oriented size): they are not applied a second time.
-
-Writing (:func:`write_image`) clamps, rounds, encodes in memory and replaces the
-target atomically, so an interrupted run never leaves half a file.
-"""
+"""Reading images: header probing, truncation checks, decoding, orientation, channels."""
 
 from __future__ import annotations
 
 import os
 import re
 import tempfile
-import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from dbgan.checkpoint import atomic_write_bytes
-
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "DEFAULT_MAX_PIXELS",
-    "ImageReadError",
-    "ImageInfo",
-    "list_images",
-    "read_image",
-    "read_image_with_info",
-    "write_image",
-    "is_image_file",
-]
-
-PathLike = Union[str, Path]
-
-#: File name endings read as images (compared case-insensitively).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-
-#: Extensions that can hold 16 bits per channel when writing.
-_SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
-
-#: Decompression-bomb limit used when ``max_pixels`` is None (same as ``data.max_image_pixels``).
-DEFAULT_MAX_PIXELS = 250_000_000
-
-# ITU-R BT.601 luma weights (R, G, B).
-_LUMA = (0.299, 0.587, 0.114)
-
-# EXIF tag 0x0112 (Orientation)
-_ORIENTATION_TAG = 0x0112
-
-# Pillow's own decompression-bomb guard is a process-wide setting; we replace it by
-# ours (which names the dbgan setting) while a header is opened.
-_PIL_LOCK = threading.Lock()
-
-# libjpeg reports damage inside the entropy-coded data only as a warning on the C
-# library's stderr and decodes garbage; these lines mean the pixels are wrong
-_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Bogus", "Huffman", "JPEG datastream contains no image")
-_STDERR_LOCK = threading.Lock()
-
-#: Formats whose decoders (Pillow's and OpenCV's) already apply the orientation tag and
-#: report the oriented size: dbgan must not rotate them a second time.
-SELF_ORIENTING_FORMATS = ("TIFF",)
-
-_GREY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "I;16S"}
-
-
-class ImageReadError(ValueError):
-    """An image file (or folder of images) cannot be read; the message names it and why."""
-
-
-@dataclass
-class ImageInfo:
-    """What an image FILE holds (before any channel conversion).
-
-    Attributes:
-        path: the file.
-        height, width: size after the EXIF orientation is applied.
-        channels: channels stored in the file: 1 grey, 2 grey+alpha, 3 colour, 4 colour+alpha.
-        bit_depth: bits per channel: 8, 16 (or 32 for float TIFF).
-    """
-
-    path: Path
-    height: int
-    width: int
-    channels: int
-    bit_depth: int
-
-
-# --------------------------------------------------------------------------- listing
-
-
-def is_image_file(path: PathLike) -> bool:
-    """True for a non-hidden file whose name ends with one of :data:`IMAGE_EXTENSIONS`."""
-    p = Path(path)
-    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-
-
-def list_images(folder: PathLike, recursive: bool = False) -> list[Path]:
-    """Image files in ``folder`` (optionally its subfolders), sorted by path.
-
-    Hidden files (names starting with ``.``, such as macOS ``._photo.jpg``) are skipped.
-
-    Raises:
-        ImageReadError: the folder does not exist, is a file, or holds no image.
-    """
-    folder = Path(folder)
-    if not folder.exists():
-        raise ImageReadError(f"{folder}: folder does not exist")
-    if not folder.is_dir():
-        raise ImageReadError(f"{folder}: is a file, expected a folder of images")
-    pattern = "**/*" if recursive else "*"
-    files = sorted(
-        p
-        for p in folder.glob(pattern)
-        if p.is_file()
-        and is_image_file(p)
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-    if not files:
-        where = " (or its subfolders)" if recursive else ""
-        raise ImageReadError(
-            f"{folder}: no images found{where}; expected files ending in "
-            f"{', '.join(IMAGE_EXTENSIONS)}"
-        )
-    return files
+from dbgan.constants import LUMA
+from dbgan.io.files import _GREY_MODES, _JPEG_DAMAGE, _ORIENTATION_TAG, _PIL_LOCK, _STDERR_LOCK, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageInfo, ImageReadError, PathLike, SELF_ORIENTING_FORMATS
 
 
 # --------------------------------------------------------------------------- reading
@@ -187,6 +56,48 @@ def _open_header(path: Path, max_pixels: int) -> tuple[int, int, str, int, Optio
         except Exception:  # broken EXIF is not a reason to reject the pixels
             orientation = 1
     return width, height, mode, orientation, fmt
+
+
+def probe_size(path: PathLike) -> Optional[tuple[int, int]]:
+    """``(height, width)`` from the file header (after the EXIF orientation), or ``None``
+    when Pillow cannot tell (unknown format, damaged header): the caller then decodes.
+
+    EXIF orientations 5-8 (rotated by 90 degrees) swap the two, as :func:`read_image`
+    applies the orientation. No decompression-bomb limit: nothing is decoded.
+    """
+    try:
+        width, height, _, orientation, fmt = _open_header(Path(path), 0)
+    except Exception:  # noqa: BLE001 - unknown format, truncated header: decide by decoding
+        return None
+    if fmt in SELF_ORIENTING_FORMATS:  # the decoder orients these itself: size already oriented
+        orientation = 1
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return int(height), int(width)
+
+
+def looks_complete(path: PathLike) -> bool:
+    """Cheap test (two small reads) that a PNG or JPEG file was not cut short.
+
+    A truncated file keeps a valid header, so the header probe alone would let it through
+    and training would stop on it hours later. PNG files end with an ``IEND`` chunk and
+    JPEG files with an end-of-image marker (``FF D9``), possibly followed by a little
+    trailing data; when the tail lacks them the caller decodes the file to decide (the
+    decoder raises :class:`ImageReadError` naming the file if it is damaged).
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - 4096))
+            tail = fh.read()
+    except OSError:
+        return False
+    if head.startswith(b"\x89PNG"):
+        return b"IEND" in tail
+    if head.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" in tail
+    return True
 
 
 # a JPEG marker inside entropy-coded data: 0xFF followed by neither a stuffed 0x00
@@ -463,86 +374,8 @@ def convert_channels(img: torch.Tensor, channels: Optional[int]) -> torch.Tensor
     if channels is None or img.shape[0] == channels:
         return img
     if channels == 1:
-        w = torch.tensor(_LUMA, dtype=img.dtype, device=img.device).view(3, 1, 1)
+        w = torch.tensor(LUMA, dtype=img.dtype, device=img.device).view(3, 1, 1)
         return (img * w).sum(dim=0, keepdim=True)
     if channels == 3:
         return img.expand(3, -1, -1).contiguous()
     raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _to_array(tensor: Union[torch.Tensor, np.ndarray], bit_depth: int, path: Path) -> np.ndarray:
-    if isinstance(tensor, np.ndarray):
-        tensor = torch.from_numpy(tensor)
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{path}: write_image needs a torch.Tensor or numpy array, got {type(tensor).__name__}")
-    x = tensor.detach().to("cpu", torch.float32)
-    if x.ndim == 4 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim == 2:
-        x = x.unsqueeze(0)
-    if x.ndim != 3 or x.shape[0] not in (1, 3, 4):
-        raise ValueError(
-            f"{path}: write_image needs C x H x W with C in 1, 3, 4 (or H x W), got shape {tuple(tensor.shape)}"
-        )
-    maxval = 255.0 if bit_depth == 8 else 65535.0
-    x = torch.nan_to_num(x, nan=0.0).clamp_(0.0, 1.0).mul_(maxval).round_()
-    arr = x.numpy().astype(np.uint8 if bit_depth == 8 else np.uint16)
-    if arr.shape[0] == 1:
-        return arr[0]
-    arr = arr.transpose(1, 2, 0)
-    if arr.shape[2] == 3:
-        arr = arr[..., ::-1]  # RGB -> BGR for OpenCV
-    else:
-        arr = arr[..., [2, 1, 0, 3]]
-    return np.ascontiguousarray(arr)
-
-
-def write_image(
-    path: PathLike,
-    tensor: Union[torch.Tensor, np.ndarray],
-    bit_depth: int = 8,
-    quality: Optional[int] = None,
-) -> Path:
-    """Write ``C x H x W`` (or ``H x W``) values in ``[0, 1]`` to an image file, atomically.
-
-    Values are clamped to ``[0, 1]`` and rounded; grey (C = 1) stays grey. The
-    format follows the file extension; parent folders are created.
-
-    Args:
-        path: target file (.png, .jpg/.jpeg, .tif/.tiff, .bmp, .webp).
-        tensor: image values (torch tensor or numpy array).
-        bit_depth: 8 or 16 (16 only for PNG and TIFF).
-        quality: JPEG/WebP quality 1..100 (default: OpenCV's, 95).
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
-        raise ValueError(
-            f"{path}: unknown image extension {path.suffix!r}; use one of {', '.join(IMAGE_EXTENSIONS)}"
-        )
-    if bit_depth not in (8, 16):
-        raise ValueError(f"{path}: bit_depth must be 8 or 16, got {bit_depth}")
-    if bit_depth == 16 and ext not in _SIXTEEN_BIT_EXTENSIONS:
-        raise ValueError(
-            f"{path}: {ext} files cannot hold 16 bits per channel; write .png or .tif, or use bit_depth=8"
-        )
-    arr = _to_array(tensor, bit_depth, path)
-    params: list[int] = []
-    if quality is not None:
-        if not 1 <= int(quality) <= 100:
-            raise ValueError(f"{path}: quality must lie in [1, 100], got {quality}")
-        if ext in (".jpg", ".jpeg"):
-            params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-        elif ext == ".webp":
-            params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
-    ok, buf = cv2.imencode(ext, arr, params)
-    if not ok:  # pragma: no cover - OpenCV codec failure
-        raise OSError(f"{path}: OpenCV could not encode the image as {ext}")
-    atomic_write_bytes(path, buf.tobytes())
-    return path
