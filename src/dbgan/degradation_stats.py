@@ -14,8 +14,8 @@ the camera and hardly the scene, once averaged over a batch:
   luma, normalised per image, on a log scale: the blur's modulation transfer, plus the
   noise floor at the top.
 
-:func:`camera_stats_loss` compares a generated batch with a real one with these, as
-1-D Wasserstein distances or log-ratios; it is a fixed-feature discriminator that
+:class:`CameraStats` compares a generated batch with running real statistics, as
+L1 distances and log-ratios; it is a fixed-feature discriminator that
 needs no training, so it gives BGAN a useful gradient from the first step. All
 functions take ``N x C x H x W`` tensors in ``[0, 1]`` and are differentiable in their
 first argument.
@@ -44,27 +44,6 @@ def luma(x: Tensor) -> Tensor:
     if x.shape[1] == 3:
         return (x * x.new_tensor(LUMA)[None, :, None, None]).sum(1, keepdim=True)
     return x.mean(1, keepdim=True)
-
-
-def quantile_w1(a: Tensor, b: Tensor) -> Tensor:
-    """1-D Wasserstein-1 distance between the samples ``a`` and ``b`` (flat tensors, any sizes).
-
-    ``a`` is sorted; ``b``'s quantiles are read at the same probability levels. No
-    gradient flows into ``b``.
-    """
-    sa, _ = a.flatten().sort()
-    probs = (torch.arange(len(sa), device=a.device, dtype=torch.float32) + 0.5) / len(sa)
-    qb = torch.quantile(b.detach().flatten().float(), probs) if b.numel() <= 2**24 else None
-    if qb is None:  # pragma: no cover - torch.quantile's input limit
-        qb = b.detach().flatten().float()[torch.randperm(b.numel(), device=b.device)[: 2**24]].quantile(probs)
-    return (sa.float() - qb).abs().mean()
-
-
-def tone_distance(fake: Tensor, real: Tensor, scale: int = 8) -> Tensor:
-    """Mean over channels of :func:`quantile_w1` between ``scale``-pooled values."""
-    s = max(1, min(scale, fake.shape[-1], fake.shape[-2], real.shape[-1], real.shape[-2]))
-    pf, pr = F.avg_pool2d(fake.float(), s), F.avg_pool2d(real.float(), s)
-    return torch.stack([quantile_w1(pf[:, c], pr[:, c]) for c in range(fake.shape[1])]).mean()
 
 
 def highpass(x: Tensor) -> Tensor:
@@ -105,16 +84,6 @@ def noise_profile(x: Tensor, bins: int = NOISE_BINS, scales: tuple[int, ...] = (
         levels.append(torch.stack(lv))
         weights.append(torch.stack(wt))
     return torch.stack(levels), torch.stack(weights)
-
-
-def noise_distance(fake: Tensor, real: Tensor, eps: float = 2e-3) -> Tensor:
-    """Weighted mean absolute log-ratio of :func:`noise_profile` levels (bins present in both)."""
-    lf, wf = noise_profile(fake)
-    with torch.no_grad():
-        lr, wr = noise_profile(real)
-    w = torch.minimum(wf, wr)
-    d = ((lf + eps).log() - (lr + eps).log()).abs()
-    return (d * w).sum() / w.sum().clamp_min(1e-6)
 
 
 def spectrum_shape(x: Tensor, bands: int = SPECTRUM_BANDS) -> Tensor:
