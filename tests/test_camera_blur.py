@@ -282,3 +282,52 @@ def test_shared_response_moves_colour_only_through_white_balance():
     torch.testing.assert_close(y[:, 0], y[:, 2])  # one curve for every channel...
     tone = torch.tensor(g.describe(samples=16)["tone_map"])
     assert (tone[0, 3:8] > tone[2, 3:8]).all()  # ...and the gains still tint it
+
+
+def test_fit_log_gain_recovers_a_known_exposure_and_ignores_the_extremes():
+    q = torch.linspace(0.01, 0.99, 64)[None].repeat(3, 1)
+
+    def tone_map(values, log_gains):
+        return ops.linear_to_srgb((ops.srgb_to_linear(values)[None] * log_gains.exp()[:, None, None]).clamp(0, 1))
+
+    for gain in (0.5, 1.0, 1.4):
+        real = tone_map(q, torch.tensor([math.log(gain)]))[0]
+        real[:, :4] = 0.0  # black borders and clipped highlights in the extremes must not pull the fit
+        real[:, -4:] = 1.0
+        assert abs(float(ops.fit_log_gain(tone_map, q, real).exp()) / gain - 1) < 0.02
+
+
+def test_tone_modes_decide_what_the_optimiser_and_fit_tone_can_move():
+    from dbgan.train.optim import param_groups
+
+    learn, fit, fixed = _gen(), _gen(tone="fit", learn_wb=False), _gen(tone="fixed")
+    trainable = lambda g: {n for n, p in g.named_parameters() if p.requires_grad}  # noqa: E731
+    assert {"log_gain", "black", "raw_steps", "log_wb"} <= trainable(learn)
+    assert not {"log_gain", "black", "raw_steps", "log_wb"} & trainable(fit)
+    assert "log_wb" in trainable(fixed) and "log_gain" not in trainable(fixed)
+    for g in (learn, fit, fixed):
+        assert {"log_gain", "log_wb", "black", "raw_steps"} <= set(g.state_dict())  # checkpoints keep their keys
+        assert sum(len(grp["params"]) for grp in param_groups(g)) == len(trainable(g))
+    q = torch.linspace(0.05, 0.95, 32)[None].repeat(3, 1)
+    brighter = ops.linear_to_srgb((ops.srgb_to_linear(q) * 1.3).clamp(0, 1))
+    for g in (learn, fixed):
+        g.fit_tone(q, brighter)
+        assert float(g.log_gain.detach()) == 0.0  # only tone="fit" fits
+    fit.fit_tone(q, brighter)
+    assert abs(float(fit.log_gain.exp()) - 1.3) < 0.03
+    with pytest.raises(ValueError, match="tone must be one of"):
+        _gen(tone="auto")
+
+
+def test_bgan_stage_fits_the_exposure_from_unpaired_photos(camera_stage, one_torch_thread):
+    """With ``tone: fit`` the stage sets the exposure from its running statistics of the two photo
+    sets: real photos twice as bright (in linear light) as the sharp ones give a gain near 2."""
+    _, stage, g = camera_stage("stages.bgan.w_adv=0", "stages.bgan.w_diversity=0",
+                               "nets.blur_g.args.tone=fit", "nets.blur_g.args.learn_wb=false")
+    gen = torch.Generator().manual_seed(0)
+    for it in range(3):
+        sharp = torch.rand(4, 3, 48, 48, generator=gen) * 0.6
+        real = ops.linear_to_srgb((ops.srgb_to_linear(torch.rand(4, 3, 48, 48, generator=gen) * 0.6) * 2).clamp(0, 1))
+        stage.step({"sharp": sharp, "real_blur": real}, it)
+    assert 1.7 < float(g.log_gain.exp()) < 2.3
+    assert float(g.log_wb.abs().max()) == 0.0

@@ -38,6 +38,8 @@ from dbgan.nets.common import ImageGenerator, NoiseInput
 from dbgan.nets.kernel_blur import seeded_field
 
 ENCODINGS = ("srgb", "linear")
+#: how the tone (exposure, black level, response curve) is found; see :class:`CameraBlurGenerator`
+TONE_MODES = ("learn", "fit", "fixed")
 
 #: the parameters of the physical model (as opposed to the kernel MLP); they take
 #: ``physical_lr_scale`` x the stage's learning rate (Adam moves each by about lr a step)
@@ -66,6 +68,16 @@ class CameraBlurGenerator(ImageGenerator):
         knots: knots of the response curve.
         shared_response: one response curve for all channels (colour then moves only through
             the white balance gains: far fewer ways to mistake a scene's colours for the camera's).
+        learn_wb: learn the white balance gains. With ``False`` they stay at 1 (neutral): from
+            unpaired photos of different scenes the gains mostly learn the scenes' colours,
+            not the camera's, and a deblurrer trained on them learns a colour cast
+            (docs/benchmarks.md, section 2). Exposure is learnt either way.
+        tone: how exposure, black level and the response curve are found:
+            ``learn`` (by gradient, with everything else); ``fit`` (the curve's shape and
+            the black level stay at their start, and the exposure gain is set in closed
+            form at every step from the running sharp and real brightness quantiles:
+            :meth:`fit_tone`, a robust one-parameter fit that a handful of different
+            scenes cannot pull far); ``fixed`` (no tone change at all).
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
@@ -90,6 +102,8 @@ class CameraBlurGenerator(ImageGenerator):
         init_response: str = "srgb",
         knots: int = 16,
         shared_response: bool = False,
+        learn_wb: bool = True,
+        tone: str = "learn",
         physical_lr_scale: float = 10.0,
     ):
         super().__init__()
@@ -102,6 +116,8 @@ class CameraBlurGenerator(ImageGenerator):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if path_points < 2:
             raise ValueError(f"path_points must be >= 2, got {path_points}")
+        if tone not in TONE_MODES:
+            raise ValueError(f"tone must be one of {', '.join(TONE_MODES)}, got {tone!r}")
         if input_encoding not in ENCODINGS or init_response not in ENCODINGS:
             raise ValueError(f"input_encoding and init_response must be one of {', '.join(ENCODINGS)}")
         if not (init_length > 0 and init_radius >= 0 and init_shot > 0 and init_read > 0 and physical_lr_scale > 0):
@@ -138,8 +154,15 @@ class CameraBlurGenerator(ImageGenerator):
         self.mix_logit = nn.Parameter(torch.tensor(0.0))  # spatial variation strength (log)
 
         # exposure, white balance, sensor
-        self.log_gain = nn.Parameter(torch.tensor(0.0))
-        self.log_wb = nn.Parameter(torch.zeros(c))
+        if tone == "learn":
+            self.log_gain = nn.Parameter(torch.tensor(0.0))
+        else:  # set by fit_tone (tone "fit") or left at 1 (tone "fixed")
+            self.register_buffer("log_gain", torch.tensor(0.0))
+        self.learn_wb = bool(learn_wb)
+        if self.learn_wb:
+            self.log_wb = nn.Parameter(torch.zeros(c))
+        else:  # a buffer: it keeps its checkpoint key, and no optimiser or freeze/unfreeze can move it
+            self.register_buffer("log_wb", torch.zeros(c))
         self.log_shot = nn.Parameter(torch.tensor(math.log(init_shot)))
         self.log_read = nn.Parameter(torch.tensor(math.log(init_read)))
         delta = torch.zeros(3, 3)
@@ -150,14 +173,21 @@ class CameraBlurGenerator(ImageGenerator):
         t = ops.knot_positions(knots)
         start = ops.linear_to_srgb(t) if init_response == "srgb" else t
         self.shared_response = bool(shared_response)
-        self.black = nn.Parameter(torch.zeros(1 if shared_response else c))  # both starts pass through 0
-        self.raw_steps = nn.Parameter(ops.inverse_softplus(start.diff())[None].repeat(1 if shared_response else c, 1))
+        steps = ops.inverse_softplus(start.diff())[None].repeat(1 if shared_response else c, 1)
+        self.tone = tone
+        for name, value in (("black", torch.zeros(1 if shared_response else c)), ("raw_steps", steps)):
+            if tone == "learn":
+                setattr(self, name, nn.Parameter(value))  # both starts pass through 0
+            else:  # a buffer, as log_wb above
+                self.register_buffer(name, value)
         self.quality_logit = nn.Parameter(torch.logit(torch.tensor(init_quality / 100.0)))
 
     # ------------------------------------------------------------------ capabilities read by training
     def lr_scales(self) -> dict[str, float]:
         """Learning-rate factors of the physical parameters (see :data:`PHYSICAL`)."""
-        return {name: self.physical_lr_scale for name in PHYSICAL}
+        fixed = {"log_wb"} if not self.learn_wb else set()
+        fixed |= {"log_gain", "black", "raw_steps"} if self.tone != "learn" else set()
+        return {name: self.physical_lr_scale for name in PHYSICAL if name not in fixed}
 
     onnx_unsupported = (
         "its per-image kernels are applied through FFTs sized by the batch, and its noise field is seeded "
@@ -258,6 +288,27 @@ class CameraBlurGenerator(ImageGenerator):
         self.check_input(x)
         return self._parts(self.noise_input(x, noise), x)
 
+    @torch.no_grad()
+    def fit_tone(self, sharp_quantiles: Tensor, real_quantiles: Tensor) -> None:
+        """Set the exposure gain from brightness quantiles (``tone="fit"``; otherwise nothing happens).
+
+        ``sharp_quantiles`` and ``real_quantiles`` are ``C x levels`` quantiles of pooled
+        values (:class:`dbgan.degradation_stats.CameraStats` keeps them). The gain is the
+        one whose tone map (decoding, gain, white balance, saturation, response) takes the
+        sharp quantiles closest to the real ones in L1 over the central 80%
+        (:func:`camera_ops.fit_log_gain`).
+        """
+        if self.tone != "fit":
+            return
+        wb = self.log_wb.exp()
+
+        def tone_map(values: Tensor, log_gain: Tensor) -> Tensor:  # (G, C, L)
+            lin = ops.srgb_to_linear(values) if self.input_encoding == "srgb" else values
+            scaled = lin[None] * log_gain.exp()[:, None, None] * wb[None, :, None]
+            return self.response(scaled.clamp(0.0, 1.0)[..., None])[..., 0]
+
+        self.log_gain.copy_(ops.fit_log_gain(tone_map, sharp_quantiles.to(wb), real_quantiles.to(wb)))
+
     # ------------------------------------------------------------------ diagnostics
     @torch.no_grad()
     def describe(self, samples: int = 512, seed: int = 0) -> dict:
@@ -303,5 +354,5 @@ class CameraBlurGenerator(ImageGenerator):
     def extra_repr(self) -> str:
         return (
             f"kernel_size={self.kernel_size}, mixtures={self.mixtures}, jpeg={self.jpeg}, "
-            f"input_encoding={self.input_encoding!r}"
+            f"input_encoding={self.input_encoding!r}, learn_wb={self.learn_wb}, tone={self.tone!r}"
         )

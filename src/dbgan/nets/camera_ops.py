@@ -259,3 +259,23 @@ def soft_jpeg(x: Tensor, quality: Tensor) -> Tensor:
     else:
         rec = rec + 0.5
     return rec[..., :h, :w]
+
+
+def fit_log_gain(
+    tone_map, sharp_q: Tensor, real_q: Tensor, span: float = 1.6, steps: int = 321, central: float = 0.8
+) -> Tensor:
+    """The log exposure gain whose tone map takes ``sharp_q`` closest to ``real_q`` (a grid search).
+
+    ``tone_map(values C x L, log_gains G) -> G x C x L`` is the camera's tone map at each
+    gain; ``sharp_q`` and ``real_q`` are ``C x L`` quantiles of the two photo sets. The
+    distance is the mean absolute difference over the central ``central`` share of the
+    quantiles (the extremes hold clipped highlights, black borders and the scenes' own
+    extremes). The grid covers ``exp(-span)`` to ``exp(span)`` in ``steps`` steps: one
+    parameter fitted to whole distributions, so a few different scenes cannot pull it far.
+    """
+    levels = sharp_q.shape[-1]
+    lo = int(round(levels * (1 - central) / 2))
+    sel = slice(lo, levels - lo)
+    grid = torch.linspace(-span, span, steps, device=sharp_q.device, dtype=sharp_q.dtype)
+    err = (tone_map(sharp_q[:, sel], grid) - real_q[None, :, sel]).abs().mean((1, 2))
+    return grid[err.argmin()]

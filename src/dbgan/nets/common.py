@@ -210,6 +210,14 @@ class DescribesCamera(Protocol):
     def describe(self) -> dict: ...
 
 
+@runtime_checkable
+class FitsTone(Protocol):
+    """A blur generator whose exposure can be set in closed form from brightness quantiles
+    (``camera_blur`` with ``tone="fit"``); the bgan stage calls it at every step."""
+
+    def fit_tone(self, sharp_quantiles: Tensor, real_quantiles: Tensor) -> None: ...
+
+
 class ImageGenerator(nn.Module):
     """Base class of the generators: pad to ``size_multiple``, run the body, crop back.
 

@@ -29,7 +29,7 @@ from dbgan import losses as L
 from dbgan.blur.kernels import random_kernel
 from dbgan.config import StageConfig
 from dbgan.degradation_stats import CameraStats
-from dbgan.nets.common import ImageGenerator, PredictsKernels
+from dbgan.nets.common import FitsTone, ImageGenerator, PredictsKernels
 from dbgan.train.context import StepContext
 from dbgan.train.optim import scale_grad, set_requires_grad
 from dbgan.train.stage import Batch, DataNeeds, Stage
@@ -90,11 +90,20 @@ class _BlurStage(Stage):
         logs["kernel_diversity"] = -div
         return self.scfg.w_diversity * div
 
+    def observe_camera(self, batch: Batch) -> None:
+        """Fold the batch into the running camera statistics, and let a generator that fits
+        its tone in closed form (:class:`FitsTone`) fit it to them (before it blurs)."""
+        if self.camera_stats is None:
+            return
+        self.camera_stats.observe(batch["sharp"], batch["real_blur"])
+        g_net = self.generators["blur_g"]
+        if isinstance(g_net, FitsTone):
+            g_net.fit_tone(self.camera_stats.stats["tone_sharp"], self.camera_stats.stats["tone_real"])
+
     def statistics(self, fake: torch.Tensor, batch: Batch, logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """``w_stats`` x the camera statistics distances of ``fake`` to the real photos (bgan)."""
         if self.camera_stats is None:
             return 0.0
-        self.camera_stats.observe(batch["sharp"], batch["real_blur"])
         terms = self.camera_stats.loss(fake, batch["sharp"])
         total = fake.new_zeros((), dtype=torch.float32)
         for (key, value), weight in zip(terms.items(), self.scfg.stats_balance):
@@ -214,6 +223,7 @@ class BganStage(_BlurStage):
         """(generated blur, G_blur loss, D_blur loss); shared with :class:`JointStage`."""
         g_net, d_net = self.generators["blur_g"], self.discriminators["blur_d"]
         sharp = batch["sharp"]
+        self.observe_camera(batch)
         fake, clean = blur_with_clean(g_net, sharp)
         g_adv, d = self.adversarial(d_net, batch["real_blur"], fake, "blur", logs, "blur")
         s = self.scfg
