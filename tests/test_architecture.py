@@ -89,3 +89,19 @@ def test_only_io_opens_image_files_with_pillow():
         assert not probing, f"{rel} probes image files itself ({sorted(probing)}); use dbgan.io"
         assert not imports_pil or rel in pillow_users, f"{rel} imports PIL; open files through dbgan.io"
     assert _pillow_uses(ast.parse((SRC / "dbgan" / "io" / "read.py").read_text()))[1] >= {"Image.open"}
+
+
+def test_generator_capabilities_are_declared_not_probed():
+    """Optional generator features are declared on ImageGenerator or as Protocols (issue 17):
+    no module asks a network for one with getattr/hasattr; the channels and size multiple of a
+    foreign module are looked up in one place, dbgan.nets.common.image_layout."""
+    features = {"lr_scales", "forward_parts", "sample_noise", "onnx_unsupported", "describe", "cropped_body",
+                "params_from_noise", "in_channels", "out_channels", "size_multiple", "noise_input", "noise_mode"}
+    found = []
+    for path in (SRC / "dbgan").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value in features):
+                found.append(f"{path.relative_to(SRC).as_posix()}:{node.lineno} {node.args[1].value}")
+    assert all(f.startswith("dbgan/nets/common.py:") for f in found), found
+    assert len(found) == 3  # image_layout's three attributes, nowhere else
