@@ -244,27 +244,17 @@ def score(pairs, restore: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, f
 
 
 def wiener(params: tuple[float, float]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wiener deconvolution per channel with a Gaussian PSF of ``sigma`` px and regularisation ``nsr``.
+    """Wiener deconvolution per channel with a Gaussian PSF of ``sigma`` px and regularisation ``nsr``
+    (:func:`dbgan.classical.wiener_deconvolve`, PSF family ``gaussian_otf``).
 
     The noise-to-signal ratio follows a 1/f**2 image spectrum (``nsr`` times the discrete
     Laplacian's squared response, zero at DC), so the filter keeps the mean (no brightness
     change of its own) and damps the high frequencies where the noise dominates.
     """
-    sigma, nsr = params
+    from dbgan.classical import WienerSetting, wiener_deconvolve
 
-    def run(img: torch.Tensor) -> torch.Tensor:
-        x = img.numpy().astype(np.float64)
-        pad = int(np.ceil(4 * sigma)) + 8
-        xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
-        h, w = xp.shape[1:]
-        fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
-        otf = np.exp(-2 * (np.pi * sigma) ** 2 * (fx**2 + fy**2))  # the Gaussian's transfer function
-        lap = 4 - 2 * np.cos(2 * np.pi * fx) - 2 * np.cos(2 * np.pi * fy)
-        filt = otf / (otf**2 + nsr * lap**2)
-        out = np.real(np.fft.ifft2(np.fft.fft2(xp) * filt))[:, pad:-pad, pad:-pad]
-        return torch.from_numpy(np.clip(out, 0, 1).astype(np.float32))
-
-    return run
+    setting = WienerSetting("gaussian_otf", params[0], params[1])
+    return lambda img: wiener_deconvolve(img, setting)
 
 
 WIENER_GRID = [(s, n) for s in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0) for n in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)]

@@ -57,3 +57,51 @@ def test_the_training_loop_names_no_stage():
         body = ast.parse(text)
         strings = {n.value for n in ast.walk(body) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
         assert not strings & set(names), (module, strings & set(names))
+
+
+def _pillow_uses(tree: ast.AST) -> tuple[bool, set[str]]:
+    """(imports PIL, the probing calls used: ``Image.open``, ``MAX_IMAGE_PIXELS``, ``getexif``) in code, not text."""
+    imports = any(
+        isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "PIL"
+        or isinstance(n, ast.Import) and any(a.name.split(".")[0] == "PIL" for a in n.names)
+        for n in ast.walk(tree)
+    )
+    probing = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute):
+            if n.attr == "open" and isinstance(n.value, ast.Name) and n.value.id == "Image":
+                probing.add("Image.open")
+            elif n.attr in ("MAX_IMAGE_PIXELS", "getexif"):
+                probing.add(n.attr)
+    return imports, probing
+
+
+def test_only_io_opens_image_files_with_pillow():
+    """Image probing has one owner, dbgan.io (issue 17): `Image.open`, Pillow's bomb limit and
+    EXIF reading appear only in dbgan/io/. Pillow itself may be imported elsewhere only to encode
+    (dbgan.imagefile) or to take PIL images as input (dbgan.api)."""
+    pillow_users = {"dbgan/imagefile.py", "dbgan/api.py"}
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC).as_posix()
+        if rel.startswith("dbgan/io/"):
+            continue
+        imports_pil, probing = _pillow_uses(ast.parse(path.read_text()))
+        assert not probing, f"{rel} probes image files itself ({sorted(probing)}); use dbgan.io"
+        assert not imports_pil or rel in pillow_users, f"{rel} imports PIL; open files through dbgan.io"
+    assert _pillow_uses(ast.parse((SRC / "dbgan" / "io" / "read.py").read_text()))[1] >= {"Image.open"}
+
+
+def test_generator_capabilities_are_declared_not_probed():
+    """Optional generator features are declared on ImageGenerator or as Protocols (issue 17):
+    no module asks a network for one with getattr/hasattr; the channels and size multiple of a
+    foreign module are looked up in one place, dbgan.nets.common.image_layout."""
+    features = {"lr_scales", "forward_parts", "sample_noise", "onnx_unsupported", "describe", "cropped_body",
+                "params_from_noise", "in_channels", "out_channels", "size_multiple", "noise_input", "noise_mode"}
+    found = []
+    for path in (SRC / "dbgan").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value in features):
+                found.append(f"{path.relative_to(SRC).as_posix()}:{node.lineno} {node.args[1].value}")
+    assert all(f.startswith("dbgan/nets/common.py:") for f in found), found
+    assert len(found) == 3  # image_layout's three attributes, nowhere else

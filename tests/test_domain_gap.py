@@ -32,6 +32,31 @@ def test_wiener_keeps_the_mean_and_sharpens():
     assert np.abs(out - sharp).mean() < 0.7 * np.abs(blurred - sharp).mean()
 
 
+def test_wiener_row_is_dbgan_classical_with_the_old_results():
+    """The benchmark's Wiener row is dbgan.classical's ``gaussian_otf`` filter (issue 17: one owner);
+    the figures are those of the benchmark's former own copy (numpy FFT), on a small image whose
+    padding (4 sigma + 8) reaches beyond its height at sigma 4."""
+    from dbgan.classical import WienerSetting, wiener_deconvolve
+
+    rng = np.random.default_rng(17)
+    y, x = np.mgrid[0:20, 0:24]
+    img = 0.5 + 0.25 * np.sin(x / 3.0 + np.arange(3)[:, None, None]) * np.cos(y / 4.0)
+    img = torch.from_numpy(img + 0.05 * rng.random((3, 20, 24))).float()
+    old = {  # (sigma, nsr): (sum, position-weighted sum, pixel (:, 5, 7)) of the former copy's output
+        (1.5, 1e-3): (748.9757321327925, 372.21476316456165, [0.5593274, 0.5702806, 0.3920124]),
+        (0.5, 0.3): (747.374929279089, 371.36182592149, [0.5709373, 0.5141931, 0.4507742]),
+        (4.0, 0.01): (745.0681293592788, 371.49539219232815, [0.8717436, 0.4692485, 0.0954776]),
+    }
+    for params, (total, weighted, pixel) in old.items():
+        out = G.wiener(params)(img)
+        assert out.dtype == torch.float32 and out.shape == img.shape
+        assert torch.equal(out, wiener_deconvolve(img, WienerSetting("gaussian_otf", *params)))
+        out = out.double()
+        w = torch.arange(out.numel(), dtype=torch.float64).reshape(out.shape) / out.numel()
+        assert abs(float(out.sum()) - total) < 1e-4 and abs(float((out * w).sum()) - weighted) < 1e-4
+        assert np.allclose(out[:, 5, 7].numpy(), pixel, atol=1e-6)
+
+
 def test_checks_pass_and_fail():
     def r(psnr, bias=0.0, colour=0.0):
         return [{"psnr": psnr, "ssim": 0.5, "bias": bias, "colour": colour}]

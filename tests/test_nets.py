@@ -253,6 +253,24 @@ def test_pad_to_multiple_and_wrapper():
     assert wrapped(torch.rand(1, 1, 5, 5)).shape[-2:] == (3, 3)
 
 
+def test_image_layout_declared_by_generators_and_read_from_foreign_modules():
+    """Generators declare channels and size multiple; a foreign module may carry them or not."""
+    from dbgan.nets import build_network
+    from dbgan.nets.common import ImageLayout, image_layout
+
+    class Foreign(torch.nn.Module):
+        in_channels, size_multiple = 1, 8
+
+    unet = build_network("unet", num_downs=3, ngf=4)
+    assert image_layout(unet) == ImageLayout(3, 3, 8)
+    assert image_layout(torch.nn.Sigmoid()) == ImageLayout(None, None, 1)
+    assert image_layout(torch.nn.Conv2d(3, 1, 1)) == ImageLayout(3, 1, 1)  # torch declares these too
+    assert image_layout(Foreign()) == ImageLayout(1, None, 8)
+    wrapped = PadToMultiple(Foreign())
+    assert (wrapped.in_channels, wrapped.out_channels, wrapped.size_multiple) == (1, None, 8)
+    assert image_layout(wrapped) == ImageLayout(1, None, 8)
+
+
 def test_registry_and_describe():
     rows = dict(describe())
     assert set(rows) == set(NETWORKS.names())

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from dbgan.atomic import atomic_write_bytes
 from dbgan.infer.backends import OnnxRunner, onnx_path_for, sample_noise_from_spec  # noqa: F401 - re-exported
 from dbgan.infer.common import ExportError
-from dbgan.nets.common import ImageGenerator, SamplesNoise
+from dbgan.nets.common import ImageGenerator, SamplesNoise, image_layout
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,10 @@ class ExportWrapper(nn.Module):
     crops back. Only for generators built on :class:`dbgan.nets.common.ImageGenerator`.
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: ImageGenerator):
         super().__init__()
         self.net = net
-        self.multiple = int(getattr(net, "size_multiple", 1))
+        self.multiple = int(net.size_multiple)
         self.in_channels = int(net.in_channels)
 
     def forward(self, x: Tensor, noise: Optional[Tensor] = None) -> Tensor:
@@ -241,7 +241,8 @@ def export_onnx(
         raise ExportError(f"{role} ({type(net).__name__}) cannot be exported to ONNX: {unsupported}")
     if exporter not in ("auto", "torchscript", "dynamo"):
         raise ExportError(f"exporter must be auto, torchscript or dynamo, got {exporter!r}")
-    in_ch = int(getattr(net, "in_channels", 3))
+    layout = image_layout(net)  # a plain module without channels: RGB in, as many out
+    in_ch = int(layout.in_channels or 3)
     gen = torch.Generator().manual_seed(0)
     # batch 2: torch.export specialises dimensions of size 1
     example = torch.rand(2, in_ch, example_size, example_size, generator=gen)
@@ -249,8 +250,8 @@ def export_onnx(
     noise = sample_noise_from_spec(spec, example, gen)
     meta.update({
         "dbgan.in_channels": str(in_ch),
-        "dbgan.out_channels": str(int(getattr(net, "out_channels", in_ch))),
-        "dbgan.size_multiple": str(int(getattr(net, "size_multiple", 1))),
+        "dbgan.out_channels": str(int(layout.out_channels or in_ch)),
+        "dbgan.size_multiple": str(layout.size_multiple),
         "dbgan.noise": json.dumps(spec),
     })
     use = exporter

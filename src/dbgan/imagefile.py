@@ -7,7 +7,8 @@ adds what a whole *file* holds around the pixels, for ``dbgan deblur`` /
 * :func:`read_pages`: every page of a multi-page TIFF (a microscope stack, read
   with ``tifffile``; reduced-resolution thumbnail pages are left out), or the one
   image of any other file (:func:`dbgan.io.read_image_with_info`), plus the
-  file's metadata (:class:`ImageMeta`).
+  file's metadata (:class:`ImageMeta`, read by :func:`dbgan.io.read_meta`: image
+  probing belongs to :mod:`dbgan.io`; this module uses Pillow only to encode).
 * :func:`write_pages`: writes the pages back, atomically:
 
   ======  ==========================  ======================================================
@@ -31,9 +32,7 @@ from __future__ import annotations
 
 import io as _io
 import logging
-import warnings
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -46,8 +45,10 @@ from dbgan.io import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageInfo,
+    ImageMeta,
     ImageReadError,
     convert_channels,
+    read_meta,
     read_image_with_info,
     write_image,
 )
@@ -62,58 +63,6 @@ PathLike = Union[str, Path]
 DEFAULT_QUALITY = 95
 
 _TIFF = (".tif", ".tiff")
-_ORIENTATION = 0x0112
-#: EXIF IFD0 tags written into TIFF outputs as plain ASCII tags.
-_TIFF_TEXT_TAGS = {270: "ImageDescription", 271: "Make", 272: "Model", 306: "DateTime", 315: "Artist", 33432: "Copyright"}
-
-
-@dataclass
-class ImageMeta:
-    """Metadata of an image file worth carrying to its output.
-
-    Attributes:
-        exif: the EXIF block as Pillow serialises it (``b"Exif\\0\\0"`` + TIFF data), with
-            the orientation reset to 1; None when the file has none.
-        icc: the ICC colour profile; None when the file has none.
-        text: EXIF IFD0 text tags (``{tag id: value}``) for TIFF outputs.
-    """
-
-    exif: Optional[bytes] = None
-    icc: Optional[bytes] = None
-    text: dict[int, str] = field(default_factory=dict)
-
-
-def read_meta(path: PathLike) -> ImageMeta:
-    """EXIF and ICC profile of an image file (empty :class:`ImageMeta` when unreadable: metadata never blocks pixels)."""
-    from PIL import Image
-
-    from dbgan.io.files import _PIL_LOCK
-
-    meta = ImageMeta()
-    try:
-        with warnings.catch_warnings(), _PIL_LOCK:
-            warnings.simplefilter("ignore")
-            old = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None  # the pixels were size-checked by the reader
-            try:
-                im = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = old
-            with im:
-                meta.icc = im.info.get("icc_profile") or None
-                exif = im.getexif()
-                if len(exif):
-                    if exif.get(_ORIENTATION, 1) != 1:
-                        exif[_ORIENTATION] = 1
-                    meta.exif = exif.tobytes()
-                    for tag in _TIFF_TEXT_TAGS:
-                        v = exif.get(tag)
-                        if isinstance(v, str) and v.strip() and v.isascii():
-                            meta.text[tag] = v.strip("\x00")
-    except Exception as exc:  # noqa: BLE001 - a broken EXIF block is no reason to lose the image
-        log.debug("%s: metadata not read (%s)", path, exc)
-        return ImageMeta()
-    return meta
 
 
 # --------------------------------------------------------------------------- reading

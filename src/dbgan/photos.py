@@ -90,9 +90,9 @@ def _load(src: Source, name: str) -> torch.Tensor:
                 f"{path} not found: install the photos with `apt-get install {src.package}` "
                 "(see src/dbgan/models/general.md)"
             )
-        from PIL import Image
+        from dbgan.io import open_with_pillow
 
-        with Image.open(path) as im:
+        with open_with_pillow(path) as im:
             arr = np.asarray(im.convert("RGB"))
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, -1)

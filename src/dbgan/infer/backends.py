@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from dbgan.infer.common import DEFAULT_BYTES_PER_PIXEL, DTYPES, ExportError, InferenceError, PathLike
 from dbgan.infer.memprofile import estimate_bytes_per_pixel
-from dbgan.nets.common import ImageGenerator, SamplesNoise
+from dbgan.nets.common import ImageGenerator, SamplesNoise, image_layout
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,10 @@ class TorchBackend:
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
-        self.in_channels = int(getattr(net, "in_channels", 3))
-        self.out_channels = int(getattr(net, "out_channels", self.in_channels))
-        self.size_multiple = int(getattr(net, "size_multiple", 1))
+        layout = image_layout(net)  # a plain module without channels: RGB in, as many out
+        self.in_channels = int(layout.in_channels or 3)
+        self.out_channels = int(layout.out_channels or self.in_channels)
+        self.size_multiple = layout.size_multiple
         # dbgan's generators pad to their size multiple themselves (the same
         # pad_to_multiple as pad_image) and may then compute only the crop they return
         self.pads_itself = isinstance(net, ImageGenerator)

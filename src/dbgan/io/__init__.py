@@ -21,6 +21,11 @@ Reading (:func:`read_image`, :func:`read_image_with_info`):
 * TIFF orientation tags are applied by the decoders themselves (and Pillow
   reports the oriented size): they are not applied a second time.
 
+Probing: :func:`probe_size` (the oriented size from the header), :func:`read_meta`
+(EXIF and ICC profile to carry to an output) and :func:`open_with_pillow`, the one
+function in dbgan that opens an image file with Pillow (tests/test_architecture.py
+checks that no other module does).
+
 Writing (:func:`write_image`) clamps, rounds, encodes in memory and replaces the
 target atomically, so an interrupted run never leaves half a file.
 """
@@ -39,10 +44,12 @@ from dbgan.io.files import (
 from dbgan.io.read import (
     convert_channels,
     looks_complete,
+    open_with_pillow,
     probe_size,
     read_image,
     read_image_with_info,
 )
+from dbgan.io.meta import ImageMeta, read_meta
 from dbgan.io.write import (
     write_image,
 )
@@ -56,6 +63,9 @@ __all__ = [
     "list_images",
     "convert_channels",
     "looks_complete",
+    "open_with_pillow",
+    "ImageMeta",
+    "read_meta",
     "probe_size",
     "read_image",
     "read_image_with_info",

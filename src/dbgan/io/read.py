@@ -21,24 +21,40 @@ from dbgan.io.files import _GREY_MODES, _JPEG_DAMAGE, _ORIENTATION_TAG, _PIL_LOC
 # --------------------------------------------------------------------------- reading
 
 
-def _open_header(path: Path, max_pixels: int) -> tuple[int, int, str, int, Optional[str]]:
-    """(width, height, mode, EXIF orientation, format) from the file header via Pillow."""
+def open_with_pillow(path: PathLike) -> Image.Image:
+    """Open an image file with Pillow: the one place in dbgan that does (header probing,
+    metadata, and the fallback decoder all go through here).
+
+    Pillow reads only the header until the pixels are asked for (``im.load()``, ``convert``);
+    use the result as a context manager. Pillow's process-wide decompression-bomb limit is
+    off while the file is opened (under a lock): the callers apply dbgan's own limit, whose
+    error names the dbgan setting. Warnings about header oddities are silenced.
+
+    Raises:
+        Pillow's errors: ``UnidentifiedImageError`` (not an image), ``OSError``, ...
+    """
     with _PIL_LOCK:
         old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None  # our own check below names the dbgan setting
+        Image.MAX_IMAGE_PIXELS = None  # our own check names the dbgan setting
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                im = Image.open(path)
-        except UnidentifiedImageError:
-            raise ImageReadError(
-                f"{path}: not a readable image (unrecognised or damaged header); "
-                f"supported formats: {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}"
-            ) from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageReadError(f"{path}: cannot read image header ({exc})") from None
+                return Image.open(path)
         finally:
             Image.MAX_IMAGE_PIXELS = old
+
+
+def _open_header(path: Path, max_pixels: int) -> tuple[int, int, str, int, Optional[str]]:
+    """(width, height, mode, EXIF orientation, format) from the file header via Pillow."""
+    try:
+        im = open_with_pillow(path)
+    except UnidentifiedImageError:
+        raise ImageReadError(
+            f"{path}: not a readable image (unrecognised or damaged header); "
+            f"supported formats: {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: cannot read image header ({exc})") from None
     with im:
         width, height = im.size
         mode, fmt = im.mode, im.format
@@ -206,9 +222,7 @@ def _decode_with_pillow(path: Path, reason: str) -> np.ndarray:
     A warning while decoding (a damaged stream that Pillow papers over) is an error.
     """
     try:
-        with warnings.catch_warnings():  # header oddities (as in _open_header) are not errors
-            warnings.simplefilter("ignore")
-            im = Image.open(path)
+        im = open_with_pillow(path)  # header oddities are not errors (as in _open_header)
         with warnings.catch_warnings(), im:
             warnings.simplefilter("error")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit was checked

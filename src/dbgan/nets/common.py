@@ -8,6 +8,7 @@ height and width pads correctly at every size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Protocol, runtime_checkable
 
 import torch
@@ -88,15 +89,16 @@ class PadToMultiple(nn.Module):
 
     Args:
         net: the wrapped network; extra forward arguments are passed through.
-        multiple: the size multiple; default ``getattr(net, "size_multiple", 1)``.
+        multiple: the size multiple; default the net's own (:func:`image_layout`).
     """
 
     def __init__(self, net: nn.Module, multiple: int | None = None):
         super().__init__()
         self.net = net
-        self.size_multiple = int(multiple if multiple is not None else getattr(net, "size_multiple", 1))
-        self.in_channels = getattr(net, "in_channels", None)
-        self.out_channels = getattr(net, "out_channels", None)
+        layout = image_layout(net)
+        self.size_multiple = int(multiple if multiple is not None else layout.size_multiple)
+        self.in_channels = layout.in_channels
+        self.out_channels = layout.out_channels
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
         xp, size = pad_to_multiple(x, self.size_multiple)
@@ -294,6 +296,29 @@ class ImageGenerator(nn.Module):
 
     def body(self, x: Tensor, img: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """What an image-to-image network takes and gives: channels (None: not declared) and size multiple."""
+
+    in_channels: Optional[int]
+    out_channels: Optional[int]
+    size_multiple: int
+
+
+def image_layout(net: nn.Module) -> ImageLayout:
+    """The channels and size multiple of ``net``: declared by every :class:`ImageGenerator`.
+
+    Inference and export also take other modules (a foreign network, a
+    :class:`PadToMultiple`): they may carry the same three attributes; what they lack
+    is None (channels) or 1 (size multiple). This is the one place that looks.
+    """
+    if isinstance(net, ImageGenerator):
+        return ImageLayout(net.in_channels, net.out_channels, int(net.size_multiple))
+    return ImageLayout(
+        getattr(net, "in_channels", None), getattr(net, "out_channels", None), int(getattr(net, "size_multiple", 1))
+    )
 
 
 # --------------------------------------------------------------------------- layers / init

@@ -47,6 +47,7 @@ from dbgan.train.batches import CombinedDataset, batches, check_stage_dataset, s
 from dbgan.train.context import DistInfo, StepContext, autocast_factory, init_distributed  # noqa: F401
 from dbgan.train.monitor import Monitor
 from dbgan.train.networks import build_nets
+from dbgan.train.plan import PlannedStage, RunPlan
 from dbgan.train.registry import SCHEMES, STAGES
 from dbgan.train.run_dir import RunDir
 from dbgan.train.rundir_guard import MANIFEST, RunDirError, RunGuard
@@ -83,8 +84,7 @@ def make_stage(name: str, cfg: Config, nets: dict[str, nn.Module], ctx: StepCont
     """Stage ``name`` of ``cfg.scheme`` over the run's networks (a bare device: no AMP, one process)."""
     if isinstance(ctx, torch.device):
         ctx = StepContext(ctx)
-    seed = cfg.seed * 7919 + list(SCHEMES[cfg.scheme]).index(name)
-    return STAGES.get(name).build(cfg, nets, ctx, seed)
+    return RunPlan.of(cfg).stage(name).build(cfg, nets, ctx)
 
 
 # --------------------------------------------------------------------------- one run
@@ -94,7 +94,7 @@ def make_stage(name: str, cfg: Config, nets: dict[str, nn.Module], ctx: StepCont
 class _Session:
     """Everything the stages of one :func:`train` call share."""
 
-    cfg: Config
+    plan: RunPlan
     run: RunDir
     device: torch.device
     info: DistInfo
@@ -133,22 +133,22 @@ def _init_path(value: str):
     return resolve_model(value)
 
 
-def _check_init_from(cfg: Config, plan: tuple[str, ...], first: int, nets: dict[str, nn.Module]) -> dict:
+def _check_init_from(plan: RunPlan, first: int, nets: dict[str, nn.Module]) -> dict:
     """Load and check every ``init_from`` of the stages from ``first`` on, before any training:
     readable, finite, and fitting this config's networks (names and shapes). Skipped stages
     count too: their ``init_from`` still loads the networks later stages use."""
     from dbgan.checkpoint import check_fit
 
     out = {}
-    for si, name in enumerate(plan):
-        scfg = stage_cfg(cfg, name)
-        if si < first or not scfg.init_from:
+    for p in plan.stages[first:]:
+        name = p.name
+        if not p.settings.init_from:
             continue
         try:
-            ckpt = load_checkpoint(_init_path(scfg.init_from))
+            ckpt = load_checkpoint(_init_path(p.settings.init_from))
         except CheckpointError as exc:
             raise CheckpointError(f"'stages.{name}.init_from': {exc}") from None
-        roles = STAGES.get(name).checkpoint_roles
+        roles = p.kind.checkpoint_roles
         used = [r for r in ckpt.roles if r.removesuffix("_ema") in roles]
         if not used:
             raise CheckpointError(
@@ -166,28 +166,27 @@ def _check_init_from(cfg: Config, plan: tuple[str, ...], first: int, nets: dict[
     return out
 
 
-def _stage_datasets(cfg: Config, plan: tuple[str, ...], start_stage: int) -> dict[str, CombinedDataset]:
+def _stage_datasets(plan: RunPlan, start_stage: int) -> dict[str, CombinedDataset]:
     """The training data of every stage still to run, built and checked up front."""
     out: dict[str, CombinedDataset] = {}
-    for si, name in enumerate(plan):
-        scfg = stage_cfg(cfg, name)
-        if si < start_stage or scfg.skip or scfg.iters == 0:
-            continue
-        ds = stage_dataset(cfg, name)
-        check_stage_dataset(ds, scfg.batch_size)
-        out[name] = ds
+    for p in plan.stages[start_stage:]:
+        if p.runs:
+            ds = stage_dataset(plan.cfg, p.name)
+            check_stage_dataset(ds, p.settings.batch_size)
+            out[p.name] = ds
     return out
 
 
-def _open_session(cfg: Config, device: torch.device, info: DistInfo, run: RunDir, state) -> _Session:
+def _open_session(plan: RunPlan, device: torch.device, info: DistInfo, run: RunDir, state) -> _Session:
     """Build everything before writing (bad settings fail early)."""
+    cfg = plan.cfg
     nets, specs = build_nets(cfg, device)
     ctx = StepContext.for_run(cfg, device, info)
     start_stage = run.plan.index(state["stage"]) if state is not None else 0
-    init_ckpts = _check_init_from(cfg, run.plan, start_stage if state is None else start_stage + 1, nets)
+    init_ckpts = _check_init_from(plan, start_stage if state is None else start_stage + 1, nets)
     # every stage's data is read (headers) and checked now: a missing folder, an image smaller
     # than the crop or a bad file of the last stage must not surface after hours of the first
-    datasets = _stage_datasets(cfg, run.plan, start_stage)
+    datasets = _stage_datasets(plan, start_stage)
     val_ds = None
     if cfg.data.val_dir:
         from dbgan.data import make_val_dataset
@@ -203,14 +202,14 @@ def _open_session(cfg: Config, device: torch.device, info: DistInfo, run: RunDir
             for t in list(net.parameters()) + list(net.buffers()):
                 dist.broadcast(t.data, 0)
     result = TrainResult(run.root, "done", None)
-    return _Session(cfg, run, device, info, ctx, nets, specs, datasets, val_ds, result, state,
+    return _Session(plan, run, device, info, ctx, nets, specs, datasets, val_ds, result, state,
                     skipped_lists=skipped, init_ckpts=init_ckpts)
 
 
 def _claim_run_dir(s: _Session, guard: RunGuard, decision: str, resume: bool | None, overwrite: bool,
                    command: str | None) -> None:
     """Make the run directory ours (locked, recorded in its manifest) and write its config."""
-    cfg, run = s.cfg, s.run
+    run = s.run
     if s.info.main:
         run.root.mkdir(parents=True, exist_ok=True)
         guard.lock()
@@ -222,13 +221,13 @@ def _claim_run_dir(s: _Session, guard: RunGuard, decision: str, resume: bool | N
         run.guard = guard
         guard.record([run.root / "config.yaml"], always=True)  # the manifest, with this config's hash
         run.remove_stale_temp_files()
-        save_config(cfg, run.root / "config.yaml", command)
-    s.monitor = Monitor(run.root, enabled=s.info.main, tensorboard=cfg.train.tensorboard)
+        save_config(s.plan.cfg, run.root / "config.yaml", command)
+    s.monitor = Monitor(run.root, enabled=s.info.main, tensorboard=s.plan.train.tensorboard)
 
 
 def _start(s: _Session) -> None:
     """Set the RNG where the run (or its resume state) is."""
-    cfg, run = s.cfg, s.run
+    run = s.run
     if s.state is not None:
         s.start_iter = int(s.state["iter"])
         torch.set_rng_state(s.state["torch_rng"])
@@ -236,7 +235,7 @@ def _start(s: _Session) -> None:
             torch.cuda.set_rng_state(s.state["cuda_rng"], s.device)
         log.info("resuming %s at %s iteration %d", run.root, s.state["stage"], s.start_iter)
     else:
-        torch.manual_seed(cfg.seed + 104729 * s.info.rank)
+        torch.manual_seed(s.plan.seed + 104729 * s.info.rank)
 
 
 def train(
@@ -262,40 +261,39 @@ def train(
     The run directory must be dbgan's own (``dbgan-run.json``; see
     :mod:`dbgan.train.rundir_guard`) and is locked for the run's life.
     """
+    plan = RunPlan.of(cfg)  # the one reading of the config's stages and loop settings
     device, info = _devices(cfg)
-    run = RunDir(cfg.run_dir, SCHEMES[cfg.scheme])
+    run = RunDir(cfg.run_dir, plan.names)
     # run directory: dbgan's own, locked, never losing checkpoints (before any file is written)
-    guard = RunGuard(run.root, cfg.hash())
+    guard = RunGuard(run.root, plan.config_hash)
     try:
-        return _train_guarded(cfg, command, resume, stop_at, overwrite, device, info, run, guard)
+        return _train_guarded(plan, command, resume, stop_at, overwrite, device, info, run, guard)
     finally:
         guard.unlock()
 
 
-def _train_guarded(cfg, command, resume, stop_at, overwrite, device, info, run, guard) -> TrainResult:
+def _train_guarded(plan: RunPlan, command, resume, stop_at, overwrite, device, info, run, guard) -> TrainResult:
     if info.main and (run.root / MANIFEST).is_file():
         guard.lock()  # a second process on this run stops here, at once, naming the holder
     decision, state = guard.check(resume, overwrite, run.latest_state)
-    s = _open_session(cfg, device, info, run, state)
+    s = _open_session(plan, device, info, run, state)
     _claim_run_dir(s, guard, decision, resume, overwrite, command)
     _start(s)
     last_ckpt: Path | None = None
     with _Interrupt() as interrupt:
-        for si, name in enumerate(s.run.plan):
-            if si < s.start_stage:
-                continue
-            last_ckpt = _run_plan_stage(s, si, name, interrupt, stop_at, last_ckpt)
+        for p in plan.stages[s.start_stage:]:
+            last_ckpt = _run_plan_stage(s, p, interrupt, stop_at, last_ckpt)
             if s.result.status != "done":
                 break
     return _close(s, last_ckpt)
 
 
-def _prepare_stage(s: _Session, si: int, name: str) -> tuple[Stage, int, Optional[Path]]:
-    """Stage ``name`` with its loss networks, restored from the resume state or ``init_from``."""
-    scfg = stage_cfg(s.cfg, name)
-    stage = make_stage(name, s.cfg, s.nets, s.ctx)
+def _prepare_stage(s: _Session, p: PlannedStage) -> tuple[Stage, int, Optional[Path]]:
+    """The stage with its loss networks, restored from the resume state or ``init_from``."""
+    name = p.name
+    stage = p.build(s.plan.cfg, s.nets, s.ctx)
     stage.prepare_losses()
-    if s.state is not None and si == s.start_stage:
+    if s.state is not None and p.index == s.start_stage:
         ckpt = load_checkpoint(s.run.ckpt / f"{s.run.name(name, s.start_iter)}.safetensors")
         stage.load_networks(ckpt)
         stage.load_state_dict(s.state["stage_state"])
@@ -304,27 +302,27 @@ def _prepare_stage(s: _Session, si: int, name: str) -> tuple[Stage, int, Optiona
         except (ValueError, TypeError, KeyError) as exc:  # a log line cut short by a kill
             log.warning("%s is damaged (%s); its rows are kept as they are", s.monitor.csv_path, exc)
         return stage, s.start_iter, ckpt.path
-    if scfg.init_from:
-        ckpt = s.init_ckpts.pop(name, None) or load_checkpoint(_init_path(scfg.init_from))
+    if p.settings.init_from:
+        ckpt = s.init_ckpts.pop(name, None) or load_checkpoint(_init_path(p.settings.init_from))
         stage.load_networks(ckpt)
         log.info("%s: generators initialised from %s", name, ckpt.path)
     return stage, 0, None
 
 
-def _run_plan_stage(s: _Session, si: int, name: str, interrupt: "_Interrupt", stop_at, last_ckpt):
+def _run_plan_stage(s: _Session, p: PlannedStage, interrupt: "_Interrupt", stop_at, last_ckpt):
     """Prepare and run one stage of the plan; returns the newest good checkpoint."""
-    scfg = stage_cfg(s.cfg, name)
-    stage, it0, resumed = _prepare_stage(s, si, name)
+    name = p.name
+    stage, it0, resumed = _prepare_stage(s, p)
     last_ckpt = resumed or last_ckpt
-    if scfg.skip or scfg.iters == 0:
+    if not p.runs:
         log.info("stage %s skipped", name)
         return last_ckpt
-    if it0 >= scfg.iters:
+    if it0 >= p.settings.iters:
         s.result.iters[name] = it0
         return last_ckpt
     stop = stop_at[1] if stop_at is not None and stop_at[0] == name else None
     ds = s.datasets.pop(name, None)
-    runner = StageRun(s, name, stage, it0, interrupt, stop, ds=ds, last_good=last_ckpt)
+    runner = StageRun(s, p, stage, it0, interrupt, stop, ds=ds, last_good=last_ckpt)
     last_ckpt = runner.run() or last_ckpt
     s.result.checkpoint = last_ckpt
     return last_ckpt

@@ -14,12 +14,12 @@ from torch.utils.data import Dataset
 from dbgan import atomic
 from dbgan.checkpoint import save_checkpoint
 from dbgan.train.batches import batches, stage_dataset
-from dbgan.train.registry import STAGES
 from dbgan.train.stage import Stage
 from dbgan.train.validation import validate_and_log
 
 if TYPE_CHECKING:
     from dbgan.train.loop import _Session
+    from dbgan.train.plan import PlannedStage
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ class StageRun:
     """The iterations of one stage: steps, logging, validation, saving, stopping.
 
     Args:
-        session: what the run's stages share.
-        name: the stage's name in the plan.
+        session: what the run's stages share (its :class:`~dbgan.train.plan.RunPlan` holds the settings).
+        planned: the stage's place, name and settings in the plan.
         stage: the built stage.
         it0: the iteration to start at (a resumed stage: where it stopped).
         interrupt: the Ctrl-C flag.
@@ -52,12 +52,13 @@ class StageRun:
         last_good: the newest good checkpoint before this stage (for failure messages).
     """
 
-    def __init__(self, session: "_Session", name: str, stage: Stage, it0: int, interrupt: Any,
+    def __init__(self, session: "_Session", planned: "PlannedStage", stage: Stage, it0: int, interrupt: Any,
                  stop: Optional[int], ds: Optional[Dataset] = None, last_good: Optional[Path] = None):
-        self.s, self.name, self.stage, self.it0 = session, name, stage, it0
-        self.scfg = STAGES.get(name).stage_config(session.cfg)
+        self.s, self.name, self.stage, self.it0 = session, planned.name, stage, it0
+        self.scfg = planned.settings
+        self.settings = session.plan.train  # the loop's settings (train.*)
         self.interrupt, self.stop, self.last_good = interrupt, stop, last_good
-        self.ds = ds if ds is not None else stage_dataset(session.cfg, name)
+        self.ds = ds if ds is not None else stage_dataset(session.plan.cfg, planned.name)
         self.saved: Optional[Path] = None
         self.saved_at = -1
         self.bad_in_row = 0
@@ -68,11 +69,11 @@ class StageRun:
         """Run the remaining iterations; returns the newest checkpoint this stage saved."""
         from tqdm import tqdm
 
-        cfg, s = self.s.cfg, self.s
-        data = batches(self.ds, cfg, self.scfg, self.it0, s.info)
+        s = self.s
+        data = batches(self.ds, s.plan.cfg, self.scfg, self.it0, s.info)
         self.bar = tqdm(
             total=self.scfg.iters, initial=self.it0, desc=self.name,
-            disable=not (cfg.train.progress and s.info.main), dynamic_ncols=True, leave=True,
+            disable=not (self.settings.progress and s.info.main), dynamic_ncols=True, leave=True,
         )
         batch = None
         try:
@@ -96,22 +97,22 @@ class StageRun:
 
     def _iteration(self, batch: dict, it: int) -> bool:
         """One step and what follows it; True when the stage stops here (failed or interrupted)."""
-        cfg, result = self.s.cfg, self.s.result
+        settings, result = self.settings, self.s.result
         values = self.stage.step(batch, it)
         if values.get("skipped"):
             self.bad_in_row += 1
             result.bad_steps += 1
             log.warning("%s iteration %d: non-finite loss, step skipped (%d in a row)", self.name, it, self.bad_in_row)
-            if self.bad_in_row >= max(1, cfg.train.max_bad_steps):
+            if self.bad_in_row >= max(1, settings.max_bad_steps):
                 self.fail(f"{self.bad_in_row} non-finite losses in a row", it)
                 return True
         else:
             self.bad_in_row = 0
         done = it + 1
         self._log(values, done)
-        if cfg.train.val_every and done % cfg.train.val_every == 0 and done < self.scfg.iters:
+        if settings.val_every and done % settings.val_every == 0 and done < self.scfg.iters:
             self._validate(batch, done)
-        if cfg.train.save_every and done % cfg.train.save_every == 0 and done < self.scfg.iters:
+        if settings.save_every and done % settings.save_every == 0 and done < self.scfg.iters:
             self.saved = self.save(done)
         stop = self.stop is not None and done >= self.stop and done < self.scfg.iters
         if self.interrupt.requested or stop:
@@ -122,7 +123,7 @@ class StageRun:
     def _log(self, values: dict[str, float], done: int) -> None:
         for k, v in values.items():
             self.recent.setdefault(k, []).append(v)
-        log_every = self.s.cfg.train.log_every
+        log_every = self.settings.log_every
         if log_every and done % log_every == 0:
             means = {k: sum(v) / len(v) for k, v in self.recent.items()}
             self.s.monitor.scalars(self.name, done, means)
@@ -153,7 +154,7 @@ class StageRun:
         bad = _finite_weights(self.stage)  # same answer on every rank: the weights are identical
         if bad is not None:
             raise _NonFiniteWeights(bad, it)
-        s, cfg, run = self.s, self.s.cfg, self.s.run
+        s, run = self.s, self.s.run
         ckpt_name = run.name(self.name, it)
         path = run.ckpt / f"{ckpt_name}.safetensors"
         self.saved_at = it
@@ -163,14 +164,11 @@ class StageRun:
                     path, path.with_suffix(".json"), run.state / f"{ckpt_name}.pt",
                     run.ckpt / "latest.safetensors", run.ckpt / "latest.json",
                 ])
-            meta = {
-                "stage": self.name, "iter": it, "scheme": cfg.scheme, "config_hash": cfg.hash(),
-                "config": cfg.to_dict(), "nets": s.specs, "channels": cfg.data.channels,
-            }
+            meta = {"stage": self.name, "iter": it, **s.plan.checkpoint_meta, "nets": s.specs}
             save_checkpoint(path, self.stage.networks(), meta)
             atomic.atomic_torch_save(run.state / f"{ckpt_name}.pt", self._resume_state(it))
             run.link_latest(ckpt_name)
-            run.prune(self.name, cfg.train.keep_last, self.scfg.iters)
+            run.prune(self.name, self.settings.keep_last, self.scfg.iters)
         if s.info.enabled:
             dist.barrier()
         return path
@@ -178,7 +176,7 @@ class StageRun:
     def _resume_state(self, it: int) -> dict[str, Any]:
         device = self.s.device
         return {
-            "stage": self.name, "iter": it, "config_hash": self.s.cfg.hash(),
+            "stage": self.name, "iter": it, "config_hash": self.s.plan.config_hash,
             "stage_state": self.stage.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         }
