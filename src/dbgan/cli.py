@@ -72,10 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--device", default="auto")
         d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         d.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
-        d.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+        d.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16") + (("int8",) if cmd == "deblur" else ()),
+                       default="auto",
                        help="auto (default): bf16 where the CPU computes it natively (avx512_bf16/AMX; "
-                            "about 2x faster, max error ~2e-3) or the GPU supports it, else fp32; "
-                            "bf16 on a CPU without native bf16 runs fp32 with a warning")
+                            "about 2x faster, max error ~2e-3) or the GPU supports it, else fp32; on a CPU the "
+                            "int8 model NAME.int8.onnx (dbgan export --int8) when it records a PSNR cost "
+                            "below 0.05 dB; bf16 on a CPU without native bf16 runs fp32 with a warning"
+                       + ("; int8: the int8 model, run by onnxruntime" if cmd == "deblur" else ""))
         d.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit (0 = none)")
         d.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1-100 (default 95)")
         if cmd == "deblur":
@@ -103,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("out")
     x.add_argument("--role", default="deblur_g", choices=("deblur_g", "blur_g"))
     x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--int8", action="store_true",
+                   help="also write OUT's int8 quantisation (OUT with .int8.onnx; onnxruntime static QDQ, "
+                        "per-channel weights) calibrated on --calibration")
+    x.add_argument("--calibration", metavar="DIR", help="folder of blurred photos to calibrate int8 on")
+    x.add_argument("--calibration-crops", type=int, default=16, help="random crops drawn for calibration (default 16)")
+    x.add_argument("--crop-size", type=int, default=128, help="side of a calibration crop (default 128)")
+    x.add_argument("--seed", type=int, default=0, help="seed of the calibration crops")
+    x.add_argument("--eval-pairs", metavar="DIR",
+                   help="held-out pairs (not the calibration photos): measure int8's PSNR cost and record it; "
+                        "--dtype auto takes the int8 model only when it is below 0.05 dB")
 
     m = sub.add_parser("demo", help="the bundled general model and its adaptation to a stand-in camera, with an HTML report")
     m.add_argument("--out", default="demo_out")
@@ -221,8 +234,28 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "export":
         from dbgan.export import export_onnx
 
+        settings = None
+        if args.int8:
+            from dbgan.quantize import CalibrationSettings, quantize_int8
+
+            if not args.calibration:
+                raise ValueError("--int8 needs --calibration DIR (a folder of blurred photos)")
+            if args.role != "deblur_g":
+                raise ValueError(f"--int8 quantises deblurrers only, not --role {args.role}")
+            settings = CalibrationSettings(crops=args.calibration_crops, crop_size=args.crop_size, seed=args.seed)
+        elif args.calibration or args.eval_pairs:
+            raise ValueError("--calibration and --eval-pairs go with --int8")
         path = export_onnx(args.checkpoint, args.out, role=args.role, opset=args.opset)
         print(f"wrote {path}")
+        if settings is not None:
+            from dbgan.cpu_caps import int8_default_rule
+
+            res = quantize_int8(path, args.calibration, settings=settings, eval_pairs=args.eval_pairs)
+            print(f"wrote {res.path}")
+            if res.cost_db is not None:
+                print(f"int8 on {args.eval_pairs}: PSNR {res.psnr_int8:.3f} dB, fp32 {res.psnr_fp32:.3f} dB")
+            take, why = int8_default_rule(res.cost_db)
+            print(f"--dtype auto will {'use' if take else 'not use'} it: {why}" + ("" if take else "; --dtype int8 will"))
         return 0
 
     if args.command == "demo":

@@ -37,6 +37,12 @@ it is native *and* the CPU has AMX (``amx_bf16``) or is not an Intel one.
   (with a gradient scaler) for training;
 * MPS and anything else: ``fp32`` / ``none``.
 
+**int8** (:func:`int8_default_rule`): ``dbgan deblur`` with ``--dtype auto`` on a CPU
+runs the int8 quantisation of the model (``NAME.int8.onnx`` beside the checkpoint, made
+by ``dbgan export --int8``, :mod:`dbgan.quantize`) only when that file records a PSNR
+cost on held-out pairs below :data:`INT8_MAX_COST_DB` (0.05 dB); a model without a
+recorded cost, or costing more, runs only when asked for (``--dtype int8``).
+
 **An explicit bf16 request on a CPU without native bf16 falls back to fp32** with a
 logged warning that names the reason: the user still gets the result, at fp32 speed,
 instead of a run hundreds of times slower. fp16 on CPU is left as requested (it
@@ -46,6 +52,7 @@ warns elsewhere); training refuses it outright (``train.amp: fp16`` needs CUDA).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Iterable, Optional
@@ -146,6 +153,25 @@ def bf16_faster_rule(native: bool, flags: Optional[Iterable[str]], vendor: Optio
     if (vendor or "").strip() == "GenuineIntel":
         return False, "Intel avx512_bf16 without AMX computes bf16 no faster than fp32"
     return True, "bf16 dot products at twice the fp32 rate"
+
+
+#: largest PSNR cost (dB, on held-out pairs) at which ``auto`` takes an int8 model
+INT8_MAX_COST_DB = 0.05
+
+
+def int8_default_rule(cost_db: Optional[float]) -> tuple[bool, str]:
+    """Whether ``auto`` takes an int8 model whose recorded PSNR cost is ``cost_db`` (pure).
+
+    ``None`` (not measured) or anything not finite is never taken; otherwise the cost
+    must be below :data:`INT8_MAX_COST_DB`.
+    """
+    if cost_db is None:
+        return False, "its PSNR cost was not measured (export with --eval-pairs)"
+    if not math.isfinite(cost_db):
+        return False, f"its recorded PSNR cost {cost_db} is not a number"
+    if cost_db < INT8_MAX_COST_DB:
+        return True, f"it costs {cost_db:.3f} dB PSNR (< {INT8_MAX_COST_DB} dB)"
+    return False, f"it costs {cost_db:.3f} dB PSNR (not < {INT8_MAX_COST_DB} dB)"
 
 
 def _cpu_vendor(path: str = "/proc/cpuinfo") -> Optional[str]:

@@ -59,6 +59,9 @@ class TorchBackend:
         from dbgan.cpu_caps import resolve_dtype
 
         dtype = resolve_dtype(dtype, device.type)  # auto -> fastest safe; bf16 without native bf16 -> fp32
+        if dtype == "int8":
+            raise InferenceError("dtype int8 runs the quantised ONNX model (dbgan export --int8), not a PyTorch network; "
+                                 "use Deblurrer.from_checkpoint(..., dtype='int8')")
         if dtype not in DTYPES:
             raise InferenceError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.device = device
@@ -157,6 +160,12 @@ def onnx_path_for(checkpoint: PathLike, role: str = "deblur_g") -> Path:
     return p.with_suffix(".onnx") if role == "deblur_g" else p.with_suffix(f".{role}.onnx")
 
 
+def int8_path_for(onnx_file: PathLike) -> Path:
+    """Where the int8 quantisation of an fp32 export sits: ``NAME.int8.onnx`` beside ``NAME.onnx``."""
+    p = Path(onnx_file)
+    return p.with_suffix(".int8.onnx")
+
+
 def sample_noise_from_spec(spec: Optional[dict[str, Any]], x: Tensor, generator: Optional[torch.Generator]) -> Optional[Tensor]:
     """Draw noise as recorded by :func:`export_onnx` (the same values ``NoiseInput.sample`` gives)."""
     if not spec:
@@ -194,12 +203,14 @@ class OnnxRunner:
         providers: onnxruntime execution providers (default: CUDA if available and
             ``device`` allows, else CPU).
         device: ``auto`` / ``cpu`` / ``cuda`` (used when ``providers`` is None).
+        threads: onnxruntime's intra-op threads (None: its default, one per physical core).
 
     Calling it with a numpy array returns a numpy array, with a tensor a CPU tensor.
     Blur models with a ``noise`` input draw it with :meth:`sample_noise` when none is given.
     """
 
-    def __init__(self, path: Union[PathLike, bytes], providers: Optional[Sequence[str]] = None, device: Optional[str] = None):
+    def __init__(self, path: Union[PathLike, bytes], providers: Optional[Sequence[str]] = None, device: Optional[str] = None,
+                 threads: Optional[int] = None):
         import onnxruntime as ort
 
         self.path = None if isinstance(path, bytes) else Path(path)
@@ -208,6 +219,11 @@ class OnnxRunner:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        if threads is not None:
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                raise InferenceError(f"threads must be a positive integer, got {threads!r}")
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
         src = path if isinstance(path, bytes) else str(self.path)
         try:
             self.session = ort.InferenceSession(src, opts, providers=list(providers or _default_providers(device)))
@@ -223,6 +239,15 @@ class OnnxRunner:
         self.size_multiple = int(props.get("dbgan.size_multiple", 1))
         self.noise_spec = json.loads(props.get("dbgan.noise", "null"))
         self.uses_cuda = "CUDAExecutionProvider" in self.session.get_providers()
+        #: ``fp32`` for an export, ``int8`` for its quantisation (:mod:`dbgan.quantize`)
+        self.precision = props.get("dbgan.precision", "fp32")
+        cost = props.get("dbgan.int8.psnr_cost_db")
+        #: the int8 model's recorded PSNR cost on held-out pairs in dB (None: not measured)
+        self.int8_cost_db: Optional[float] = None
+        try:
+            self.int8_cost_db = float(cost) if cost is not None else None
+        except ValueError:
+            log.warning("%s: unreadable dbgan.int8.psnr_cost_db %r ignored", self.path or "ONNX model", cost)
 
     def sample_noise(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Optional[Tensor]:
         """Noise for image batch ``x`` as the source network draws it (None for models without noise)."""

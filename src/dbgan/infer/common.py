@@ -8,7 +8,7 @@ from typing import Literal, Optional, Union
 import torch
 
 PathLike = Union[str, Path]
-DType = Literal["auto", "fp32", "bf16", "fp16"]
+DType = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 #: Autocast dtypes by name (``fp32`` runs without autocast).
 DTYPES: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from dbgan.constants import LUMA
 from dbgan.device import pick_device
-from dbgan.infer.backends import Backend, OnnxBackend, OnnxRunner, TorchBackend, onnx_path_for
+from dbgan.infer.backends import Backend, OnnxBackend, OnnxRunner, TorchBackend, int8_path_for, onnx_path_for
 from dbgan.infer.common import DEFAULT_OVERLAP, DType, InferenceError, MAX_AUTO_TILE_BATCH, MAX_TILES, MAX_TILE_WORK, MIN_TILE, PathLike
 from dbgan.infer.memprofile import default_memory_budget_mb
 from dbgan.infer.tiling import TilePlan, _auto_axis, _round_down, _round_up, blend_weights, pad_image, tile_starts
@@ -90,15 +90,23 @@ class _ImageRunner:
                 ``NAME.blur_g.onnx`` for ``blur_g``; see :func:`dbgan.infer.backends.onnx_path_for`).
             device: ``auto``, ``cpu``, ``cuda[:i]``, ``mps`` (ONNX: CUDA provider if
                 available and the device allows, else CPU).
-            dtype: ``fp32`` (default, exact), ``bf16`` or ``fp16`` autocast (PyTorch only), or
-                ``auto`` (:mod:`dbgan.cpu_caps`).
+            dtype: ``fp32`` (default, exact), ``bf16`` or ``fp16`` autocast (PyTorch only),
+                ``int8`` (the quantised ONNX model ``NAME.int8.onnx`` beside the checkpoint's
+                export, or the ``.onnx`` given, run by onnxruntime; see :mod:`dbgan.quantize`), or
+                ``auto`` (:mod:`dbgan.cpu_caps`: on a CPU also the int8 model when it exists and
+                records a PSNR cost below 0.05 dB, whether or not ``onnx`` is set).
             channels_last: None = on for CPU and CUDA.
             tile, overlap, tile_batch, memory_budget_mb: see the class docstring.
             prefer_ema: load the EMA weights when the checkpoint has them.
         """
         common = dict(tile=tile, overlap=overlap, tile_batch=tile_batch, memory_budget_mb=memory_budget_mb, **kwargs)
+        p = Path(path)
+        int8 = _int8_choice(p, cls.role, dtype, device)
+        if int8 is not None:
+            return cls(_onnx_backend(int8, p, cls.role, tile, prefer_ema), **common)
+        if dtype == "int8":  # not reached for deblurrers (_int8_choice raises); blur_g has no int8 path
+            raise InferenceError(f"dtype int8 is for deblurrers only, not {cls.role}")
         if onnx:
-            p = Path(path)
             onnx_file = p if p.suffix.lower() == ".onnx" else onnx_path_for(_resolve_checkpoint_file(p), cls.role)
             if not onnx_file.is_file():
                 raise InferenceError(
@@ -107,20 +115,9 @@ class _ImageRunner:
                 )
             if dtype not in ("fp32", "auto"):
                 log.warning("dtype %s is ignored by onnxruntime (the model runs in float32)", dtype)
-            runner = OnnxRunner(onnx_file, device=device)
-            if runner.role and runner.role != cls.role:
-                raise InferenceError(f"{onnx_file}: holds a {runner.role} network, not {cls.role}")
-            bpp = None
-            if p.suffix.lower() != ".onnx" and tile is None:
-                # the checkpoint is at hand: measure its network's activations for automatic tiling
-                from dbgan.checkpoint import load_checkpoint
-
-                net = load_checkpoint(p).build(cls.role, prefer_ema=prefer_ema)
-                bpp = TorchBackend(net, torch.device("cpu")).bytes_per_pixel()
-            return cls(OnnxBackend(runner, bytes_per_pixel=bpp), **common)
+            return cls(_onnx_backend(OnnxRunner(onnx_file, device=device), p, cls.role, tile, prefer_ema), **common)
         from dbgan.checkpoint import load_checkpoint
 
-        p = Path(path)
         if p.suffix.lower() == ".onnx":
             raise InferenceError(f"{p}: an ONNX model; pass onnx=True (--onnx) to run it with onnxruntime")
         ckpt = load_checkpoint(p)
@@ -346,6 +343,63 @@ class Blurrer(_ImageRunner):
         """Blur one ``C x H x W`` image in ``[0, 1]``; ``seed`` fixes the noise for this call."""
         gen = self.generator if seed is None else torch.Generator().manual_seed(int(seed))
         return self._run(img, gen, use_noise=True)
+
+
+def _onnx_backend(runner: OnnxRunner, source: Path, role: str, tile: Optional[int], prefer_ema: bool) -> OnnxBackend:
+    """An :class:`OnnxBackend` over ``runner``; tiles planned from the checkpoint's network when ``source`` is one."""
+    if runner.role and runner.role != role:
+        raise InferenceError(f"{runner.path}: holds a {runner.role} network, not {role}")
+    bpp = None
+    if source.suffix.lower() != ".onnx" and tile is None:
+        # the checkpoint is at hand: measure its network's activations for automatic tiling
+        from dbgan.checkpoint import load_checkpoint
+
+        net = load_checkpoint(source).build(role, prefer_ema=prefer_ema)
+        bpp = TorchBackend(net, torch.device("cpu")).bytes_per_pixel()
+    return OnnxBackend(runner, bytes_per_pixel=bpp)
+
+
+def _int8_choice(path: Path, role: str, dtype: str, device: str) -> Optional[OnnxRunner]:
+    """The int8 model to run for ``dtype`` (``int8``: required; ``auto``: by the rule), else None.
+
+    The int8 model of a checkpoint ``NAME.safetensors`` is ``NAME.int8.onnx`` (beside its
+    export ``NAME.onnx``); of an export ``NAME.onnx``, ``NAME.int8.onnx``; an ``.int8.onnx``
+    file is its own. ``auto`` takes it only on a CPU, when onnxruntime is installed and
+    :func:`dbgan.cpu_caps.int8_default_rule` accepts its recorded PSNR cost.
+    """
+    if dtype not in ("int8", "auto") or role != "deblur_g":
+        return None
+    if path.name.lower().endswith(".int8.onnx"):
+        candidate = path
+    elif path.suffix.lower() == ".onnx":
+        candidate = int8_path_for(path)
+    else:
+        candidate = int8_path_for(onnx_path_for(_resolve_checkpoint_file(path), role))
+    if dtype == "int8":
+        if not candidate.is_file():
+            fp32 = candidate.with_name(candidate.name[: -len(".int8.onnx")] + ".onnx")
+            source = "CHECKPOINT" if path.suffix.lower() == ".onnx" else str(path)
+            raise InferenceError(
+                f"{candidate}: int8 model not found; make it with "
+                f"`dbgan export {source} {fp32} --int8 --calibration BLURRED_PHOTOS_DIR`"
+            )
+        runner = OnnxRunner(candidate, device="cpu")
+        if runner.precision != "int8":
+            log.warning("%s: --dtype int8 given, but this model's metadata says %s", candidate, runner.precision)
+        return runner
+    if not candidate.is_file() or pick_device(device).type != "cpu":
+        return None
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        log.info("%s not used by --dtype auto: onnxruntime is not installed", candidate)
+        return None
+    from dbgan.cpu_caps import int8_default_rule
+
+    runner = OnnxRunner(candidate, device="cpu")
+    take, why = int8_default_rule(runner.int8_cost_db)
+    log.info("--dtype auto: %s %s, because %s", "int8" if take else "not the int8 model", candidate, why)
+    return runner if take else None
 
 
 def _resolve_checkpoint_file(path: Path) -> Path:
