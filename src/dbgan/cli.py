@@ -243,6 +243,9 @@ def _run(args: argparse.Namespace) -> int:
             if args.role != "deblur_g":
                 raise ValueError(f"--int8 quantises deblurrers only, not --role {args.role}")
             settings = CalibrationSettings(crops=args.calibration_crops, crop_size=args.crop_size, seed=args.seed)
+            from dbgan.io import list_images
+
+            list_images(args.calibration)  # a missing or empty folder is named before any work
         elif args.calibration or args.eval_pairs:
             raise ValueError("--calibration and --eval-pairs go with --int8")
         path = export_onnx(args.checkpoint, args.out, role=args.role, opset=args.opset)
