@@ -102,7 +102,12 @@ def serve(spec: dict) -> None:
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
-    net = build_network("unet", **NET).eval()
+    if spec.get("model"):  # a trained checkpoint (--int8): its deblur_g
+        from dbgan.checkpoint import load_checkpoint
+
+        net = load_checkpoint(spec["model"]).build("deblur_g").eval()
+    else:
+        net = build_network("unet", **NET).eval()
     h, w = spec["size"] if isinstance(spec["size"], list) else (spec["size"], spec["size"])
     img = torch.rand(3, h, w, generator=torch.Generator().manual_seed(1))
     kind = spec["kind"]
@@ -110,7 +115,7 @@ def serve(spec: dict) -> None:
     if kind == "plain":
         from dbgan.nets.unet import use_plain_layers
 
-        use_plain_layers(net)  # plain torch.nn convolutions everywhere, the padded image decoded in full
+        use_plain_layers(net)  # plain torch.nn convolutions everywhere, the padded image decoded in full (U-Net)
         x = img[None]
 
         def run():
@@ -123,7 +128,8 @@ def serve(spec: dict) -> None:
             from dbgan.export import OnnxRunner
 
             del net
-            d = Deblurrer(OnnxBackend(OnnxRunner(spec["onnx"], device="cpu")), tile=spec.get("tile"))
+            d = Deblurrer(OnnxBackend(OnnxRunner(spec["onnx"], device="cpu", threads=spec.get("threads") or None)),
+                          tile=spec.get("tile"))
         else:
             if spec.get("full_decoding"):
                 from dbgan.nets.unet import set_cropped_decoding
@@ -216,6 +222,114 @@ def _fmt_mem(b: float) -> str:
     return f"{b / GIB:.2f} GiB" if b >= GIB else f"{b / 2**20:.0f} MiB"
 
 
+def _time_table(configs: list, size, rounds: int, quick_big: bool, threads: int) -> None:
+    """Time ``configs`` (name, child spec) at ``size``, interleaved, and print the table against the first."""
+    children: list[tuple[str, Child]] = []
+    for name, spec in configs:
+        if quick_big and (spec.get("tile") == 512 or name == "onnxruntime (auto tiles)"):
+            continue  # --quick: the 2048 tiled paths are the slowest and only show the tiling cost again
+        spec = {**spec, "size": size, "warmup": 0 if quick_big else 1, "threads": threads}
+        children.append((name, Child(spec)))  # started one at a time: warm-ups do not overlap
+    for _ in range(rounds):  # interleaved, so a busy moment hurts every path alike
+        for _name, ch in children:
+            ch.run()
+    for _name, ch in children:
+        ch.finish()
+    print(f"  {'path':44s} {'time':>8s} {'speed-up':>9s} {'peak RSS':>10s} {'activations':>12s} {'mem ratio':>9s}  plan")
+    plain = children[0][1]
+    plain_ok = not plain.error and plain.times and plain.result
+    for name, ch in children:
+        if ch.error or not ch.times or not ch.result:
+            print(f"  {name:44s} failed: {ch.error}")
+            continue
+        t = min(ch.times)
+        peak = ch.result["peak"]
+        act = peak - ch.result["base"]
+        speed = f"{min(plain.times) / t:.2f}x" if plain_ok else "-"
+        mem = f"{peak / plain.result['peak']:.2f}" if plain_ok else "-"
+        print(f"  {name:44s} {t:7.2f}s {speed:>9s} {_fmt_mem(peak):>10s} {_fmt_mem(act):>12s} {mem:>9s}  {ch.result.get('plan') or ''}")
+
+
+#: photos the int8 model is calibrated on (blurred training photos of the general model)
+CALIB_PHOTOS = ("astronaut", "rocket", "immunohistochemistry")
+
+
+def _int8_data(root: Path) -> tuple[Path, Path]:
+    """Blurred calibration photos, and held-out pairs (photos never trained on nor calibrated on),
+    both degraded by dbgan's synthetic stand-in camera (:data:`dbgan.demo.REAL_DOMAIN`), seeded."""
+    import numpy as np
+
+    from dbgan.blur import DegradationPipeline
+    from dbgan.demo import REAL_DOMAIN, _photo
+    from dbgan.io import write_image
+    from dbgan.photos import HELDOUT_SKIMAGE
+
+    assert not set(CALIB_PHOTOS) & set(HELDOUT_SKIMAGE)
+    pipe = DegradationPipeline(REAL_DOMAIN)
+    calib, pairs = root / "calibration", root / "pairs"
+    for i, name in enumerate(CALIB_PHOTOS):
+        write_image(calib / f"{name}.png", pipe(_photo(name), np.random.default_rng([7, i]))[0])
+    for i, name in enumerate(HELDOUT_SKIMAGE):
+        sharp = _photo(name)
+        write_image(pairs / "sharp" / f"{name}.png", sharp)
+        write_image(pairs / "blur" / f"{name}.png", pipe(sharp, np.random.default_rng([8, i]))[0])
+    return calib, pairs
+
+
+def int8_table(model: str, sizes: list, repeats: int, threads: int, auto: str) -> None:
+    """``--int8``: the model's int8 quantisation against torch and onnxruntime fp32, and its PSNR cost."""
+    try:
+        import onnxruntime
+    except ImportError:
+        print("  int8: skipped (onnxruntime is not installed: pip install 'dbgan[onnx]')")
+        return
+    import torch
+
+    from dbgan.api import resolve_model
+    from dbgan.cpu_caps import int8_default_rule
+    from dbgan.export import export_onnx
+    from dbgan.photos import HELDOUT_SKIMAGE
+    from dbgan.quantize import CalibrationSettings, quantize_int8
+
+    if threads:
+        torch.set_num_threads(threads)  # the PSNR evaluation runs here
+    ckpt = resolve_model(model)
+    tmp = Path(tempfile.mkdtemp(prefix="dbgan_int8_"))
+    try:
+        calib, pairs = _int8_data(tmp)
+        settings = CalibrationSettings()
+        t = time.perf_counter()
+        fp32 = export_onnx(ckpt, tmp / "model.onnx")
+        res = quantize_int8(fp32, calib, settings=settings, eval_pairs=pairs)
+        print(f"  int8: {model} exported and quantised in {time.perf_counter() - t:.1f} s (onnxruntime "
+              f"{onnxruntime.__version__}: static QDQ, per-channel int8 weights, uint8 activations, "
+              f"{settings.crops} calibration crops of {settings.crop_size} px from {', '.join(CALIB_PHOTOS)}, seed {settings.seed})")
+        print(f"  int8 PSNR on {len(HELDOUT_SKIMAGE)} held-out pairs ({', '.join(HELDOUT_SKIMAGE)}; demo stand-in camera): "
+              f"fp32 {res.psnr_fp32:.3f} dB, int8 {res.psnr_int8:.3f} dB, change {-res.cost_db:+.3f} dB")
+        take, why = int8_default_rule(res.cost_db)
+        print(f"  --dtype auto {'takes' if take else 'does not take'} the int8 model where it sits beside the checkpoint: {why}")
+        if os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("ATEN_CPU_CAPABILITY"):
+            print("  onnx: onnxruntime picks its own instruction set (MLAS; VNNI for int8 where the CPU has it); "
+                  "ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY do not cap it")
+        whole = 1 << 16
+        configs = [
+            ("plain (eager fp32, whole image)", {"kind": "plain", "model": str(ckpt)}),
+            (f"torch auto ({auto} + channels_last)" + ("" if take else " = auto"),
+             {"kind": "deblurrer", "dtype": "auto", "model": str(ckpt)}),
+            ("onnxruntime fp32 (whole image)", {"kind": "onnx", "onnx": str(fp32), "tile": whole}),
+            ("onnxruntime int8 (whole image)" + (" = auto" if take else ""), {"kind": "onnx", "onnx": str(res.path), "tile": whole}),
+        ]
+        for size in sizes:
+            if not isinstance(size, int):
+                continue
+            print(f"\n{size}x{size} RGB, {model} (best of {repeats} interleaved runs after 1 warm-up)")
+            _time_table(configs, size, repeats, False, threads)
+    finally:
+        for p in sorted(tmp.rglob("*"), reverse=True):
+            p.rmdir() if p.is_dir() else p.unlink()
+        tmp.rmdir()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -226,6 +340,10 @@ def main() -> int:
     ap.add_argument("--sizes", default=None,
                     help="comma list: N (N x N, every path) or WxH (plain, default and bf16, with and without "
                          "cropped decoding); default 1024,2048,1100x800 and the 4096x4096 memory check")
+    ap.add_argument("--int8", action="store_true",
+                    help="only the int8 comparison: --model's int8 quantisation against plain, torch auto and "
+                         "onnxruntime fp32 (default size 1024), and its PSNR change on held-out pairs")
+    ap.add_argument("--model", default="general", help="--int8: bundled model name or checkpoint (default general)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -240,6 +358,14 @@ def main() -> int:
     caps = detect()
     auto = resolve_dtype("auto", "cpu", caps)
     repeats = args.repeats or (2 if args.quick else 3)
+    if args.int8:
+        print("dbgan inference benchmark: int8")
+        print(f"  CPU: {_cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+              f"({args.threads or torch.get_num_threads()} threads; onnxruntime the same), python {platform.python_version()}")
+        print(f"  {caps.summary()}")
+        sizes = [int(v) for v in (args.sizes or "1024").split(",")]
+        int8_table(args.model, sizes, repeats, args.threads, auto)
+        return 0
     torch.manual_seed(0)
     net = build_network("unet", **NET).eval()
     params = sum(p.numel() for p in net.parameters())
@@ -303,30 +429,7 @@ def main() -> int:
         label = f"{size}x{size}" if isinstance(size, int) else (
             f"{size[1]}x{size[0]} (padded to {-(-size[1] // 256) * 256}x{-(-size[0] // 256) * 256} inside the U-Net)")
         print(f"\n{label} RGB ({'1 run, no warm-up' if quick_big else f'best of {rounds} interleaved runs after 1 warm-up'})")
-        children: list[tuple[str, Child]] = []
-        for name, spec in (configs if isinstance(size, int) else odd_configs):
-            if quick_big and (spec.get("tile") == 512 or name == "onnxruntime (auto tiles)"):
-                continue  # --quick: the 2048 tiled paths are the slowest and only show the tiling cost again
-            spec = {**spec, "size": size, "warmup": 0 if quick_big else 1, "threads": args.threads}
-            children.append((name, Child(spec)))  # started one at a time: warm-ups do not overlap
-        for _ in range(rounds):  # interleaved, so a busy moment hurts every path alike
-            for _name, ch in children:
-                ch.run()
-        for _name, ch in children:
-            ch.finish()
-        print(f"  {'path':44s} {'time':>8s} {'speed-up':>9s} {'peak RSS':>10s} {'activations':>12s} {'mem ratio':>9s}  plan")
-        plain = children[0][1]
-        plain_ok = not plain.error and plain.times and plain.result
-        for name, ch in children:
-            if ch.error or not ch.times or not ch.result:
-                print(f"  {name:44s} failed: {ch.error}")
-                continue
-            t = min(ch.times)
-            peak = ch.result["peak"]
-            act = peak - ch.result["base"]
-            speed = f"{min(plain.times) / t:.2f}x" if plain_ok else "-"
-            mem = f"{peak / plain.result['peak']:.2f}" if plain_ok else "-"
-            print(f"  {name:44s} {t:7.2f}s {speed:>9s} {_fmt_mem(peak):>10s} {_fmt_mem(act):>12s} {mem:>9s}  {ch.result.get('plan') or ''}")
+        _time_table(configs if isinstance(size, int) else odd_configs, size, rounds, quick_big, args.threads)
 
     if not args.sizes:  # the memory check runs with the default sizes only
         print("\n4096x4096 RGB, default path (fp32, automatic tiling from the 1 GiB activation budget)")

@@ -159,7 +159,10 @@ def _mean_psnr(model: Union[Path, bytes], eval_pairs: PathLike) -> float:
     from dbgan.infer import Deblurrer, OnnxBackend
     from dbgan.infer.backends import OnnxRunner
 
-    runner = Deblurrer(OnnxBackend(OnnxRunner(model, device="cpu")))
+    import torch
+
+    # as many onnxruntime threads as torch is allowed (a 1-thread benchmark stays on 1 thread)
+    runner = Deblurrer(OnnxBackend(OnnxRunner(model, device="cpu", threads=torch.get_num_threads())))
     return float(evaluate(runner, eval_pairs, progress=False)["mean"]["psnr_out"])
 
 
