@@ -176,3 +176,15 @@ def test_int8_request_without_a_model_names_the_file(tmp_path):
     assert isinstance(Deblurrer.from_checkpoint(ckpt, device="cpu", dtype="auto").backend, TorchBackend)
     with pytest.raises(InferenceError, match="int8"):
         Deblurrer(torch.nn.Conv2d(3, 3, 1), device="cpu", dtype="int8")
+
+
+def test_an_int8_model_of_another_checkpoint_version_is_not_used(quantised, tmp_path, caplog):
+    ckpt, _fp32, res, _ = quantised
+    local = tmp_path / "latest.safetensors"
+    make_checkpoint(local, deblur_args={"ngf": 8})  # saved again under the same name: other weights
+    _with_cost(res.path, int8_path_for(onnx_path_for(local)), "0.001")
+    with caplog.at_level("WARNING", logger="dbgan.infer.runner"):
+        d = Deblurrer.from_checkpoint(local, device="cpu", dtype="auto")
+    assert isinstance(d.backend, TorchBackend) and "another version" in caplog.text
+    with pytest.raises(InferenceError, match="another version"):
+        Deblurrer.from_checkpoint(local, device="cpu", dtype="int8")

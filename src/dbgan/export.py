@@ -32,7 +32,8 @@ the PyTorch network would for the same ``torch.Generator``.
 
 Metadata (``metadata_props``): ``dbgan.role``, ``dbgan.in_channels``,
 ``dbgan.out_channels``, ``dbgan.size_multiple``, ``dbgan.noise`` (JSON),
-``dbgan.exporter`` and the source checkpoint's ``dbgan.stage`` / ``dbgan.iter``.
+``dbgan.exporter`` and the source checkpoint's ``dbgan.stage`` / ``dbgan.iter`` /
+``dbgan.checkpoint`` (file name) / ``dbgan.checkpoint_sha256``.
 """
 
 from __future__ import annotations
@@ -235,6 +236,10 @@ def export_onnx(
         meta["dbgan.stage"] = str(ckpt.meta.get("stage"))
         meta["dbgan.iter"] = str(ckpt.meta.get("iter"))
         meta["dbgan.checkpoint"] = ckpt.path.name
+        from dbgan.models import sha256_file
+
+        # lets a runner tell an export of this very file from one of an older checkpoint of the same name
+        meta["dbgan.checkpoint_sha256"] = sha256_file(ckpt.path)
     net = net.to("cpu").float().eval()
     unsupported = net.onnx_unsupported if isinstance(net, ImageGenerator) else None
     if unsupported:

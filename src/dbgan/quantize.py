@@ -216,7 +216,7 @@ def quantize_int8(
             quantize_static(
                 str(fp32_path), str(q), _CalibrationReader(runner.input_names[0], crops),
                 quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, reduce_range=True,
             )
         except Exception as exc:  # onnxruntime raises many types
             raise ExportError(f"{fp32_path}: int8 quantisation failed: {exc}") from exc

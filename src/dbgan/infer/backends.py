@@ -239,6 +239,8 @@ class OnnxRunner:
         self.size_multiple = int(props.get("dbgan.size_multiple", 1))
         self.noise_spec = json.loads(props.get("dbgan.noise", "null"))
         self.uses_cuda = "CUDAExecutionProvider" in self.session.get_providers()
+        #: sha256 of the checkpoint file exported (None: exported from a module, or an older export)
+        self.checkpoint_sha256: Optional[str] = props.get("dbgan.checkpoint_sha256")
         #: ``fp32`` for an export, ``int8`` for its quantisation (:mod:`dbgan.quantize`)
         self.precision = props.get("dbgan.precision", "fp32")
         cost = props.get("dbgan.int8.psnr_cost_db")

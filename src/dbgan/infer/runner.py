@@ -384,6 +384,9 @@ def _int8_choice(path: Path, role: str, dtype: str, device: str) -> Optional[Onn
                 f"`dbgan export {source} {fp32} --int8 --calibration BLURRED_PHOTOS_DIR`"
             )
         runner = OnnxRunner(candidate, device="cpu")
+        stale = _stale(runner, path)
+        if stale:
+            raise InferenceError(f"{candidate}: {stale}")
         if runner.precision != "int8":
             log.warning("%s: --dtype int8 given, but this model's metadata says %s", candidate, runner.precision)
         return runner
@@ -397,9 +400,31 @@ def _int8_choice(path: Path, role: str, dtype: str, device: str) -> Optional[Onn
     from dbgan.cpu_caps import int8_default_rule
 
     runner = OnnxRunner(candidate, device="cpu")
+    stale = _stale(runner, path)
+    if stale:
+        log.warning("--dtype auto: not the int8 model %s: %s", candidate, stale)
+        return None
     take, why = int8_default_rule(runner.int8_cost_db)
     log.info("--dtype auto: %s %s, because %s", "int8" if take else "not the int8 model", candidate, why)
     return runner if take else None
+
+
+def _stale(runner: OnnxRunner, path: Path) -> Optional[str]:
+    """Why the ONNX model beside checkpoint ``path`` is not an export of it (None: it is, or ``path`` is no checkpoint).
+
+    An export records the sha256 of the checkpoint it was made from; a checkpoint saved
+    again under the same name (``latest.safetensors``) no longer matches it.
+    """
+    if path.suffix.lower() == ".onnx":
+        return None
+    from dbgan.models import sha256_file
+
+    ckpt = _resolve_checkpoint_file(path)
+    if runner.checkpoint_sha256 is None:
+        return f"it does not record which checkpoint it was made from; export {ckpt} again"
+    if runner.checkpoint_sha256 != sha256_file(ckpt):
+        return f"it was made from another version of {ckpt} (sha256 differs); export it again"
+    return None
 
 
 def _resolve_checkpoint_file(path: Path) -> Path:
