@@ -276,7 +276,7 @@ def _int8_data(root: Path) -> tuple[Path, Path]:
     return calib, pairs
 
 
-def int8_table(model: str, sizes: list, repeats: int, threads: int, auto: str) -> None:
+def int8_table(model: str, sizes: list, repeats: int, threads: int, auto: str, keep: str | None = None) -> None:
     """``--int8``: the model's int8 quantisation against torch and onnxruntime fp32, and its PSNR cost."""
     try:
         import onnxruntime
@@ -294,7 +294,9 @@ def int8_table(model: str, sizes: list, repeats: int, threads: int, auto: str) -
     if threads:
         torch.set_num_threads(threads)  # the PSNR evaluation runs here
     ckpt = resolve_model(model)
-    tmp = Path(tempfile.mkdtemp(prefix="dbgan_int8_"))
+    tmp = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="dbgan_int8_"))
+    if keep and tmp.exists() and any(tmp.iterdir()):
+        raise SystemExit(f"{tmp}: --keep needs a new or empty folder")
     try:
         calib, pairs = _int8_data(tmp)
         settings = CalibrationSettings()
@@ -325,9 +327,12 @@ def int8_table(model: str, sizes: list, repeats: int, threads: int, auto: str) -
             print(f"\n{size}x{size} RGB, {model} (best of {repeats} interleaved runs after 1 warm-up)")
             _time_table(configs, size, repeats, False, threads)
     finally:
-        for p in sorted(tmp.rglob("*"), reverse=True):
-            p.rmdir() if p.is_dir() else p.unlink()
-        tmp.rmdir()
+        if keep:
+            print(f"\n  kept in {tmp}: model.onnx, model.int8.onnx, calibration/, pairs/")
+        else:
+            for p in sorted(tmp.rglob("*"), reverse=True):
+                p.rmdir() if p.is_dir() else p.unlink()
+            tmp.rmdir()
 
 
 def main() -> int:
@@ -344,6 +349,7 @@ def main() -> int:
                     help="only the int8 comparison: --model's int8 quantisation against plain, torch auto and "
                          "onnxruntime fp32 (default size 1024), and its PSNR change on held-out pairs")
     ap.add_argument("--model", default="general", help="--int8: bundled model name or checkpoint (default general)")
+    ap.add_argument("--keep", metavar="DIR", help="--int8: keep the exports, calibration photos and pairs in DIR")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -364,7 +370,7 @@ def main() -> int:
               f"({args.threads or torch.get_num_threads()} threads; onnxruntime the same), python {platform.python_version()}")
         print(f"  {caps.summary()}")
         sizes = [int(v) for v in (args.sizes or "1024").split(",")]
-        int8_table(args.model, sizes, repeats, args.threads, auto)
+        int8_table(args.model, sizes, repeats, args.threads, auto, args.keep)
         return 0
     torch.manual_seed(0)
     net = build_network("unet", **NET).eval()

@@ -47,7 +47,8 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(tmp_path):
     assert len(wheels) == 1
     names = zipfile.ZipFile(wheels[0]).namelist()
     for needed in ("dbgan/cli.py", "dbgan/api.py", "dbgan/serve.py", "dbgan/web/index.html", "dbgan/web/app.js",
-                   "dbgan/configs/demo.yaml", "dbgan/models/__init__.py", "dbgan/data/layouts.py"):
+                   "dbgan/configs/demo.yaml", "dbgan/models/__init__.py", "dbgan/data/layouts.py",
+                   "dbgan/models/general.int8.onnx"):
         assert needed in names, f"{needed} missing from the wheel"
 
     env_dir = tmp_path / "venv"

@@ -188,3 +188,19 @@ def test_an_int8_model_of_another_checkpoint_version_is_not_used(quantised, tmp_
     assert isinstance(d.backend, TorchBackend) and "another version" in caplog.text
     with pytest.raises(InferenceError, match="another version"):
         Deblurrer.from_checkpoint(local, device="cpu", dtype="int8")
+
+
+def test_bundled_general_model_ships_an_int8_model_auto_takes(caplog):
+    """``general.int8.onnx`` records a cost below 0.05 dB and the bundled checkpoint's sha256: auto runs it on a CPU."""
+    from dbgan.models import bundled_model_path, sha256_file
+
+    ckpt = bundled_model_path("general")
+    runner = OnnxRunner(int8_path_for(onnx_path_for(ckpt)), device="cpu")
+    assert runner.precision == "int8" and runner.checkpoint_sha256 == sha256_file(ckpt)
+    assert runner.int8_cost_db is not None and runner.int8_cost_db < INT8_MAX_COST_DB
+    with caplog.at_level("INFO", logger="dbgan.infer.runner"):
+        auto = Deblurrer.from_checkpoint(ckpt, device="cpu", dtype="auto")
+    assert isinstance(auto.backend, OnnxBackend) and "--dtype auto: int8" in caplog.text
+    img = smooth_image(3, 96, 128)
+    err = (auto(img) - Deblurrer.from_checkpoint(ckpt, device="cpu", dtype="fp32")(img)).abs()
+    assert float(err.max()) <= MAX_ABS and float(err.mean()) <= MEAN_ABS
