@@ -32,6 +32,14 @@ image and warms up once; the timed runs are then interleaved across the paths
 hurts every path alike. ``--quick``: two rounds at 1024, one run without
 warm-up at 2048 (without the two 512-tile paths).
 
+``--int8`` times instead a trained model (``--model``, default the bundled ``general``)
+at 1024² (``--sizes``): plain eager fp32, the torch ``--dtype auto`` path, onnxruntime
+fp32 and its int8 quantisation (:mod:`dbgan.quantize`, calibrated on blurred training
+photos), and prints int8's PSNR change on held-out pairs (photos never trained nor
+calibrated on, blurred by the demo's stand-in camera); skipped, saying so, without
+onnxruntime. ``--keep DIR`` keeps the exports and the photos (how the bundled
+``general.int8.onnx`` was made). ``--threads N`` applies to torch and onnxruntime alike.
+
 The header prints the CPU, torch's CPU capability and whether bf16 is native.
 To see an AVX2-only CPU on a newer one, emulate it (onnxruntime is not capped)::
 
@@ -369,6 +377,7 @@ def main() -> int:
         print(f"  CPU: {_cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
               f"({args.threads or torch.get_num_threads()} threads; onnxruntime the same), python {platform.python_version()}")
         print(f"  {caps.summary()}")
+        print(f"  load average at start: {os.getloadavg()[0]:.1f}")
         sizes = [int(v) for v in (args.sizes or "1024").split(",")]
         int8_table(args.model, sizes, repeats, args.threads, auto, args.keep)
         return 0
