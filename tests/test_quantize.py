@@ -204,3 +204,18 @@ def test_bundled_general_model_ships_an_int8_model_auto_takes(caplog):
     img = smooth_image(3, 96, 128)
     err = (auto(img) - Deblurrer.from_checkpoint(ckpt, device="cpu", dtype="fp32")(img)).abs()
     assert float(err.max()) <= MAX_ABS and float(err.mean()) <= MEAN_ABS
+
+
+def test_cli_export_int8_then_deblur(quantised, tmp_path, capsys):
+    ckpt, _fp32, _res, calib = quantised
+    local = tmp_path / "m.safetensors"
+    shutil.copy(ckpt, local)
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(local), str(out), "--int8", "--calibration", str(calib),
+                 "--calibration-crops", "2", "--crop-size", "32"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out.with_suffix('.int8.onnx')}" in text and "not measured" in text
+    assert OnnxRunner(out.with_suffix(".int8.onnx")).int8_cost_db is None
+    write_image(tmp_path / "in.png", smooth_image(3, 40, 56))
+    assert main(["deblur", str(local), str(tmp_path / "in.png"), str(tmp_path / "o.png"), "--dtype", "int8"]) == 0
+    assert (tmp_path / "o.png").is_file()
