@@ -84,11 +84,17 @@ COLOUR_PHOTOS = ("astronaut", "rocket", "immunohistochemistry", "hubble_deep_fie
 GREY_PHOTOS = ("grass", "gravel", "brick", "moon", "coins", "clock", "camera", "cell")
 
 LEARNT = ("synthetic", "synthetic_ll", "prior_only", "separate", "joint", "oracle")
+#: issue 18's rows, on request (--methods): the bundled general model as it ships (no training), the
+#: separate scheme fine-tuning it (the adapt preset's deblurrer and dbgan stage), and that scheme with
+#: the same network trained from scratch (the general recipe's learning rate)
+GENERAL = ("general", "general_adapt", "adapt_scratch")
 CAMERA_FREE = ("synthetic", "synthetic_ll")  # trained without the camera: once per seed and view
 LABELS = {
     "input": "blurred input", "wiener": "Wiener (tuned on the validation camera)",
     "synthetic": "(a) synthetic", "synthetic_ll": "(a') synthetic + linear light", "prior_only": "prior only (no BGAN stage)",
     "separate": "(b) separate", "joint": "(c) joint", "oracle": "oracle (the camera's own pairs)",
+    "general": "general model (bundled, no training)", "general_adapt": "general + adaptation (separate)",
+    "adapt_scratch": "adaptation's network from scratch (separate)",
 }
 MARGIN = 24  # pixels blurred around each realism crop and then cut away (kernels up to 41 px)
 
@@ -296,11 +302,25 @@ def method_config(method: str, data: dict, cam: dict | None, view: str, runs: Pa
     elif method == "separate":
         overrides += ["scheme=separate", f"stages.blur_pretrain.iters={pre}", f"stages.bgan.iters={bgan_iters}",
                       f"stages.dbgan.iters={n - 2 * pre}"]
+    elif method in ("general_adapt", "adapt_scratch"):
+        overrides += ["scheme=separate", f"stages.blur_pretrain.iters={pre}", f"stages.bgan.iters={bgan_iters}",
+                      f"stages.dbgan.iters={n - 2 * pre}", *adapt_overrides(scratch=method == "adapt_scratch")]
     elif method == "joint":
         overrides += ["scheme=joint", f"stages.blur_pretrain.iters={pre}", f"stages.dbgan.iters={n - pre}"]
     else:
         raise ValueError(method)
     return load_config(args.config, overrides + list(args.set))
+
+
+def adapt_overrides(scratch: bool) -> list[str]:
+    """The adapt preset's deblurrer and dbgan stage (fine-tuning the bundled general model), or,
+    with ``scratch``, the same network from scratch with the general recipe's optimiser settings."""
+    adapt = load_config("adapt")
+    recipe = load_config("general").stages.dbgan if scratch else adapt.stages.dbgan
+    out = [f"nets.deblur_g={json.dumps({'name': adapt.nets.deblur_g.name, 'args': adapt.nets.deblur_g.args})}"]
+    for key in ("lr", "betas", "w_adv", "content", "w_content", "schedule", "ema", "grad_clip"):
+        out.append(f"stages.dbgan.{key}={json.dumps(getattr(recipe, key))}")
+    return out + ["stages.dbgan.init_from=" + ("null" if scratch else "general")]
 
 
 def stage_iters(cfg: Config) -> str:
@@ -464,6 +484,17 @@ def checks(results: dict, test_cams: list[str], methods: list[str]) -> list[tupl
         worst = min(((cam_mean(m, c, "psnr") - cam_mean("input", c, "psnr"), c) for c in test_cams), default=None)
         if worst:
             add("never below the input on any camera", f"worst {worst[1]} {worst[0]:+.2f} dB", worst[0] >= 0)
+    # issue 18: the general model beats the input and Wiener on every camera; adaptation adds >= 0.5 dB on average
+    if "general" in methods:
+        for ctrl in ("input", "wiener"):
+            worst = min(((cam_mean("general", c, "psnr") - cam_mean(ctrl, c, "psnr"), c) for c in test_cams), default=None)
+            if worst:
+                out.append((LABELS["general"], f"beats {LABELS[ctrl]} on every camera: worst {worst[1]} {worst[0]:+.2f} dB",
+                            None if np.isnan(worst[0]) else worst[0] > 0))
+        if "general_adapt" in methods:
+            d = avg("general_adapt", "psnr") - avg("general", "psnr")
+            out.append((LABELS["general_adapt"], f"adds >= 0.5 dB over the general model on average: {d:+.2f} dB",
+                        None if np.isnan(d) else d >= 0.5))
     return out
 
 
@@ -474,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="training-loop iterations of every learnt row (quick 600, full 3000)")
     p.add_argument("--seeds", default=None, help="comma list of data seeds (each also the training seed; quick 0,1; full 0,1,2)")
     p.add_argument("--cameras", default=",".join(CAMS.CAMERAS), help=f"comma list of cameras (default: all: {', '.join(CAMS.CAMERAS)})")
-    p.add_argument("--methods", default=",".join(LEARNT), help=f"comma list of learnt rows (default: all: {', '.join(LEARNT)})")
+    p.add_argument("--methods", default=",".join(LEARNT), help=f"comma list of learnt rows (default: {', '.join(LEARNT)}; also: {', '.join(GENERAL)})")
     p.add_argument("--config", default=None, help="preset or YAML file (default: camera if it exists, else kernel)")
     p.add_argument("--amp", default="none", help="train.amp for the learnt rows (none | bf16)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -502,9 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     for c in cams:
         CAMS.get(c)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in LEARNT]
+    bad = [m for m in methods if m not in LEARNT + GENERAL]
     if bad:
-        p.error(f"unknown method(s) {bad}; known: {', '.join(LEARNT)}")
+        p.error(f"unknown method(s) {bad}; known: {', '.join(LEARNT + GENERAL)}")
     args.config = args.config or default_config()
     if args.real_crop is None:  # the training stages crop data.crop_size from the real photos: leave room
         args.real_crop = max(96, load_config(args.config, list(args.set)).data.crop_size + 32)
@@ -576,6 +607,12 @@ def main(argv: list[str] | None = None) -> int:
                 s = score(tests[c], wiener(params))
                 s["secs"] = time.perf_counter() - t0
                 results[c].setdefault("wiener", []).append(s)
+                if "general" in methods:
+                    from dbgan.models import bundled_model_path
+
+                    s = score(tests[c], Deblurrer.from_checkpoint(bundled_model_path("general"), device="cpu", tile=None))
+                    s["secs"] = 0.0
+                    results[c].setdefault("general", []).append(s)
             # camera-free rows: once per view
             for m in [m for m in methods if m in CAMERA_FREE]:
                 for view in sorted({data["cams"][c]["view"] for c in cams}):
@@ -591,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
                             print(f"   {c}: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f}, bias {s['bias']:+.4f} ({secs / 60:.1f} min)", flush=True)
             for c in cams:
                 cam = data["cams"][c]
-                for m in [m for m in methods if m not in CAMERA_FREE]:
+                for m in [m for m in methods if m not in CAMERA_FREE and m != "general"]:
                     cfg = method_config(m, data, cam, cam["view"], root / f"s{seed}" / "runs", args, seed)
                     print(f"[seed {seed}] {c}: training {LABELS[m]}: {stage_iters(cfg)}", flush=True)
                     ckpt, secs = train_run(cfg)

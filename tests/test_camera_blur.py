@@ -331,3 +331,18 @@ def test_bgan_stage_fits_the_exposure_from_unpaired_photos(camera_stage, one_tor
         stage.step({"sharp": sharp, "real_blur": real}, it)
     assert 1.7 < float(g.log_gain.exp()) < 2.3
     assert float(g.log_wb.abs().max()) == 0.0
+
+
+def test_fitted_exposure_is_the_mean_brightness_change_of_the_output():
+    """With ``tone: fit`` nothing learnt can undo the fitted gain (no per-photo exposure jitter)."""
+    g = _gen(tone="fit", learn_wb=False, jpeg=False)
+    with torch.no_grad():
+        g.jitter_head.bias.fill_(-0.5)  # what the adversarial gradient had learnt to do
+        g.log_gain.fill_(math.log(1.3))
+        g.log_shot.fill_(math.log(1e-6))
+        g.log_read.fill_(math.log(1e-6))
+    x = torch.full((2, 3, 32, 32), 0.5)
+    want = ops.linear_to_srgb(ops.srgb_to_linear(torch.tensor(0.5)) * 1.3)
+    with torch.no_grad():
+        y = g(x)
+    assert abs(float(y.mean()) - float(want)) < 0.01

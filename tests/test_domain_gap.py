@@ -75,3 +75,18 @@ def test_cli_rejects_unknown_names():
         G.main(["--cameras", "nope"])
     with pytest.raises(SystemExit):
         G.main(["--methods", "nope"])
+
+
+def test_general_model_checks_and_adaptation_rows():
+    def r(p):
+        return [{"psnr": p, "ssim": 0.5, "bias": 0.0, "colour": 0.0}]
+
+    res = {"cam1": {"input": r(20), "wiener": r(20.5), "general": r(21), "general_adapt": r(21.6)},
+           "cam2": {"input": r(20), "wiener": r(21.2), "general": r(21), "general_adapt": r(21.4)}}
+    out = {what.split(":")[0]: ok for _, what, ok in G.checks(res, ["cam1", "cam2"], ["input", "wiener", "general", "general_adapt"])}
+    assert out["beats blurred input on every camera"] is True
+    assert out["beats Wiener (tuned on the validation camera) on every camera"] is False  # cam2: 21 < 21.2
+    assert out["adds >= 0.5 dB over the general model on average"] is True  # (0.6 + 0.4) / 2
+    fine, scratch = G.adapt_overrides(scratch=False), G.adapt_overrides(scratch=True)
+    assert fine[-1] == "stages.dbgan.init_from=general" and scratch[-1] == "stages.dbgan.init_from=null"
+    assert fine[0] == scratch[0] and fine[0].startswith("nets.deblur_g=")  # one network, two starts

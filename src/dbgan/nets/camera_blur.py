@@ -74,8 +74,9 @@ class CameraBlurGenerator(ImageGenerator):
             (docs/benchmarks.md, section 2). Exposure is learnt either way.
         tone: how exposure, black level and the response curve are found:
             ``learn`` (by gradient, with everything else); ``fit`` (the curve's shape and
-            the black level stay at their start, and the exposure gain is set in closed
-            form at every step from the running sharp and real brightness quantiles:
+            the black level stay at their start, there is no per-photo exposure jitter,
+            and the exposure gain is set in closed form at every step from the running
+            sharp and real brightness quantiles:
             :meth:`fit_tone`, a robust one-parameter fit that a handful of different
             scenes cannot pull far); ``fixed`` (no tone change at all).
         physical_lr_scale: learning-rate factor of the physical parameters.
@@ -220,7 +221,10 @@ class CameraBlurGenerator(ImageGenerator):
         kernels = ops.render_kernels(pts.reshape(n * m, t, 2), radius.reshape(-1), softness.reshape(-1),
                                      self.kernel_size).reshape(n, m, self.kernel_size, self.kernel_size)
         jit = self.jitter_head(h)
-        gain = torch.exp(self.log_gain + self.log_wb[None, :] + jit[:, :1])
+        # with tone "fit" or "fixed" the exposure is not the gradient's to move: a learnt per-photo
+        # jitter would undo the fitted gain (it did: a fitted x1.09 came out as x1.00 on average)
+        exp_jit = jit[:, :1] if self.tone == "learn" else torch.zeros_like(jit[:, :1])
+        gain = torch.exp(self.log_gain + self.log_wb[None, :] + exp_jit)
         return {
             "kernels": kernels,
             "paths": pts,
@@ -317,7 +321,8 @@ class CameraBlurGenerator(ImageGenerator):
         ``response``: the curve at linear inputs ``0, 0.1, ..., 1`` per channel;
         ``tone_map``: sharp photo value ``0, 0.1, ..., 1`` -> output, through decoding,
         gains, saturation and the curve (no blur, no noise: what a flat patch becomes);
-        ``exposure``, ``wb``: gains; ``shot_noise``, ``read_noise``; ``jpeg_quality``;
+        ``exposure``, ``wb``: gains; ``exposure_mean``: the exposure with the per-photo
+        jitter, averaged over the noise vectors; ``shot_noise``, ``read_noise``; ``jpeg_quality``;
         ``kernel_length_px``, ``defocus_radius_px``, ``kernel_rms_radius_px``: mean and
         the 10/50/90th percentiles over ``samples`` noise vectors.
         """
@@ -340,6 +345,8 @@ class CameraBlurGenerator(ImageGenerator):
             "response": resp.cpu().tolist(),
             "tone_map": tone.cpu().tolist(),
             "exposure": float(self.log_gain.exp()),
+            # with the per-photo jitter: what the photos get on average (tone "learn" only differs)
+            "exposure_mean": float((p["gain"] / self.log_wb.exp()[None]).mean()),
             "wb": torch.exp(self.log_wb).cpu().tolist(),
             "black_level": self.black.cpu().tolist(),
             "shot_noise": float(self.log_shot.exp()),
