@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="evaluate this checkpoint as the general model (default: bundled)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tile", type=int, default=512)
-    ap.add_argument("--dtype", default="bf16", choices=("fp32", "bf16"))
+    ap.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8"))
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
