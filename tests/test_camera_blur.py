@@ -349,3 +349,14 @@ def test_fitted_exposure_is_the_mean_brightness_change_of_the_output():
     with torch.no_grad():
         y = g(x)
     assert abs(float(y.mean()) - float(want)) < 0.01
+
+
+def test_learnt_jpeg_quality_stays_above_its_floor():
+    g = _gen(min_quality=50.0)
+    z = _z(64)
+    assert abs(float(g.params_from_noise(z)["quality"].mean()) - 95.0) < 0.5  # starts at init_quality
+    with torch.no_grad():
+        g.quality_logit.fill_(-50.0)  # where an unbounded quality had run away to
+    assert float(g.params_from_noise(z)["quality"].min()) >= 50.0
+    with pytest.raises(ValueError, match="min_quality"):
+        _gen(min_quality=96.0)

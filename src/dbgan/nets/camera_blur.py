@@ -61,6 +61,9 @@ class CameraBlurGenerator(ImageGenerator):
         init_radius: initial defocus radius (px).
         init_shot, init_read: initial shot-noise gain and read-noise std (linear units).
         init_quality: initial JPEG quality (``jpeg`` only).
+        min_quality: the lowest JPEG quality it can learn. Unbounded, the quality ran away to
+            1-20 on several benchmark cameras (whose JPEG is 65-97) and its chroma
+            quantisation painted colour casts the deblurrer then learnt to "undo".
         jpeg: model JPEG compression.
         input_encoding: how the sharp photos are encoded: ``srgb`` (photos) or
             ``linear`` (raw data, many microscopes).
@@ -98,6 +101,7 @@ class CameraBlurGenerator(ImageGenerator):
         init_shot: float = 1e-4,
         init_read: float = 2e-3,
         init_quality: float = 95.0,
+        min_quality: float = 50.0,
         jpeg: bool = True,
         input_encoding: str = "srgb",
         init_response: str = "srgb",
@@ -123,8 +127,8 @@ class CameraBlurGenerator(ImageGenerator):
             raise ValueError(f"input_encoding and init_response must be one of {', '.join(ENCODINGS)}")
         if not (init_length > 0 and init_radius >= 0 and init_shot > 0 and init_read > 0 and physical_lr_scale > 0):
             raise ValueError("init_length, init_shot, init_read and physical_lr_scale must be > 0, init_radius >= 0")
-        if not 1 <= init_quality < 100:
-            raise ValueError(f"init_quality must lie in [1, 100), got {init_quality}")
+        if not 0 <= min_quality < init_quality < 100:
+            raise ValueError(f"need 0 <= min_quality < init_quality < 100, got {min_quality} and {init_quality}")
         self.in_channels = self.out_channels = c = in_channels
         self.kernel_size = kernel_size
         self.mixtures = mixtures
@@ -181,7 +185,9 @@ class CameraBlurGenerator(ImageGenerator):
                 setattr(self, name, nn.Parameter(value))  # both starts pass through 0
             else:  # a buffer, as log_wb above
                 self.register_buffer(name, value)
-        self.quality_logit = nn.Parameter(torch.logit(torch.tensor(init_quality / 100.0)))
+        self.min_quality = float(min_quality)
+        start_q = (init_quality - min_quality) / (100.0 - min_quality)
+        self.quality_logit = nn.Parameter(torch.logit(torch.tensor(start_q)))
 
     # ------------------------------------------------------------------ capabilities read by training
     def lr_scales(self) -> dict[str, float]:
@@ -233,7 +239,7 @@ class CameraBlurGenerator(ImageGenerator):
             "gain": gain,
             "shot": torch.exp(self.log_shot + jit[:, 1]),
             "read": torch.exp(self.log_read + jit[:, 2]),
-            "quality": 100.0 * torch.sigmoid(self.quality_logit + jit[:, 3]),
+            "quality": self.min_quality + (100.0 - self.min_quality) * torch.sigmoid(self.quality_logit + jit[:, 3]),
         }
 
     def response_values(self) -> Tensor:
