@@ -582,7 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp_ctx = tempfile.TemporaryDirectory(prefix="dbgan_gap_") if args.keep is None else None
     root = Path(args.keep) if args.keep else Path(tmp_ctx.name)
     from dbgan.infer import Deblurrer
+    from dbgan.models import bundled_model_path
 
+    general = Deblurrer.from_checkpoint(bundled_model_path("general"), device="cpu", tile=None) if "general" in methods else None
     try:
         for seed in seeds:
             t0 = time.perf_counter()
@@ -607,10 +609,8 @@ def main(argv: list[str] | None = None) -> int:
                 s = score(tests[c], wiener(params))
                 s["secs"] = time.perf_counter() - t0
                 results[c].setdefault("wiener", []).append(s)
-                if "general" in methods:
-                    from dbgan.models import bundled_model_path
-
-                    s = score(tests[c], Deblurrer.from_checkpoint(bundled_model_path("general"), device="cpu", tile=None))
+                if general is not None:
+                    s = score(tests[c], general)
                     s["secs"] = 0.0
                     results[c].setdefault("general", []).append(s)
             # camera-free rows: once per view

@@ -310,14 +310,19 @@ class CameraBlurGenerator(ImageGenerator):
         """
         if self.tone != "fit":
             return
-        wb = self.log_wb.exp()
+        ref = self.log_wb
+        self.log_gain.copy_(ops.fit_log_gain(self.tone_map, sharp_quantiles.to(ref), real_quantiles.to(ref)))
 
-        def tone_map(values: Tensor, log_gain: Tensor) -> Tensor:  # (G, C, L)
-            lin = ops.srgb_to_linear(values) if self.input_encoding == "srgb" else values
-            scaled = lin[None] * log_gain.exp()[:, None, None] * wb[None, :, None]
-            return self.response(scaled.clamp(0.0, 1.0)[..., None])[..., 0]
+    def tone_map(self, values: Tensor, log_gains: Tensor | None = None) -> Tensor:
+        """What flat patches of sharp-photo ``values`` (``C x L``) become: ``G x C x L``.
 
-        self.log_gain.copy_(ops.fit_log_gain(tone_map, sharp_quantiles.to(wb), real_quantiles.to(wb)))
+        Decoding, the exposure (each of the ``G`` ``log_gains``; default: the learnt one), the
+        white balance, saturation and the response curve; no blur, no noise.
+        """
+        log_gains = (self.log_gain if log_gains is None else log_gains).reshape(-1)
+        lin = ops.srgb_to_linear(values) if self.input_encoding == "srgb" else values
+        scaled = lin[None] * log_gains.exp()[:, None, None] * self.log_wb.exp()[None, :, None]
+        return self.response(scaled.clamp(0.0, 1.0)[..., None])[..., 0]
 
     # ------------------------------------------------------------------ diagnostics
     @torch.no_grad()
@@ -338,9 +343,7 @@ class CameraBlurGenerator(ImageGenerator):
         grid = torch.linspace(0, 1, 11, device=dev)
         c = self.in_channels
         resp = self.response(grid[None, None, None, :].expand(1, c, 1, 11))[0, :, 0]
-        lin = ops.srgb_to_linear(grid) if self.input_encoding == "srgb" else grid
-        gain = torch.exp(self.log_gain + self.log_wb)
-        tone = self.response((lin[None, :] * gain[:, None]).clamp(0, 1)[None, :, None, :])[0, :, 0]
+        tone = self.tone_map(grid.expand(c, 11))[0]
         _, rms = ops.kernel_moments(p["kernels"].flatten(0, 1))
 
         def stats(v: Tensor) -> dict[str, float]:
