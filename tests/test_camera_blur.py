@@ -322,11 +322,26 @@ def test_tone_modes_decide_what_the_optimiser_and_fit_tone_can_move():
         _gen(tone="auto")
 
 
+def test_fit_strength_scales_the_fitted_log_exposure():
+    """``fit_strength`` is a prior toward the neutral exposure: half strength, half the log gain."""
+    q = torch.linspace(0.05, 0.95, 32)[None].repeat(3, 1)
+    brighter = ops.linear_to_srgb((ops.srgb_to_linear(q) * 1.6).clamp(0, 1))
+    full, half, off = (_gen(tone="fit", learn_wb=False, fit_strength=s) for s in (1.0, 0.5, 0.0))
+    for g in (full, half, off):
+        g.fit_tone(q, brighter)
+    assert abs(float(full.log_gain.exp()) - 1.6) < 0.04
+    assert abs(float(half.log_gain) - 0.5 * float(full.log_gain)) < 1e-6
+    assert float(off.log_gain) == 0.0
+    with pytest.raises(ValueError, match="fit_strength must be in"):
+        _gen(tone="fit", fit_strength=1.5)
+
+
 def test_bgan_stage_fits_the_exposure_from_unpaired_photos(camera_stage, one_torch_thread):
     """With ``tone: fit`` the stage sets the exposure from its running statistics of the two photo
     sets: real photos twice as bright (in linear light) as the sharp ones give a gain near 2."""
     _, stage, g = camera_stage("stages.bgan.w_adv=0", "stages.bgan.w_diversity=0",
-                               "nets.blur_g.args.tone=fit", "nets.blur_g.args.learn_wb=false")
+                               "nets.blur_g.args.tone=fit", "nets.blur_g.args.learn_wb=false",
+                               "nets.blur_g.args.fit_strength=1")
     gen = torch.Generator().manual_seed(0)
     for it in range(3):
         sharp = torch.rand(4, 3, 48, 48, generator=gen) * 0.6

@@ -82,6 +82,13 @@ class CameraBlurGenerator(ImageGenerator):
             sharp and real brightness quantiles:
             :meth:`fit_tone`, a robust one-parameter fit that a handful of different
             scenes cannot pull far); ``fixed`` (no tone change at all).
+        fit_strength: ``tone="fit"`` only: the fitted log exposure is multiplied by this, a
+            prior toward the neutral exposure (1 = the whole fit, 0 = none). From a few
+            photos per side the fit is mostly the difference between the scenes: on the
+            benchmark's validation camera, with about 14 photos per side, the full fit missed
+            the camera's exposure by 0.18 (RMS of the log gain over 8 data seeds), as far as no
+            fit at all, and half the fit by 0.13 (docs/benchmarks.md, section 2). With hundreds
+            of photos per side, use 1.
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
@@ -109,6 +116,7 @@ class CameraBlurGenerator(ImageGenerator):
         shared_response: bool = False,
         learn_wb: bool = True,
         tone: str = "learn",
+        fit_strength: float = 1.0,
         physical_lr_scale: float = 10.0,
     ):
         super().__init__()
@@ -123,6 +131,9 @@ class CameraBlurGenerator(ImageGenerator):
             raise ValueError(f"path_points must be >= 2, got {path_points}")
         if tone not in TONE_MODES:
             raise ValueError(f"tone must be one of {', '.join(TONE_MODES)}, got {tone!r}")
+        if not 0.0 <= fit_strength <= 1.0:
+            raise ValueError(f"fit_strength must be in [0, 1], got {fit_strength}")
+        self.fit_strength = float(fit_strength)
         if input_encoding not in ENCODINGS or init_response not in ENCODINGS:
             raise ValueError(f"input_encoding and init_response must be one of {', '.join(ENCODINGS)}")
         if not (init_length > 0 and init_radius >= 0 and init_shot > 0 and init_read > 0 and physical_lr_scale > 0):
@@ -306,12 +317,13 @@ class CameraBlurGenerator(ImageGenerator):
         values (:class:`dbgan.degradation_stats.CameraStats` keeps them). The gain is the
         one whose tone map (decoding, gain, white balance, saturation, response) takes the
         sharp quantiles closest to the real ones in L1 over the central 80%
-        (:func:`camera_ops.fit_log_gain`).
+        (:func:`camera_ops.fit_log_gain`), times ``fit_strength``.
         """
         if self.tone != "fit":
             return
         ref = self.log_wb
-        self.log_gain.copy_(ops.fit_log_gain(self.tone_map, sharp_quantiles.to(ref), real_quantiles.to(ref)))
+        fitted = ops.fit_log_gain(self.tone_map, sharp_quantiles.to(ref), real_quantiles.to(ref))
+        self.log_gain.copy_(self.fit_strength * fitted)
 
     def tone_map(self, values: Tensor, log_gains: Tensor | None = None) -> Tensor:
         """What flat patches of sharp-photo ``values`` (``C x L``) become: ``G x C x L``.
@@ -370,5 +382,6 @@ class CameraBlurGenerator(ImageGenerator):
     def extra_repr(self) -> str:
         return (
             f"kernel_size={self.kernel_size}, mixtures={self.mixtures}, jpeg={self.jpeg}, "
-            f"input_encoding={self.input_encoding!r}, learn_wb={self.learn_wb}, tone={self.tone!r}"
+            f"input_encoding={self.input_encoding!r}, learn_wb={self.learn_wb}, tone={self.tone!r}, "
+            f"fit_strength={self.fit_strength}"
         )
