@@ -1,5 +1,6 @@
 """benchmarks/domain_gap.py: the photo split, the classical baseline and the issue's checks (no training)."""
 
+import math
 import sys
 from pathlib import Path
 
@@ -90,3 +91,22 @@ def test_general_model_checks_and_adaptation_rows():
     fine, scratch = G.adapt_overrides(scratch=False), G.adapt_overrides(scratch=True)
     assert fine[-1] == "stages.dbgan.init_from=general" and scratch[-1] == "stages.dbgan.init_from=null"
     assert fine[0] == scratch[0] and fine[0].startswith("nets.deblur_g=")  # one network, two starts
+
+
+def test_tone_fit_benchmark_runs_and_summarises(tmp_path):
+    """benchmarks/tone_fit.py: one seed, one camera, a few batches; the RMS table covers every strength."""
+    import tone_fit as T
+
+    out = tmp_path / "t.json"
+    assert T.main(["--seeds", "0", "--cameras", "compact", "--batches", "3", "--train-side", "256",
+                   "--json", str(out)]) == 0
+    import json
+
+    res = json.loads(out.read_text())
+    (row,) = res["rows"]
+    assert row["camera"] == "compact" and math.isfinite(row["fit"]) and math.isfinite(row["target"])
+    s = res["summary"]["compact"]
+    assert set(map(float, s["rms"])) == set(T.STRENGTHS)
+    assert s["rms"]["0.0"] == pytest.approx(abs(row["target"]))  # no fit: the whole target is the error
+    with pytest.raises(ValueError, match="unknown camera"):
+        T.main(["--cameras", "nope"])

@@ -165,14 +165,19 @@ class CameraStats:
 
     @torch.no_grad()
     def observe(self, sharp: Tensor, real: Tensor) -> None:
-        self.count += 1
-        self._fold("tone_sharp", tone_quantiles(sharp, self.levels, self.tone_scale))
-        self._fold("tone_real", tone_quantiles(real, self.levels, self.tone_scale))
+        self.observe_tone(sharp, real)
         self._fold("band_sharp", band_power(sharp))
         self._fold("band_real", band_power(real))
         lv, wt = noise_profile(real)
         self._fold("noise_real", lv)
         self._fold("noise_weight", wt)
+
+    @torch.no_grad()
+    def observe_tone(self, sharp: Tensor, real: Tensor) -> None:
+        """Count one batch and fold only its brightness quantiles (:meth:`observe` does this and more)."""
+        self.count += 1
+        self._fold("tone_sharp", tone_quantiles(sharp, self.levels, self.tone_scale))
+        self._fold("tone_real", tone_quantiles(real, self.levels, self.tone_scale))
 
     def tone_target(self, sharp: Tensor) -> Tensor:
         """The sharp batch's pooled values mapped through the running sharp -> real quantile map."""

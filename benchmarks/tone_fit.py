@@ -1,0 +1,126 @@
+"""How well can a camera's exposure be found from unpaired photos? No training, seconds per case.
+
+    PYTHONPATH=src python benchmarks/tone_fit.py --seeds 0,1,2,3,4,5,6,7 --cameras compact --extra-photos DIR
+    PYTHONPATH=src python benchmarks/tone_fit.py --seeds 0,1,2,3,4,5 --extra-photos DIR   # every camera
+
+For each data seed and stand-in camera of the domain-gap benchmark (the same photo split,
+``domain_gap.split_photos``; cameras from ``benchmarks/cameras.py``, independent of
+dbgan.blur), the `camera` preset's exposure fit (``camera_ops.fit_log_gain`` through the
+generator's tone map, on running quantiles of batches of 4 random 128 px crops, as the
+bgan stage keeps them) is run twice:
+
+* **fit**: sharp-side photos against the camera's real-side photos (what BGAN sees);
+* **target**: sharp-side photos against the camera applied to *the same* sharp-side
+  photos: the best exposure a one-number fit can reach for this camera's tone.
+
+The gap between the two is what the scenes' difference costs. The table gives its RMS over
+seeds for the fitted log gain scaled by each ``fit_strength`` (1 = the full fit, 0 = no fit),
+and the least-squares best strength. Choose the strength on the validation camera only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cameras as CAMS  # noqa: E402
+import domain_gap as DG  # noqa: E402
+
+STRENGTHS = (1.0, 0.75, 0.5, 0.25, 0.0)
+
+
+def _crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    out = []
+    for _ in range(n):
+        im = photos[rng.integers(len(photos))]
+        y, x = rng.integers(0, im.shape[0] - size + 1), rng.integers(0, im.shape[1] - size + 1)
+        out.append(im[y : y + size, x : x + size])
+    return torch.from_numpy(np.stack(out).astype(np.float32)).permute(0, 3, 1, 2)
+
+
+def running_quantiles(photos: list[np.ndarray], batches: int, rng: np.random.Generator,
+                      batch: int = 4, size: int = 128) -> torch.Tensor:
+    """The running brightness quantiles of ``batches`` batches of random crops, kept by the bgan
+    stage's own :class:`dbgan.degradation_stats.CameraStats`."""
+    from dbgan.degradation_stats import CameraStats
+
+    stats = CameraStats()
+    for _ in range(batches):
+        x = _crops(photos, batch, size, rng)
+        stats.observe_tone(x, x)
+    return stats.stats["tone_sharp"]
+
+
+def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], split: dict, batches: int) -> dict:
+    from dbgan.config import load_config
+    from dbgan.nets import build_network
+    from dbgan.nets import camera_ops as ops
+
+    cam = CAMS.get(cam_name)
+    args = dict(load_config("camera").nets.blur_g.args)
+    net = build_network("camera_blur", in_channels=1 if cam.grey else 3, **args)
+    view = (lambda a: a[..., :1]) if cam.grey else (lambda a: a)
+    rng = np.random.default_rng([seed, 11, ci])
+    sharp = [view(cam.ground_truth(photos[n])) for n in split["sharp"]]
+    real = [view(cam.degrade(photos[n], rng)) for n in split["real"]]
+    target = [view(cam.degrade(photos[n], rng)) for n in split["sharp"]]
+    qs, qr, qt = (running_quantiles(p, batches, np.random.default_rng([seed, 12, ci, k]))
+                  for k, p in enumerate((sharp, real, target)))
+    fit = float(ops.fit_log_gain(net.tone_map, qs, qr))
+    best = float(ops.fit_log_gain(net.tone_map, qs, qt))
+    return {"seed": seed, "camera": cam_name, "fit": fit, "target": best, "truth_exposure": cam.truth()["exposure"]}
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for cam in dict.fromkeys(r["camera"] for r in rows):
+        rs = [r for r in rows if r["camera"] == cam]
+        rms = {s: math.sqrt(sum((s * r["fit"] - r["target"]) ** 2 for r in rs) / len(rs)) for s in STRENGTHS}
+        den = sum(r["fit"] ** 2 for r in rs)
+        best = sum(r["fit"] * r["target"] for r in rs) / den if den > 0 else 1.0
+        out[cam] = {"seeds": len(rs), "rms": rms, "best_strength": best}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="0,1,2,3")
+    ap.add_argument("--cameras", default=",".join(CAMS.CAMERAS))
+    ap.add_argument("--extra-photos", default=None, help="a folder of more colour photos (as domain_gap.py)")
+    ap.add_argument("--train-side", type=int, default=384)
+    ap.add_argument("--batches", type=int, default=300, help="batches of 4 crops folded into the running quantiles")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    cams = [c for c in args.cameras.split(",") if c]
+    for c in cams:
+        CAMS.get(c)  # an unknown name is an error naming it
+    extra = sorted(str(p) for p in Path(args.extra_photos).iterdir()) if args.extra_photos else []
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        split = DG.split_photos(seed, extra)
+        photos = {n: DG.to_hwc(DG.fit_longer_side(DG.photo(n), args.train_side)) for n in split["sharp"] + split["real"]}
+        for ci, cam in enumerate(cams):
+            rows.append(fit_case(seed, cam, ci, photos, split, args.batches))
+            r = rows[-1]
+            print(f"seed {seed} {cam:16s} fitted log gain {r['fit']:+.3f}  target {r['target']:+.3f}  "
+                  f"(camera exposure {r['truth_exposure']})", flush=True)
+    summary = summarise(rows)
+    head = " | ".join(f"strength {s:g}" for s in STRENGTHS)
+    print(f"\nRMS error of the log exposure over seeds\ncamera | seeds | {head} | best strength")
+    for cam, s in summary.items():
+        print(f"{cam} | {s['seeds']} | " + " | ".join(f"{s['rms'][k]:.3f}" for k in STRENGTHS) + f" | {s['best_strength']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
