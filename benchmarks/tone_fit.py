@@ -16,6 +16,11 @@ bgan stage keeps them) is run twice:
 The gap between the two is what the scenes' difference costs. The table gives its RMS over
 seeds for the fitted log gain scaled by each ``fit_strength`` (1 = the full fit, 0 = no fit),
 and the least-squares best strength. Choose the strength on the validation camera only.
+
+The same for the **white balance** (colour cameras): one gain per channel
+(``fit_log_gain(..., per_channel=True)``), less their mean (the log white balance); the
+error is the RMS over channels and seeds. The `camera` preset keeps it neutral
+(``learn_wb: false``) because of this table.
 """
 
 from __future__ import annotations
@@ -75,17 +80,30 @@ def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], s
                   for k, p in enumerate((sharp, real, target)))
     fit = float(ops.fit_log_gain(net.tone_map, qs, qr))
     best = float(ops.fit_log_gain(net.tone_map, qs, qt))
-    return {"seed": seed, "camera": cam_name, "fit": fit, "target": best, "truth_exposure": cam.truth()["exposure"]}
+    row = {"seed": seed, "camera": cam_name, "fit": fit, "target": best, "truth_exposure": cam.truth()["exposure"]}
+    if not cam.grey:
+        wb_fit, wb_best = (ops.fit_log_gain(net.tone_map, qs, q, per_channel=True) for q in (qr, qt))
+        row["wb_fit"] = (wb_fit - wb_fit.mean()).tolist()
+        row["wb_target"] = (wb_best - wb_best.mean()).tolist()
+    return row
+
+
+def _shrinkage(pairs: list[tuple[float, float]]) -> tuple[dict, float]:
+    """RMS error of ``s * fit - target`` for each strength, and the least-squares best ``s``."""
+    rms = {s: math.sqrt(sum((s * f - g) ** 2 for f, g in pairs) / len(pairs)) for s in STRENGTHS}
+    den = sum(f * f for f, _ in pairs)
+    return rms, (sum(f * g for f, g in pairs) / den if den > 0 else 1.0)
 
 
 def summarise(rows: list[dict]) -> dict:
     out = {}
     for cam in dict.fromkeys(r["camera"] for r in rows):
         rs = [r for r in rows if r["camera"] == cam]
-        rms = {s: math.sqrt(sum((s * r["fit"] - r["target"]) ** 2 for r in rs) / len(rs)) for s in STRENGTHS}
-        den = sum(r["fit"] ** 2 for r in rs)
-        best = sum(r["fit"] * r["target"] for r in rs) / den if den > 0 else 1.0
+        rms, best = _shrinkage([(r["fit"], r["target"]) for r in rs])
         out[cam] = {"seeds": len(rs), "rms": rms, "best_strength": best}
+        if "wb_fit" in rs[0]:
+            wb_rms, wb_best = _shrinkage([(f, g) for r in rs for f, g in zip(r["wb_fit"], r["wb_target"])])
+            out[cam] |= {"wb_rms": wb_rms, "wb_best_strength": wb_best}
     return out
 
 
@@ -117,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nRMS error of the log exposure over seeds\ncamera | seeds | {head} | best strength")
     for cam, s in summary.items():
         print(f"{cam} | {s['seeds']} | " + " | ".join(f"{s['rms'][k]:.3f}" for k in STRENGTHS) + f" | {s['best_strength']:.2f}")
+    print(f"\nRMS error of the log white balance over channels and seeds\ncamera | seeds | {head} | best strength")
+    for cam, s in summary.items():
+        if "wb_rms" in s:
+            print(f"{cam} | {s['seeds']} | " + " | ".join(f"{s['wb_rms'][k]:.3f}" for k in STRENGTHS)
+                  + f" | {s['wb_best_strength']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
     return 0

@@ -375,3 +375,14 @@ def test_learnt_jpeg_quality_stays_above_its_floor():
     assert float(g.params_from_noise(z)["quality"].min()) >= 50.0
     with pytest.raises(ValueError, match="min_quality"):
         _gen(min_quality=96.0)
+
+
+def test_fit_log_gain_per_channel_recovers_a_white_balance():
+    """``per_channel``: one gain per channel, each from its own quantiles (exposure x white balance)."""
+    tone_map = _gen(tone="fit", learn_wb=False).tone_map
+    q = torch.linspace(0.05, 0.95, 32)[None].repeat(3, 1)
+    gains = torch.tensor([1.2, 1.0, 0.8])
+    real = ops.linear_to_srgb((ops.srgb_to_linear(q) * gains[:, None]).clamp(0, 1))
+    fitted = ops.fit_log_gain(tone_map, q, real, per_channel=True).exp()
+    assert fitted.shape == (3,) and torch.allclose(fitted, gains, rtol=0.03)
+    assert abs(float(ops.fit_log_gain(tone_map, q, real).exp()) - 1.0) < 0.1  # one gain: the channels' middle

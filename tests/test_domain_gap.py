@@ -108,5 +108,6 @@ def test_tone_fit_benchmark_runs_and_summarises(tmp_path):
     s = res["summary"]["compact"]
     assert set(map(float, s["rms"])) == set(T.STRENGTHS)
     assert s["rms"]["0.0"] == pytest.approx(abs(row["target"]))  # no fit: the whole target is the error
+    assert len(row["wb_fit"]) == 3 and abs(sum(row["wb_fit"])) < 1e-5 and set(map(float, s["wb_rms"])) == set(T.STRENGTHS)
     with pytest.raises(ValueError, match="unknown camera"):
         T.main(["--cameras", "nope"])

@@ -262,7 +262,8 @@ def soft_jpeg(x: Tensor, quality: Tensor) -> Tensor:
 
 
 def fit_log_gain(
-    tone_map, sharp_q: Tensor, real_q: Tensor, span: float = 1.6, steps: int = 321, central: float = 0.8
+    tone_map, sharp_q: Tensor, real_q: Tensor, span: float = 1.6, steps: int = 321, central: float = 0.8,
+    per_channel: bool = False,
 ) -> Tensor:
     """The log exposure gain whose tone map takes ``sharp_q`` closest to ``real_q`` (a grid search).
 
@@ -272,10 +273,14 @@ def fit_log_gain(
     quantiles (the extremes hold clipped highlights, black borders and the scenes' own
     extremes). The grid covers ``exp(-span)`` to ``exp(span)`` in ``steps`` steps: one
     parameter fitted to whole distributions, so a few different scenes cannot pull it far.
+    With ``per_channel`` each channel gets its own gain (``C`` values: exposure times white
+    balance), each fitted to its own quantiles.
     """
     levels = sharp_q.shape[-1]
     lo = int(round(levels * (1 - central) / 2))
     sel = slice(lo, levels - lo)
     grid = torch.linspace(-span, span, steps, device=sharp_q.device, dtype=sharp_q.dtype)
-    err = (tone_map(sharp_q[:, sel], grid) - real_q[None, :, sel]).abs().mean((1, 2))
-    return grid[err.argmin()]
+    err = (tone_map(sharp_q[:, sel], grid) - real_q[None, :, sel]).abs()
+    if per_channel:
+        return grid[err.mean(2).argmin(0)]
+    return grid[err.mean((1, 2)).argmin()]
