@@ -70,6 +70,8 @@ def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], s
 
     cam = CAMS.get(cam_name)
     args = dict(load_config("camera").nets.blur_g.args)
+    if cam.decode == "identity":  # linear data: what domain_gap.py states for such a camera
+        args |= {"input_encoding": "linear", "init_response": "linear"}
     net = build_network("camera_blur", in_channels=1 if cam.grey else 3, **args)
     view = (lambda a: a[..., :1]) if cam.grey else (lambda a: a)
     rng = np.random.default_rng([seed, 11, ci])
