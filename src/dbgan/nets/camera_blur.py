@@ -86,8 +86,8 @@ class CameraBlurGenerator(ImageGenerator):
             prior toward the neutral exposure (1 = the whole fit, 0 = none). From a few
             photos per side the fit is mostly the difference between the scenes: on the
             benchmark's validation camera, with about 14 photos per side, the full fit missed
-            the camera's exposure by 0.18 (RMS of the log gain over 8 data seeds), as far as no
-            fit at all, and half the fit by 0.13 (docs/benchmarks.md, section 2). With hundreds
+            the best exposure by 0.15 (RMS of the log gain over 8 data seeds), no fit by 0.20,
+            half the fit by 0.12 (``benchmarks/tone_fit.py``; docs/benchmarks.md, section 2). With hundreds
             of photos per side, use 1.
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
