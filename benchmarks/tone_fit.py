@@ -45,7 +45,7 @@ def _crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator
     out = []
     for _ in range(n):
         im = photos[rng.integers(len(photos))]
-        y, x = rng.integers(0, im.shape[0] - size + 1), rng.integers(0, im.shape[1] - size + 1)
+        y, x = DG.crop_box(im.shape[0], im.shape[1], size, rng)
         out.append(im[y : y + size, x : x + size])
     return torch.from_numpy(np.stack(out).astype(np.float32)).permute(0, 3, 1, 2)
 

@@ -87,8 +87,8 @@ class CameraBlurGenerator(ImageGenerator):
             photos per side the fit is mostly the difference between the scenes: on the
             benchmark's validation camera, with about 14 photos per side, the full fit missed
             the best exposure by 0.15 (RMS of the log gain over 8 data seeds), no fit by 0.20,
-            half the fit by 0.12 (``benchmarks/tone_fit.py``; docs/benchmarks.md, section 2). With hundreds
-            of photos per side, use 1.
+            half the fit by 0.12 (``benchmarks/tone_fit.py``; docs/benchmarks.md, section 2).
+            With hundreds of photos per side, use 1.
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
