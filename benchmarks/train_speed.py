@@ -38,7 +38,9 @@ Usage::
 The header prints torch's CPU capability, whether bf16 is native (:mod:`dbgan.cpu_caps`)
 and what ``train.amp: auto`` resolves to. On a CPU without native bf16 the bf16
 variants are skipped (emulated bf16 is hundreds of times slower) and the quick
-defaults become ``plain, ours fp32, ours fp32 CL``. Emulating an AVX2-only CPU::
+defaults become ``plain, ours fp32, ours fp32 CL-D`` (``ours fp32`` is NCHW there:
+``train.channels_last: auto`` keeps the discriminators NCHW below AVX512, and CL-D shows
+what channels_last discriminators would cost). Emulating an AVX2-only CPU::
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
         python benchmarks/train_speed.py --quick
@@ -69,8 +71,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dbgan.config import Config, load_config
-from dbgan.cpu_caps import detect as detect_cpu_caps, resolve_amp
+from dbgan.config import channels_last_mode, Config, load_config
+from dbgan.cpu_caps import channels_last_training_rule, detect as detect_cpu_caps, resolve_amp, torch_capability
 from dbgan.device import pick_device
 from dbgan.train import loop as L
 from dbgan.train.context import DistInfo, StepContext
@@ -330,6 +332,8 @@ OURS_VARIANTS = {
     # name: (amp, channels_last); "auto" is the default: the discriminators channels_last on CPU
     "ours fp32": ("none", "auto"),
     "ours fp32 CL": ("none", "all"),
+    "ours fp32 CL-D": ("none", "discriminators"),  # what auto picks at capability AVX512 (dbgan.cpu_caps)
+    "ours fp32 NCHW": ("none", "none"),  # what auto picks below AVX512
     "ours bf16": ("bf16", "auto"),
     "ours bf16 NCHW": ("bf16", "none"),
     "ours bf16 CL": ("bf16", "all"),
@@ -554,8 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     caps = detect_cpu_caps()
     native = device.type != "cpu" or caps.native_bf16
     if not native and not args.variants:  # fp32 candidates instead of the bf16 ones
-        default_variants = ["plain", "ours fp32", "ours fp32 CL"] if quick else [
-            "plain", "plain + fused Adam", "ours fp32", "ours fp32 CL"]
+        default_variants = ["plain", "ours fp32", "ours fp32 CL-D"] if quick else [
+            "plain", "plain + fused Adam", "ours fp32", "ours fp32 CL-D", "ours fp32 CL"]
     names = [v.strip() for v in args.variants.split(",")] if args.variants else default_variants
     skipped = [n for n in names if not native and "bf16" in n]
     names = [n for n in names if n not in skipped]
@@ -582,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}, mkldnn {torch.backends.mkldnn.is_available()}")
     print(f"bf16         : {caps.summary()}")
     print(f"train.amp    : auto (the default) resolves to {auto_amp} here, i.e. the variant '{auto_is}'")
+    print(f"channels_last: auto (the default) resolves to {channels_last_mode('auto', device.type)} here "
+          f"({channels_last_training_rule(torch_capability())[1] if device.type == 'cpu' else 'not a CPU'})")
     if skipped:
         print(f"skipped      : {', '.join(skipped)} (this CPU has no native bf16: {caps.reason})")
     print(f"python       : {platform.python_version()}, numpy {np.__version__}")
@@ -589,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     print("preset       : seed (U-Net 256 generators, norm none, noise map on G_blur; 70x70 PatchGAN; vanilla GAN "
           "+ L1 x100; image pool 10; Adam 2e-4 (0.5, 0.999)); joint: bgan w_synthetic 100, w_content 0")
     print(f"points       : {', '.join(f'{s}x{s} batch {b}' for s, b in points)}; steps timed: {', '.join(kinds)}")
-    print(f"variants     : {', '.join(names)}  (channels_last: auto unless named, CL = all, NCHW = none; bf16 = train.amp=bf16 autocast"
+    print(f"variants     : {', '.join(names)}  (channels_last: auto unless named, CL = all, CL-D = discriminators, NCHW = none; bf16 = train.amp=bf16 autocast"
           f"{', AMP auto on CUDA' if device.type == 'cuda' else ''})")
     print(f"timing       : {rounds} rounds x {args.steps} step(s) per variant, order rotated each round, "
           f"{args.warmup} warm-up steps; s/step = median over rounds; ratio = median over rounds of "

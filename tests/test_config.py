@@ -119,8 +119,13 @@ def test_channels_last_modes():
     from dbgan.config import channels_last_mode
 
     assert build_config({}).train.channels_last == "auto"
-    assert channels_last_mode("auto", "cpu") == "discriminators"
-    assert channels_last_mode("auto", "cuda") == "none"  # not measured there
+    # auto on CPU follows torch's capability (dbgan.cpu_caps.channels_last_training_rule)
+    assert channels_last_mode("auto", "cpu", "AVX512") == "discriminators"
+    assert channels_last_mode("auto", "cpu", "AMX") == "discriminators"
+    assert channels_last_mode("auto", "cpu", "AVX2") == "none"  # slower backward passes there
+    assert channels_last_mode("auto", "cpu", "DEFAULT") == "none"
+    assert channels_last_mode("auto", "cuda", "AVX512") == "none"  # not measured there
+    assert channels_last_mode("all", "cpu", "AVX2") == "all"  # an explicit mode is kept
     assert channels_last_mode(True, "cuda") == "all" and channels_last_mode(False, "cpu") == "none"
     assert build_config({}, ["train.channels_last=true"]).train.channels_last is True
     assert build_config({}, ["train.channels_last=discriminators"]).train.channels_last == "discriminators"

@@ -213,3 +213,25 @@ def test_defaults_are_auto():
     assert Config().train.amp == "auto"
     args = build_parser().parse_args(["deblur", "ck.safetensors", "in.png", "out.png"])
     assert args.dtype == "auto"
+
+
+def test_channels_last_training_rule_names_the_capability():
+    yes, why = cpu_caps.channels_last_training_rule("AVX512")
+    no, why_not = cpu_caps.channels_last_training_rule("avx2")
+    assert yes and "AVX512" in why
+    assert not no and "AVX2" in why_not and "NCHW" in why_not
+
+
+def test_training_networks_follow_the_capability(monkeypatch):
+    """build_nets puts the discriminators in channels_last at AVX512 and keeps them NCHW at AVX2."""
+    from dbgan.config import load_config
+    from dbgan.train.networks import build_nets
+
+    cfg = load_config("tiny", [])
+    for cap, want in (("AVX512", True), ("AVX2", False)):
+        monkeypatch.setattr(cpu_caps, "torch_capability", lambda cap=cap: cap)
+        nets, _ = build_nets(cfg, torch.device("cpu"))
+        w = next(p for p in nets["blur_d"].parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
+        assert w.is_contiguous(memory_format=torch.channels_last) == want, cap
+        g = next(p for p in nets["deblur_g"].parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
+        assert g.is_contiguous(), cap  # the generators stay NCHW either way

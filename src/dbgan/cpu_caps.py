@@ -33,6 +33,8 @@ it is native *and* the CPU has AMX (``amx_bf16``) or is not an Intel one.
 
 * CPU where bf16 is native and faster: ``bf16`` (inference also channels_last);
 * any other CPU: ``fp32`` (``none`` for training), channels_last for inference as always;
+* ``train.channels_last: auto`` on a CPU (:func:`channels_last_training_rule`): the
+  discriminators in channels_last at capability AVX512 and above, everything NCHW below;
 * CUDA: ``bf16`` where the GPU supports it, else ``fp32`` for inference and ``fp16``
   (with a gradient scaler) for training;
 * MPS and anything else: ``fp32`` / ``none``.
@@ -155,6 +157,22 @@ def bf16_faster_rule(native: bool, flags: Optional[Iterable[str]], vendor: Optio
     return True, "bf16 dot products at twice the fp32 rate"
 
 
+def channels_last_training_rule(capability: str) -> tuple[bool, str]:
+    """Whether ``train.channels_last: auto`` puts the discriminators in channels_last on a CPU (pure).
+
+    Only where torch's CPU kernels run at AVX512 or above. There oneDNN's channels_last
+    convolutions of the PatchGAN ran 4-20% faster (Zen 4, bf16 and fp32; on the Xeon
+    in fp32 it was even). At capability AVX2 their backward passes are slower than in
+    NCHW: under emulated AVX2 a training step of the seed preset ran 1.45x the plain
+    loop with channels_last discriminators against 1.55x all NCHW (blur-pretrain; the
+    joint step 1.42x against 1.54x; ``docs/benchmarks.md``, section 5).
+    """
+    cap = (capability or "").upper()
+    if cap in _AVX512_CAPS:
+        return True, f"capability {cap}: channels_last discriminators are faster"
+    return False, f"capability {cap or '?'}: channels_last convolutions train slower than NCHW below AVX512"
+
+
 #: largest PSNR cost (dB, on held-out pairs) at which ``auto`` takes an int8 model
 INT8_MAX_COST_DB = 0.05
 
@@ -204,9 +222,14 @@ def _onednn_bf16() -> Optional[bool]:
         return None
 
 
+def torch_capability() -> str:
+    """torch's CPU capability here (``"AVX2"``, ``"AVX512"``, ...; ``ATEN_CPU_CAPABILITY`` lowers it)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def detect() -> CpuCaps:
     """Read this machine's capability, flags and oneDNN check, and apply :func:`bf16_native_rule`."""
-    cap = torch.backends.cpu.get_cpu_capability()
+    cap = torch_capability()
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
     flags = _cpu_flags()
     onednn = _onednn_bf16()

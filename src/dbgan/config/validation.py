@@ -45,21 +45,29 @@ def _range(key: str, values: list[float], low: float | None = None) -> None:
 CHANNELS_LAST_MODES = K.CHANNELS_LAST_MODES
 
 
-def channels_last_mode(value: bool | str, device_type: str) -> str:
+def channels_last_mode(value: bool | str, device_type: str, capability: str | None = None) -> str:
     """Resolve ``train.channels_last`` to ``"discriminators"``, ``"all"`` or ``"none"``.
 
-    ``true`` means ``"all"``, ``false`` ``"none"``. ``"auto"`` puts the discriminators
-    in channels_last on CPU: their oneDNN convolutions run 4-20% faster there, in
-    bf16 and fp32, while the U-Net generators (whose small inner maps take a GEMM
-    path) are slower in it (``docs/benchmarks.md``, section 1). On other devices
-    ``"auto"`` is ``"none"``: not measured there.
+    ``true`` means ``"all"``, ``false`` ``"none"``. ``"auto"`` on CPU follows
+    :func:`dbgan.cpu_caps.channels_last_training_rule`: the discriminators in
+    channels_last where torch's CPU capability (``capability``, default this machine's)
+    is AVX512 or above (their oneDNN convolutions run 4-20% faster there, while the
+    U-Net generators, whose small inner maps take a GEMM path, are slower in it;
+    ``docs/benchmarks.md``, section 1), ``"none"`` below (at AVX2 channels_last
+    backward passes are slower; section 5). On other devices ``"auto"`` is ``"none"``:
+    not measured there.
     """
     if value is True:
         return "all"
     if value is False:
         return "none"
     if value == "auto":
-        return "discriminators" if device_type == "cpu" else "none"
+        if device_type != "cpu":
+            return "none"
+        from dbgan.cpu_caps import channels_last_training_rule, torch_capability  # torch only when asked
+
+        cap = capability if capability is not None else torch_capability()
+        return "discriminators" if channels_last_training_rule(cap)[0] else "none"
     if value not in CHANNELS_LAST_MODES:
         raise ConfigError(
             f"'train.channels_last' must be true, false or one of {', '.join(CHANNELS_LAST_MODES)}, got {value!r}"

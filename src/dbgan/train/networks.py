@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -9,6 +10,8 @@ from torch import nn
 
 from dbgan.config import Config, ConfigError, channels_last_mode
 from dbgan.nets import build_network
+
+log = logging.getLogger(__name__)
 
 
 def net_specs(cfg: Config) -> dict[str, dict[str, Any]]:
@@ -31,6 +34,7 @@ def build_nets(cfg: Config, device: torch.device) -> tuple[dict[str, nn.Module],
     cond = dict(specs["blur_d"], args={**specs["blur_d"]["args"], "in_channels": 2 * cfg.data.channels})
     specs["blur_pretrain_d"] = cond if cfg.stages.blur_pretrain.conditional_d else specs["blur_d"]
     cl_mode = channels_last_mode(cfg.train.channels_last, device.type)
+    log.info("train.channels_last %s: %s", cfg.train.channels_last, cl_mode)
     nets = {}
     for i, (role, spec) in enumerate(sorted(specs.items())):
         torch.manual_seed(cfg.seed * 1000 + i)  # each net's init independent of the others
