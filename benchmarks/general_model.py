@@ -170,6 +170,11 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from dbgan.cpu_caps import detect, resolve_dtype
+
+    caps = detect()
+    print(f"cpu: {caps.summary()}; --dtype {args.dtype} runs {resolve_dtype(args.dtype, 'cpu', caps)} "
+          "(int8 where the model ships a qualifying int8 file)", flush=True)
     out = {}
     parts = args.only.split(",")
     if "cameras" in parts:

@@ -36,6 +36,13 @@ def main() -> None:
     ap.add_argument("--amp", default="none", choices=("none", "bf16"))
     args = ap.parse_args()
     torch.set_num_threads(1)
+    from dbgan.cpu_caps import detect
+
+    caps = detect()
+    print(f"cpu: {caps.summary()}")
+    if args.amp == "bf16" and not caps.native_bf16:
+        print("skipped: --amp bf16 (no native bf16 here, it would be emulated); timing fp32 instead", flush=True)
+        args.amp = "none"
     from dbgan.config import load_config
     from dbgan.data import collate
     from dbgan.data.datasets import SyntheticPairDataset

@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    from dbgan.cpu_caps import detect
+
+    print(f"cpu: {detect().summary()} (no timings here; every fit is fp32)", flush=True)
     cams = [c for c in args.cameras.split(",") if c]
     for c in cams:
         CAMS.get(c)  # an unknown name is an error naming it
