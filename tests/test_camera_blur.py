@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dbgan.degradation_stats import anisotropy, CameraStats, noise_profile, spectrum_shape
+from dbgan.degradation_stats import CameraStats, noise_profile, spectrum_shape
 from dbgan.nets import build_network
 from dbgan.nets import camera_ops as ops
 from dbgan.nets.kernel_blur import blur_per_image
@@ -148,39 +148,6 @@ def test_spectrum_shape_sees_the_blur():
     k = ops.render_kernels(torch.zeros(2, 2, 2), torch.tensor([3.0, 3.0]), torch.tensor([0.5, 0.5]), 15)
     sharp, blurred = spectrum_shape(x), spectrum_shape(ops.fft_blur(x, k))
     assert (blurred[:, -4:] < sharp[:, -4:] - 2).all()  # high bands lose power
-
-
-def test_anisotropy_tells_a_shake_path_from_a_defocus_disc(sample_arrays):
-    """A line blur raises the spectrum's anisotropy; a disc of the same extent, or noise, does not."""
-    x = torch.stack([torch.from_numpy(a[:64, :64].astype(np.float32) / 255).permute(2, 0, 1)
-                     for a in sample_arrays.values()])
-    n = x.shape[0]
-    line = ops.render_kernels(torch.tensor([[-4.0, 0.0], [4.0, 0.0]]).expand(n, 2, 2), torch.zeros(n),
-                              torch.full((n,), 0.35), 15)
-    disc = ops.render_kernels(torch.zeros(n, 2, 2), torch.full((n,), 3.0), torch.full((n,), 0.35), 15)
-    a_sharp, a_line, a_disc = (anisotropy(v).mean() for v in (x, ops.fft_blur(x, line), ops.fft_blur(x, disc)))
-    noisy = (ops.fft_blur(x, disc) + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)))
-    assert a_line > a_sharp + 0.1 and a_line > a_disc + 0.1
-    assert abs(float(a_disc - a_sharp)) < 0.1 and abs(float(anisotropy(noisy).mean() - a_disc)) < 0.1
-
-
-def test_anisotropy_term_counts_only_with_a_fourth_weight(camera_stage):
-    """``stats_balance`` of three weights leaves the anisotropy term out (older configs); a fourth weighs it."""
-    from dbgan.config import ConfigError, load_config
-
-    x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
-    line = ops.render_kernels(torch.tensor([[-5.0, 0.0], [5.0, 0.0]]).expand(2, 2, 2), torch.zeros(2),
-                              torch.full((2,), 0.35), 15)
-    totals = {}
-    for balance in ("[10,1,1]", "[10,1,1,5]"):
-        cfg, stage, _ = camera_stage(f"stages.bgan.stats_balance={balance}")
-        stage.camera_stats.observe(x, ops.fft_blur(x, line))
-        logs = {}
-        totals[balance] = float(stage.statistics(x, {"sharp": x}, logs)) / cfg.stages.bgan.w_stats
-        assert float(logs["stats_anisotropy"]) > 0.05  # the sharp photos are not the line-blurred real ones
-    assert totals["[10,1,1,5]"] == pytest.approx(totals["[10,1,1]"] + 5 * float(logs["stats_anisotropy"]), rel=1e-4)
-    with pytest.raises(ConfigError, match="stats_balance"):
-        load_config("camera", ["stages.bgan.stats_balance=[10,1,1,1,1]"])
 
 
 def test_camera_stats_tone_target_is_the_histogram_map_and_state_round_trips():

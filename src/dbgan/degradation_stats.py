@@ -13,10 +13,6 @@ the camera and hardly the scene, once averaged over a batch:
 * **sharpness** (:func:`spectrum_shape`): the radially averaged power spectrum of the
   luma, normalised per image, on a log scale: the blur's modulation transfer, plus the
   noise floor at the top.
-* **blur shape** (:func:`anisotropy`): how directional each image's mid and high
-  frequencies are. A radial average cannot tell a defocus disc from a shake path of the
-  same extent (both remove the same share of each band, once the paths' directions are
-  averaged); per image, a path removes one direction and a disc none.
 
 :class:`CameraStats` compares a generated batch with running real statistics, as
 L1 distances and log-ratios; it is a fixed-feature discriminator that
@@ -118,38 +114,6 @@ def spectrum_shape(x: Tensor, bands: int = SPECTRUM_BANDS) -> Tensor:
     return (power + 1e-10).log()
 
 
-def anisotropy(x: Tensor, min_cycles: float = 2.0, max_freq: float = 0.25) -> Tensor:
-    """``N`` anisotropy of each image's luma spectrum: 0 when every direction keeps the same power, up to 1.
-
-    The power spectrum (Hann window, mean removed) is whitened by ``|f|^2`` (natural
-    images fall off about as ``1 / |f|^2``, so every octave counts alike) and restricted
-    to frequencies from ``min_cycles`` cycles per crop to ``max_freq`` cycles per pixel
-    (above it the sensor noise, which is isotropic, dominates); the structure tensor of
-    the frequency directions weighted by that power, ``T = sum p(f) u u^T`` with
-    ``u = f / |f|``, gives ``(l1 - l2) / (l1 + l2)`` from its eigenvalues. A linear blur
-    removes the power along its direction and raises this; a disc leaves it at the
-    scene's own value.
-    """
-    y = luma(x.float())[:, 0]
-    n, h, w = y.shape
-    y = y - y.mean((-2, -1), keepdim=True)
-    win = torch.hann_window(h, periodic=False, device=y.device)[:, None] * torch.hann_window(
-        w, periodic=False, device=y.device
-    )[None, :]
-    f = torch.fft.rfft2(y * win)
-    p = f.real**2 + f.imag**2
-    fy = torch.fft.fftfreq(h, device=y.device)[:, None].expand(h, w // 2 + 1)
-    fx = torch.fft.rfftfreq(w, device=y.device)[None, :].expand(h, w // 2 + 1)
-    r2 = fy**2 + fx**2
-    keep = ((r2 >= (min_cycles / min(h, w)) ** 2) & (r2 <= max_freq**2)).to(p.dtype)
-    pw = p * keep  # whitened by |f|^2: p |f|^2 u u^T is p f f^T
-    txx = (pw * fx * fx).sum((-2, -1))
-    tyy = (pw * fy * fy).sum((-2, -1))
-    txy = (pw * fx * fy).sum((-2, -1))
-    trace = (txx + tyy).clamp_min(1e-12)
-    return ((txx - tyy) ** 2 + 4 * txy**2 + 1e-12).sqrt() / trace
-
-
 def band_power(x: Tensor, bands: int = SPECTRUM_BANDS) -> Tensor:
     """Batch mean of the per-image normalised band powers (``exp`` of :func:`spectrum_shape`): ``bands``."""
     return spectrum_shape(x, bands).exp().mean(0)
@@ -184,9 +148,7 @@ class CameraStats:
       sharp -> real quantile map (histogram matching of ``tone_scale``-pooled values);
     * ``spectrum``: the log ratio of generated to sharp band power against the real
       to sharp one (the squared modulation transfer of the camera, with its noise floor);
-    * ``noise``: :func:`noise_profile` of the generated batch against the real one's;
-    * ``anisotropy``: the generated batch's mean :func:`anisotropy` less its sharp inputs',
-      against the real photos' less the sharp photos' (the blur's shape: path or disc).
+    * ``noise``: :func:`noise_profile` of the generated batch against the real one's.
 
     :meth:`state_dict` / :meth:`load_state_dict` make a resumed run exact.
     """
@@ -206,8 +168,6 @@ class CameraStats:
         self.observe_tone(sharp, real)
         self._fold("band_sharp", band_power(sharp))
         self._fold("band_real", band_power(real))
-        self._fold("aniso_sharp", anisotropy(sharp).mean())
-        self._fold("aniso_real", anisotropy(real).mean())
         lv, wt = noise_profile(real)
         self._fold("noise_real", lv)
         self._fold("noise_weight", wt)
@@ -237,13 +197,7 @@ class CameraStats:
         w = torch.minimum(wf, self.stats["noise_weight"])
         d = ((lf + eps).log() - (self.stats["noise_real"] + eps).log()).abs()
         noise = (d * w).sum() / w.sum().clamp_min(1e-6)
-        out = {"tone": tone, "spectrum": spectrum, "noise": noise}
-        if "aniso_real" in self.stats:  # (a state saved before the term existed lacks it)
-            with torch.no_grad():
-                a_sharp = anisotropy(sharp).mean()
-            a_target = self.stats["aniso_real"] - self.stats["aniso_sharp"]
-            out["anisotropy"] = (anisotropy(fake).mean() - a_sharp - a_target).abs()
-        return out
+        return {"tone": tone, "spectrum": spectrum, "noise": noise}
 
     def state_dict(self) -> dict:
         return {"count": self.count, "stats": {k: v.cpu() for k, v in self.stats.items()}}

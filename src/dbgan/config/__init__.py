@@ -146,8 +146,7 @@ class StageConfig:
     ``w_stats`` (bgan only) matches statistics of the generated blur to running
     statistics of the real photos that see the camera rather than the scene (tone
     through histogram matching, the blur's power-spectrum ratio, the noise level per
-    brightness, and with a fourth weight the blur's shape through the spectrum's
-    anisotropy; :class:`dbgan.degradation_stats.CameraStats`), weighted
+    brightness; :class:`dbgan.degradation_stats.CameraStats`), weighted
     ``stats_balance`` among themselves. ``w_diversity`` (blur stages, kernel-predicting
     generators) is a mode-seeking term: different noise vectors must give different
     kernels (:func:`dbgan.losses.kernel_diversity_loss`).
@@ -172,8 +171,7 @@ class StageConfig:
     w_kernel_prior: float = 0.0
     w_noise_match: float = 0.0
     w_stats: float = 0.0  # bgan: unpaired camera statistics (tone, spectrum, noise; dbgan.degradation_stats)
-    # tone, spectrum, noise[, anisotropy]: three weights leave the blur-shape term out
-    stats_balance: list[float] = field(default_factory=lambda: [10.0, 1.0, 1.0])
+    stats_balance: list[float] = field(default_factory=lambda: [10.0, 1.0, 1.0])  # tone, spectrum, noise
     w_diversity: float = 0.0  # blur stages: mode-seeking term on the kernels of two noise vectors
     w_perceptual: float = 0.0
     w_frequency: float = 0.0

@@ -177,9 +177,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"'{pre}.pool_size' must be >= 0, got {st.pool_size}")
         if stage == "dbgan" and st.w_kernel_prior > 0:
             raise ConfigError(f"'{pre}.w_kernel_prior' applies to the blur stages (blur_pretrain, bgan) only")
-        if len(st.stats_balance) not in (3, 4) or not all(b >= 0 for b in st.stats_balance):
-            raise ConfigError(f"'{pre}.stats_balance' must be three or four weights >= 0 (tone, spectrum, noise"
-                              f"[, anisotropy]; three: no anisotropy term), got {st.stats_balance}")
+        if len(st.stats_balance) != 3 or not all(b >= 0 for b in st.stats_balance):
+            raise ConfigError(f"'{pre}.stats_balance' must be three weights >= 0 (tone, spectrum, noise), got {st.stats_balance}")
         if stage != "bgan" and st.w_stats > 0:
             raise ConfigError(f"'{pre}.w_stats' applies to the bgan stage (unpaired real photos) only")
         if stage == "dbgan" and st.w_diversity > 0:

@@ -106,8 +106,7 @@ class _BlurStage(Stage):
             return 0.0
         terms = self.camera_stats.loss(fake, batch["sharp"])
         total = fake.new_zeros((), dtype=torch.float32)
-        balance = list(self.scfg.stats_balance) + [0.0] * (len(terms) - len(self.scfg.stats_balance))
-        for (key, value), weight in zip(terms.items(), balance):
+        for (key, value), weight in zip(terms.items(), self.scfg.stats_balance):
             logs[f"stats_{key}"] = value
             total = total + weight * value
         return self.scfg.w_stats * total
