@@ -163,9 +163,10 @@ def channels_last_training_rule(capability: str) -> tuple[bool, str]:
     Only where torch's CPU kernels run at AVX512 or above. There oneDNN's channels_last
     convolutions of the PatchGAN ran 4-20% faster (Zen 4, bf16 and fp32; on the Xeon
     in fp32 it was even). At capability AVX2 their backward passes are slower than in
-    NCHW: under emulated AVX2 a training step of the seed preset ran 1.45x the plain
-    loop with channels_last discriminators against 1.55x all NCHW (blur-pretrain; the
-    joint step 1.42x against 1.54x; ``docs/benchmarks.md``, section 5).
+    NCHW: under emulated AVX2, ``train_speed.py --quick`` ran the seed preset's steps at
+    256² 1.59x (blur-pretrain) and 1.72x (joint) the plain loop all NCHW, against 1.53x
+    and 1.47x with channels_last discriminators (``docs/benchmarks.md``, section 5).
+    Other architectures (aarch64, ...) are not measured and get NCHW.
     """
     cap = (capability or "").upper()
     if cap in _AVX512_CAPS:
