@@ -45,6 +45,13 @@ def _range(key: str, values: list[float], low: float | None = None) -> None:
 CHANNELS_LAST_MODES = K.CHANNELS_LAST_MODES
 
 
+def _check_channels_last(value: bool | str) -> None:
+    if not isinstance(value, bool) and value not in CHANNELS_LAST_MODES:
+        raise ConfigError(
+            f"'train.channels_last' must be true, false or one of {', '.join(CHANNELS_LAST_MODES)}, got {value!r}"
+        )
+
+
 def channels_last_mode(value: bool | str, device_type: str, capability: str | None = None) -> str:
     """Resolve ``train.channels_last`` to ``"discriminators"``, ``"all"`` or ``"none"``.
 
@@ -57,6 +64,7 @@ def channels_last_mode(value: bool | str, device_type: str, capability: str | No
     backward passes are slower; section 5). On other devices ``"auto"`` is ``"none"``:
     not measured there.
     """
+    _check_channels_last(value)
     if value is True:
         return "all"
     if value is False:
@@ -68,10 +76,6 @@ def channels_last_mode(value: bool | str, device_type: str, capability: str | No
 
         cap = capability if capability is not None else torch_capability()
         return "discriminators" if channels_last_training_rule(cap)[0] else "none"
-    if value not in CHANNELS_LAST_MODES:
-        raise ConfigError(
-            f"'train.channels_last' must be true, false or one of {', '.join(CHANNELS_LAST_MODES)}, got {value!r}"
-        )
     return value
 
 
@@ -81,7 +85,7 @@ def validate(cfg: Config) -> None:
         value = _get(cfg, key)
         if value not in choices:
             raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {_short(value)}")
-    channels_last_mode(cfg.train.channels_last, "cuda")  # raises on an unknown mode (no CPU probe needed)
+    _check_channels_last(cfg.train.channels_last)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"'name' must be a plain directory name, got {cfg.name!r}")
     d = cfg.data
