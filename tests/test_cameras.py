@@ -21,7 +21,10 @@ def _scene(seed: int = 0, size: int = 48) -> np.ndarray:
 
 def test_suite_shape():
     assert len(C.CAMERAS) >= 6 and C.VALIDATION in C.CAMERAS
-    assert C.VALIDATION not in C.TEST and len(C.TEST) >= 5
+    assert C.VALIDATION == C.VALIDATION_CAMERAS[0] and set(C.VALIDATION_CAMERAS) <= set(C.CAMERAS)
+    assert not set(C.VALIDATION_CAMERAS) & set(C.TEST) and len(C.TEST) >= 5
+    # settings are chosen on both blur kinds a test camera has in a single kernel: shake and defocus
+    assert {C.get(n).blur for n in C.VALIDATION_CAMERAS} == {"shake", "defocus"}
     assert sum(c.grey for c in C.CAMERAS.values()) == 1
     assert {c.response for c in C.CAMERAS.values()} >= {"srgb", "filmic", "linear_black"}
     assert {c.blur for c in C.CAMERAS.values()} == {"shake", "defocus", "rotation"}

@@ -111,3 +111,53 @@ def test_tone_fit_benchmark_runs_and_summarises(tmp_path):
     assert len(row["wb_fit"]) == 3 and abs(sum(row["wb_fit"])) < 1e-5 and set(map(float, s["wb_rms"])) == set(T.STRENGTHS)
     with pytest.raises(ValueError, match="unknown camera"):
         T.main(["--cameras", "nope"])
+
+
+def _smooth(seed: int, size: int = 48) -> torch.Tensor:
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(np.clip(gaussian_filter(rng.random((3, size, size)), (0, 2, 2)) * 3 - 1, 0, 1)).float()
+
+
+def test_tone_aligned_psnr_forgives_tone_not_blur():
+    """A global tone change is undone by the per-image fit; a blur is not (a curve can restore a little of the
+    contrast a blur takes, not the detail: the blurred image stays far below the toned one)."""
+    from scipy.ndimage import gaussian_filter
+
+    from dbgan.metrics import psnr
+
+    sharp = _smooth(0)
+    toned = 0.9 * sharp**0.6
+    assert psnr(toned, sharp) < 25 and psnr(G.tone_aligned(toned, sharp), sharp) > 40
+    blurred = torch.from_numpy(gaussian_filter(sharp.numpy(), (0, 2, 2))).float()
+    assert psnr(G.tone_aligned(blurred, sharp), sharp) < 32
+
+
+def test_tone_lut_learns_a_pointwise_curve_from_pairs():
+    """The tone-only oracle: fitted on pairs, it maps an unseen photo's tone back (within the 8-bit binning)."""
+    pairs = [("a", s, s**0.5 * 0.95) for s in (_smooth(1), _smooth(2), _smooth(3))]
+    lut = G.tone_lut(pairs)
+    new = _smooth(4)
+    got = lut(new**0.5 * 0.95)
+    covered = (new > 0.1) & (new < 0.9)  # values the training pairs have plenty of
+    assert float((got - new)[covered].abs().max()) < 0.03
+    assert float((new**0.5 * 0.95 - new)[covered].abs().max()) > 0.2  # the input was far off
+
+
+def test_gap_rescore_scores_a_kept_folder(tmp_path):
+    """benchmarks/gap_rescore.py: run folder names parse back; a kept folder's cameras get the input and tone-oracle rows."""
+    import gap_rescore as R
+
+    assert R.parse_run("prior_only_filmic_defocus_s1") == ("prior_only", "filmic_defocus", 1)
+    assert R.parse_run("synthetic_ll_grey_s0") == ("synthetic_ll", "grey", 0)
+    assert R.parse_run("notes") is None
+    for k, s in enumerate((_smooth(5), _smooth(6))):
+        for part in ("test", "oracle"):
+            G.write_pair(tmp_path / "s0" / "compact" / part, f"p{k}.png", s.permute(1, 2, 0).numpy(),
+                         (s**0.7).permute(1, 2, 0).numpy())
+    res = R.rescore([str(tmp_path)])
+    assert set(res["compact"]) == {"input", "tone_oracle"}
+    assert res["compact"]["tone_oracle"][0]["psnr"] > res["compact"]["input"][0]["psnr"] + 10
+    with pytest.raises(SystemExit, match="no such folder"):
+        R.rescore([str(tmp_path / "nope")])
