@@ -34,7 +34,7 @@ VIEWS = ("colour", "grey")
 def parse_run(name: str) -> tuple[str, str, int] | None:
     """``(method, camera or view, seed)`` of a run folder named ``{method}_{camera}_s{seed}``."""
     names = "|".join(re.escape(n) for n in (*CAMS.CAMERAS, *VIEWS))
-    m = re.fullmatch(rf"(.+)_({names})_s(\d+)", name)
+    m = re.fullmatch(rf"(.+?)_({names})_s(\d+)", name)  # lazy: "oracle_microscope_grey" is not a "grey" run
     return (m.group(1), m.group(2), int(m.group(3))) if m else None
 
 
@@ -93,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folders", nargs="+", help="domain_gap.py --keep folders, each optionally =method,method")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--general", action="store_true", help="add the bundled general model's row")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: two threads on busy cores were 30x slower)")
     args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     results = rescore(args.folders, general=args.general)
     cams = sorted(results)
     test_cams = [c for c in cams if c not in CAMS.VALIDATION_CAMERAS]

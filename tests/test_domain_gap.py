@@ -151,6 +151,7 @@ def test_gap_rescore_scores_a_kept_folder(tmp_path):
 
     assert R.parse_run("prior_only_filmic_defocus_s1") == ("prior_only", "filmic_defocus", 1)
     assert R.parse_run("synthetic_ll_grey_s0") == ("synthetic_ll", "grey", 0)
+    assert R.parse_run("oracle_microscope_grey_s0") == ("oracle", "microscope_grey", 0)
     assert R.parse_run("notes") is None
     for k, s in enumerate((_smooth(5), _smooth(6))):
         for part in ("test", "oracle"):
