@@ -50,6 +50,7 @@ def kept_runs(folder: Path, methods: set[str] | None) -> list[tuple[str, str, in
 
 def rescore(specs: list[str], general: bool = False) -> dict:
     """``results[camera][method]`` = per-seed score dicts (seed order), as ``domain_gap.main`` keeps them."""
+    from dbgan.checkpoint import CheckpointError
     from dbgan.infer import Deblurrer
 
     by_seed: dict[str, dict[str, dict[int, dict]]] = {}
@@ -81,7 +82,11 @@ def rescore(specs: list[str], general: bool = False) -> dict:
             for c in cams:
                 if (c, seed) not in tests or seed in by_seed[c].get(method, {}):
                     continue
-                net = net or Deblurrer.from_checkpoint(ckpt, device="cpu", tile=None)
+                try:
+                    net = net or Deblurrer.from_checkpoint(ckpt, device="cpu", tile=None)
+                except CheckpointError as e:  # a run still training (or stopped) before its deblurring stage
+                    print(f"skipped {ckpt.parent.parent.name}: {e}", flush=True)
+                    break
                 by_seed[c].setdefault(method, {})[seed] = s = G.score(tests[c, seed], net)
                 print(f"{c} s{seed} {method}: PSNR {s['psnr']:.2f}, tone-aligned {s['psnr_tone']:.2f} ({ckpt.parent.parent.name})",
                       flush=True)

@@ -386,3 +386,77 @@ def test_fit_log_gain_per_channel_recovers_a_white_balance():
     fitted = ops.fit_log_gain(tone_map, q, real, per_channel=True).exp()
     assert fitted.shape == (3,) and torch.allclose(fitted, gains, rtol=0.03)
     assert abs(float(ops.fit_log_gain(tone_map, q, real).exp()) - 1.0) < 0.1  # one gain: the channels' middle
+
+
+def _edge(n: int = 2, size: int = 32) -> torch.Tensor:
+    x = torch.full((n, 3, size, size), 0.2)
+    x[..., size // 2 :] = 0.8
+    return x
+
+
+def _edge_width(img: torch.Tensor) -> float:
+    """How many columns the step takes to rise from 25% to 75% of its height (row-averaged)."""
+    prof = img.mean((0, 1, 2))
+    lo, hi = float(prof[:4].mean()), float(prof[-4:].mean())
+    t = (prof - lo) / (hi - lo)
+    return float(((t > 0.25) & (t < 0.75)).sum())
+
+
+def test_degrade_with_kernels_keeps_the_camera_and_takes_the_kernels():
+    """The given kernels replace the learnt blur (a delta keeps the edge, a 9 px box spreads it); the
+    learnt camera is still applied (a flat image's mean moves with the exposure as in forward)."""
+    g = _gen(seed=3, kernel_size=15, jpeg=False, init_shot=1e-6, init_read=1e-6)
+    with torch.no_grad():
+        g.log_gain.fill_(math.log(0.5))
+    delta = torch.zeros(2, 9, 9)
+    delta[:, 4, 4] = 1.0
+    box = torch.zeros(2, 9, 9)
+    box[:, 4, :] = 1 / 9  # horizontal: across the vertical edge
+    sharp = _edge()
+    z = _z(2)
+    with torch.no_grad():
+        out_delta = g.degrade_with_kernels(sharp, delta, z)
+        out_box = g.degrade_with_kernels(sharp, box, z)
+        flat = torch.full((2, 3, 16, 16), 0.5)
+        flat_given, flat_learnt = g.degrade_with_kernels(flat, delta, z), g(flat, z)
+    assert _edge_width(out_delta) <= 1 and _edge_width(out_box) >= 4
+    assert abs(float(flat_given.mean()) - float(flat_learnt.mean())) < 2e-3
+    assert float(flat_given.mean()) < 0.45  # exposure 0.5 through the sRGB curve: darker than the input
+    with pytest.raises(ValueError, match="N x k x k"):
+        g.degrade_with_kernels(sharp, delta[:1])
+
+
+def test_dbgan_stage_synthetic_kernels_swaps_the_blur_reproducibly(sample_images, tmp_path):
+    """stages.dbgan.synthetic_kernels: with share 1 every input takes a synth kernel (here a tiny Gaussian,
+    so sharper than the learnt start), the draw repeats for the same iteration, and without an
+    iteration (samples) nothing is swapped; the setting is refused where it cannot apply."""
+    from dbgan.config import ConfigError, load_config
+    from dbgan.train import loop as L
+
+    folder = sample_images[0].parent
+    base = [f"data.sharp_dir={folder}", f"data.real_blur_dir={folder}", f"runs_dir={tmp_path / 'runs'}",
+            "data.crop_size=32", "data.load_size=32", "nets.blur_g.args.kernel_size=15", "nets.blur_d.args.ndf=4",
+            "nets.blur_d.args.scales=2", "nets.deblur_g.args.ngf=4", "nets.deblur_d.args.ndf=4",
+            "synth.kernels=[gaussian]", "synth.gaussian_sigma=[0.3,0.3]", "synth.kernel_size=9"]
+    cfg = load_config("camera", [*base, "stages.dbgan.synthetic_kernels=1.0", "nets.blur_g.args.init_length=8"])
+    nets, _ = L.build_nets(cfg, torch.device("cpu"))
+    stage = L.make_stage("dbgan", cfg, nets, torch.device("cpu"))
+    batch = {"sharp": _edge(4)}
+    torch.manual_seed(0)
+    swapped = stage.blurred_input(batch, it=5)
+    torch.manual_seed(0)
+    again = stage.blurred_input(batch, it=5)
+    torch.manual_seed(0)
+    learnt = stage.blurred_input(batch)
+    assert torch.equal(swapped, again)
+    assert _edge_width(swapped) < _edge_width(learnt)
+    for bad, msg in (("stages.bgan.synthetic_kernels=0.5", "dbgan stage of scheme separate"),
+                     ("stages.dbgan.synthetic_kernels=1.5", r"in \[0, 1\]")):
+        with pytest.raises(ConfigError, match=msg):
+            load_config("camera", [*base, bad])
+    with pytest.raises(ConfigError, match="scheme separate"):
+        load_config("camera", [*base, "scheme=synthetic", "stages.dbgan.synthetic_kernels=0.5"])
+    demo = load_config("demo", [*base[:5], "nets.deblur_g.args.ngf=4", "stages.dbgan.synthetic_kernels=0.5"])
+    nets, _ = L.build_nets(demo, torch.device("cpu"))
+    with pytest.raises(ValueError, match="camera_blur"):
+        L.make_stage("dbgan", demo, nets, torch.device("cpu"))

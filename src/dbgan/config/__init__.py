@@ -149,7 +149,12 @@ class StageConfig:
     brightness; :class:`dbgan.degradation_stats.CameraStats`), weighted
     ``stats_balance`` among themselves. ``w_diversity`` (blur stages, kernel-predicting
     generators) is a mode-seeking term: different noise vectors must give different
-    kernels (:func:`dbgan.losses.kernel_diversity_loss`).
+    kernels (:func:`dbgan.losses.kernel_diversity_loss`). ``synthetic_kernels`` (dbgan,
+    scheme ``separate``, a blur generator that can swap its kernels: ``camera_blur``) is the
+    share of the deblurrer's training inputs that keep BGAN's learnt camera but take their
+    blur kernels from ``synth``: the unpaired statistics pin a camera's tone and blur size
+    far better than the blur's shape, and a deblurrer trained only on the learnt shapes
+    forgets how to undo others (docs/benchmarks.md, section 2, session 10).
     """
 
     iters: int = 1000
@@ -173,6 +178,9 @@ class StageConfig:
     w_stats: float = 0.0  # bgan: unpaired camera statistics (tone, spectrum, noise; dbgan.degradation_stats)
     stats_balance: list[float] = field(default_factory=lambda: [10.0, 1.0, 1.0])  # tone, spectrum, noise
     w_diversity: float = 0.0  # blur stages: mode-seeking term on the kernels of two noise vectors
+    # dbgan, scheme separate, camera_blur: this share of the deblurrer's inputs keeps BGAN's learnt camera
+    # (exposure, noise, response, JPEG) but is blurred by kernels drawn by `synth` instead of the learnt ones
+    synthetic_kernels: float = 0.0
     w_perceptual: float = 0.0
     w_frequency: float = 0.0
     pool_size: int = 0  # image pool of generated images for the discriminator (0 = off)

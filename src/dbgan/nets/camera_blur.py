@@ -145,6 +145,8 @@ class CameraBlurGenerator(ImageGenerator):
         self.mixtures = mixtures
         self.path_points = path_points
         self.max_extent = (kernel_size - 1) / 2 - 1.0  # path + disc stay inside the grid
+        if init_length >= 2 * self.max_extent:
+            raise ValueError(f"init_length ({init_length}) must be below {2 * self.max_extent:g} px for kernel_size {kernel_size}")
         self.input_encoding = input_encoding
         self.jpeg = jpeg
         self.physical_lr_scale = float(physical_lr_scale)
@@ -270,17 +272,19 @@ class CameraBlurGenerator(ImageGenerator):
         return torch.softmax(logits, 1)
 
     # ------------------------------------------------------------------ the camera
-    def _parts(self, x: Tensor, img: Tensor) -> tuple[Tensor, Tensor]:
+    def _parts(self, x: Tensor, img: Tensor, kernels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         # the camera's maths (FFTs, curves, exponentials) runs in float32 even under autocast: it is cheap
         with torch.autocast(x.device.type, enabled=False):
-            return self._camera(x.float(), img.float())
+            return self._camera(x.float(), img.float(), None if kernels is None else kernels.float())
 
-    def _camera(self, x: Tensor, img: Tensor) -> tuple[Tensor, Tensor]:
+    def _camera(self, x: Tensor, img: Tensor, kernels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = x[:, self.in_channels :, 0, 0]
         p = self.params_from_noise(z)
         lin = ops.srgb_to_linear(img) if self.input_encoding == "srgb" else img.clamp(0.0, 1.0)
         lin = lin * p["gain"][:, :, None, None]
-        if self.mixtures == 1:
+        if kernels is not None:  # given kernels, uniform over the frame: the rest of the camera stays learnt
+            blurred = ops.fft_blur(lin, kernels)
+        elif self.mixtures == 1:
             blurred = ops.fft_blur(lin, p["kernels"][:, 0])
         else:
             wts = self.mixing_weights(z, img)
@@ -303,6 +307,18 @@ class CameraBlurGenerator(ImageGenerator):
 
     def body(self, x: Tensor, img: Tensor) -> Tensor:
         return self._parts(x, img)[0]
+
+    def degrade_with_kernels(self, x: Tensor, kernels: Tensor, noise: Tensor | None = None) -> Tensor:
+        """The learnt camera (exposure, noise, response, JPEG) with the blur kernels given, ``N x k x k``
+        (any odd ``k``; non-negative, summing to 1), instead of the learnt ones.
+
+        The dbgan stage's ``synthetic_kernels`` uses it: a share of the deblurrer's training
+        inputs keeps the learnt camera but takes its blur from the synthetic recipe.
+        """
+        self.check_input(x)
+        if kernels.dim() != 3 or kernels.shape[0] != x.shape[0] or kernels.shape[1] != kernels.shape[2]:
+            raise ValueError(f"kernels must be N x k x k with N = {x.shape[0]}, got {tuple(kernels.shape)}")
+        return self._parts(self.noise_input(x, noise), x, kernels.to(x))[0]
 
     def forward_parts(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(output, output without sensor noise)``."""

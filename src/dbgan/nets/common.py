@@ -213,6 +213,14 @@ class DescribesCamera(Protocol):
 
 
 @runtime_checkable
+class SwapsKernels(Protocol):
+    """A blur generator whose learnt camera can be run with given blur kernels (``camera_blur``);
+    the dbgan stage's ``synthetic_kernels`` needs it."""
+
+    def degrade_with_kernels(self, x: Tensor, kernels: Tensor, noise: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
 class FitsTone(Protocol):
     """A blur generator whose exposure can be set in closed form from brightness quantiles
     (``camera_blur`` with ``tone="fit"``); the bgan stage calls it at every step."""

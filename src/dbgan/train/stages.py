@@ -29,7 +29,7 @@ from dbgan import losses as L
 from dbgan.blur.kernels import random_kernel
 from dbgan.config import StageConfig
 from dbgan.degradation_stats import CameraStats
-from dbgan.nets.common import FitsTone, ImageGenerator, PredictsKernels
+from dbgan.nets.common import FitsTone, ImageGenerator, PredictsKernels, SwapsKernels
 from dbgan.train.context import StepContext
 from dbgan.train.optim import scale_grad, set_requires_grad
 from dbgan.train.stage import Batch, DataNeeds, Stage
@@ -279,16 +279,38 @@ class DbganStage(Stage):
         if blur_g is not None:
             set_requires_grad([blur_g], False)
             self.frozen = {"blur_g": blur_g}
+        if stage_cfg.synthetic_kernels > 0 and not isinstance(blur_g, SwapsKernels):
+            raise ValueError(
+                "stages.dbgan.synthetic_kernels needs scheme separate and a blur generator that can run its camera "
+                f"with given kernels (camera_blur), got {type(blur_g).__name__ if blur_g is not None else 'none'}"
+            )
         self.add_optimizer("deblur_g", deblur_g, stage_cfg.lr)
         self.add_optimizer("deblur_d", deblur_d, _lr_d(stage_cfg))
         self.add_pool("sharp")
         self.finish_setup()
 
-    def blurred_input(self, batch) -> torch.Tensor:
-        if "blur_g" in self.frozen:
-            with torch.no_grad():
-                return self.frozen["blur_g"](batch["sharp"])
-        return batch["blur"]
+    def blurred_input(self, batch, it: int | None = None) -> torch.Tensor:
+        """The deblurrer's input: the frozen G_blur's blur of the sharp batch, or the synthetic pairs' blur.
+
+        With ``synthetic_kernels`` and an iteration ``it``, that share of the images (drawn from
+        the stage seed and ``it``, so a resumed run draws the same) is blurred by kernels drawn by
+        ``synth`` through the rest of G_blur's learnt camera.
+        """
+        if "blur_g" not in self.frozen:
+            return batch["blur"]
+        blur_g, sharp = self.frozen["blur_g"], batch["sharp"]
+        with torch.no_grad():
+            out = blur_g(sharp)
+            share = self.scfg.synthetic_kernels
+            if share > 0 and it is not None:
+                rng = np.random.default_rng([self.seed, 7919, it])
+                swap = np.flatnonzero(rng.random(sharp.shape[0]) < share)
+                if swap.size:
+                    size = int(self.cfg.synth.kernel_size) | 1
+                    kernels = np.stack([fit_kernel(random_kernel(self.cfg.synth, rng), size) for _ in swap])
+                    idx = torch.from_numpy(swap).to(sharp.device)
+                    out = out.index_copy(0, idx, blur_g.degrade_with_kernels(sharp[idx], torch.from_numpy(kernels)))
+        return out
 
     def deblur_losses(self, blurred, batch, logs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(deblurred, G_deblur loss, D_sharp loss); shared with :class:`JointStage`."""
@@ -302,7 +324,7 @@ class DbganStage(Stage):
 
     def compute(self, batch, it):
         logs: dict[str, torch.Tensor] = {}
-        blurred = self.blurred_input(batch)
+        blurred = self.blurred_input(batch, it)
         if self.scfg.w_adv == 0:
             # plain regression (the general model's recipe): no discriminator to run or train
             g = self.generator_terms(self.generators["deblur_g"](blurred), batch["sharp"], logs)
