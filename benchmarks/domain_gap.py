@@ -365,6 +365,10 @@ def adapt_overrides(scratch: bool) -> list[str]:
     out = [f"nets.deblur_g={json.dumps({'name': adapt.nets.deblur_g.name, 'args': adapt.nets.deblur_g.args})}"]
     for key in ("lr", "betas", "w_adv", "content", "w_content", "schedule", "ema", "grad_clip"):
         out.append(f"stages.dbgan.{key}={json.dumps(getattr(recipe, key))}")
+    # the same training inputs either way: the adapt preset's share of synth kernels, and its kernel families
+    out.append(f"stages.dbgan.synthetic_kernels={adapt.stages.dbgan.synthetic_kernels}")
+    for key in ("kernels", "kernel_size", "kernel_sizes", "intensity", "linear_length", "defocus_radius", "gaussian_sigma"):
+        out.append(f"synth.{key}={json.dumps(getattr(adapt.synth, key))}")
     return out + ["stages.dbgan.init_from=" + ("null" if scratch else "general")]
 
 
