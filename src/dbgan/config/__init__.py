@@ -180,6 +180,7 @@ class StageConfig:
     w_diversity: float = 0.0  # blur stages: mode-seeking term on the kernels of two noise vectors
     # dbgan, scheme separate, camera_blur: this share of the deblurrer's inputs keeps BGAN's learnt camera
     # (exposure, noise, response, JPEG) but is blurred by kernels drawn by `synth` instead of the learnt ones
+    # (the other schemes have no frozen BGAN and leave it unused, so a preset can set it for all of them)
     synthetic_kernels: float = 0.0
     w_perceptual: float = 0.0
     w_frequency: float = 0.0

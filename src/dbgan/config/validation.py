@@ -187,8 +187,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"'{pre}.w_stats' applies to the bgan stage (unpaired real photos) only")
         if not 0.0 <= st.synthetic_kernels <= 1.0:
             raise ConfigError(f"'{pre}.synthetic_kernels' must be in [0, 1], got {st.synthetic_kernels}")
-        if st.synthetic_kernels > 0 and (stage != "dbgan" or cfg.scheme != "separate"):
-            raise ConfigError(f"'{pre}.synthetic_kernels' applies to the dbgan stage of scheme separate only")
+        if st.synthetic_kernels > 0 and stage != "dbgan":  # (schemes other than separate have no frozen BGAN: unused there)
+            raise ConfigError(f"'{pre}.synthetic_kernels' applies to the dbgan stage (scheme separate) only")
         if stage == "dbgan" and st.w_diversity > 0:
             raise ConfigError(f"'{pre}.w_diversity' applies to the blur stages (blur_pretrain, bgan) only")
         if stage != "bgan" and st.w_noise_match > 0:

@@ -279,10 +279,10 @@ class DbganStage(Stage):
         if blur_g is not None:
             set_requires_grad([blur_g], False)
             self.frozen = {"blur_g": blur_g}
-        if stage_cfg.synthetic_kernels > 0 and not isinstance(blur_g, SwapsKernels):
+        if stage_cfg.synthetic_kernels > 0 and blur_g is not None and not isinstance(blur_g, SwapsKernels):
             raise ValueError(
-                "stages.dbgan.synthetic_kernels needs scheme separate and a blur generator that can run its camera "
-                f"with given kernels (camera_blur), got {type(blur_g).__name__ if blur_g is not None else 'none'}"
+                "stages.dbgan.synthetic_kernels needs a blur generator that can run its camera with given kernels "
+                f"(camera_blur), got {type(blur_g).__name__}"
             )
         self.add_optimizer("deblur_g", deblur_g, stage_cfg.lr)
         self.add_optimizer("deblur_d", deblur_d, _lr_d(stage_cfg))
