@@ -53,6 +53,9 @@ def rescore(specs: list[str], general: bool = False) -> dict:
     from dbgan.checkpoint import CheckpointError
     from dbgan.infer import Deblurrer
 
+    from dbgan.models import bundled_model_path
+
+    bundled = Deblurrer.from_checkpoint(bundled_model_path("general"), device="cpu", tile=None) if general else None
     by_seed: dict[str, dict[str, dict[int, dict]]] = {}
     tests: dict[tuple[str, int], list] = {}
     for spec in specs:
@@ -71,10 +74,7 @@ def rescore(specs: list[str], general: bool = False) -> dict:
                 rows = by_seed.setdefault(c, {})
                 rows.setdefault("input", {})[seed] = G.score(tests[c, seed], lambda x: x)
                 rows.setdefault("tone_oracle", {})[seed] = G.score(tests[c, seed], G.tone_lut(G.read_pairs(cam_dir / "oracle")))
-                if general:
-                    from dbgan.models import bundled_model_path
-
-                    bundled = Deblurrer.from_checkpoint(bundled_model_path("general"), device="cpu", tile=None)
+                if bundled is not None:
                     rows.setdefault("general", {})[seed] = G.score(tests[c, seed], bundled)
         for method, target, seed, ckpt in kept_runs(folder, methods):
             cams = [target] if target in CAMS.CAMERAS else [c for c, s in tests if s == seed and CAMS.get(c).grey == (target == "grey")]
