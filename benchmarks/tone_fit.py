@@ -17,6 +17,15 @@ The gap between the two is what the scenes' difference costs. The table gives it
 seeds for the fitted log gain scaled by each ``fit_strength`` (1 = the full fit, 0 = no fit),
 and the least-squares best strength. Choose the strength on the validation camera only.
 
+The **response curve** (``fit_curve``, the share of the quantile-matching curve blended into
+the start curve): for each ``fit_curve`` in ``CURVES`` and ``fit_strength`` in
+``CURVE_EXPOSURES`` the generator's tone map after :meth:`fit_tone` is compared with the
+camera's true one (``Camera.expected_flat``: exposure, white balance, response) at the
+sharp photos' own brightness quantiles; the table gives the RMS error over levels, channels
+and seeds in display units, and as a PSNR (``20 log10(1 / RMS)``), for the fit on the real
+photos and on the target (the same photos through the camera). Choose on the validation
+cameras only.
+
 The same for the **white balance** (colour cameras): one gain per channel
 (``fit_log_gain(..., per_channel=True)``), less their mean (the log white balance); the
 error is the RMS over channels and seeds. The `camera` preset keeps it neutral
@@ -39,6 +48,10 @@ import cameras as CAMS  # noqa: E402
 import domain_gap as DG  # noqa: E402
 
 STRENGTHS = (1.0, 0.75, 0.5, 0.25, 0.0)
+#: ``fit_curve`` values compared (0 = exposure only, the start curve)
+CURVES = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: ``fit_strength`` values the curve fit is combined with
+CURVE_EXPOSURES = (0.5, 1.0)
 
 
 def _crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -69,7 +82,7 @@ def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], s
     from dbgan.nets import camera_ops as ops
 
     cam = CAMS.get(cam_name)
-    args = dict(load_config("camera").nets.blur_g.args)
+    args = dict(load_config("camera").nets.blur_g.args) | {"tone": "fit"}
     if cam.decode == "identity":  # linear data: what domain_gap.py states for such a camera
         args |= {"input_encoding": "linear", "init_response": "linear"}
     net = build_network("camera_blur", in_channels=1 if cam.grey else 3, **args)
@@ -83,11 +96,29 @@ def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], s
     fit = float(ops.fit_log_gain(net.tone_map, qs, qr))
     best = float(ops.fit_log_gain(net.tone_map, qs, qt))
     row = {"seed": seed, "camera": cam_name, "fit": fit, "target": best, "truth_exposure": cam.truth()["exposure"]}
+    row["curve"] = curve_errors(cam, args, 1 if cam.grey else 3, qs, qr, qt)
     if not cam.grey:
         wb_fit, wb_best = (ops.fit_log_gain(net.tone_map, qs, q, per_channel=True) for q in (qr, qt))
         row["wb_fit"] = (wb_fit - wb_fit.mean()).tolist()
         row["wb_target"] = (wb_best - wb_best.mean()).tolist()
     return row
+
+
+def curve_errors(cam, args: dict, channels: int, qs: torch.Tensor, qr: torch.Tensor, qt: torch.Tensor) -> dict:
+    """``{"fit"|"target": {"exposure/curve": squared error}}``: the mean squared difference between the
+    fitted tone map and the camera's true one at the sharp quantiles ``qs``, for every combination."""
+    from dbgan.nets import build_network
+
+    truth = torch.tensor(np.stack([[cam.expected_flat(float(v))[c] for v in qs[c]] for c in range(channels)]),
+                         dtype=torch.float32)
+    out: dict = {"fit": {}, "target": {}}
+    for key, q in (("fit", qr), ("target", qt)):
+        for e in CURVE_EXPOSURES:
+            for k in CURVES:
+                net = build_network("camera_blur", in_channels=channels, **(args | {"fit_strength": e, "fit_curve": k}))
+                net.fit_tone(qs, q)
+                out[key][f"{e:g}/{k:g}"] = float(((net.tone_map(qs)[0] - truth) ** 2).mean())
+    return out
 
 
 def _shrinkage(pairs: list[tuple[float, float]]) -> tuple[dict, float]:
@@ -106,7 +137,13 @@ def summarise(rows: list[dict]) -> dict:
         if "wb_fit" in rs[0]:
             wb_rms, wb_best = _shrinkage([(f, g) for r in rs for f, g in zip(r["wb_fit"], r["wb_target"])])
             out[cam] |= {"wb_rms": wb_rms, "wb_best_strength": wb_best}
+        out[cam]["curve"] = {key: {combo: math.sqrt(sum(r["curve"][key][combo] for r in rs) / len(rs))
+                                   for combo in rs[0]["curve"][key]} for key in ("fit", "target")}
     return out
+
+
+def _psnr(rms: float) -> float:
+    return 20 * math.log10(1.0 / max(rms, 1e-6))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         if "wb_rms" in s:
             print(f"{cam} | {s['seeds']} | " + " | ".join(f"{s['wb_rms'][k]:.3f}" for k in STRENGTHS)
                   + f" | {s['wb_best_strength']:.2f}")
+    combos = [f"{e:g}/{k:g}" for e in CURVE_EXPOSURES for k in CURVES]
+    for key in ("fit", "target"):
+        print(f"\nTone map against the camera's ({key}: {'sharp vs real photos' if key == 'fit' else 'the same photos through the camera'});"
+              f" RMS error (display units) / its PSNR, over levels, channels and seeds\ncamera | "
+              + " | ".join(f"strength {c.split('/')[0]}, curve {c.split('/')[1]}" for c in combos))
+        for cam, s in summary.items():
+            print(f"{cam} | " + " | ".join(f"{s['curve'][key][c]:.4f} / {_psnr(s['curve'][key][c]):.1f}" for c in combos))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
     return 0

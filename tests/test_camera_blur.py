@@ -462,3 +462,69 @@ def test_dbgan_stage_synthetic_kernels_swaps_the_blur_reproducibly(sample_images
     nets, _ = L.build_nets(demo, torch.device("cpu"))
     with pytest.raises(ValueError, match="camera_blur"):
         L.make_stage("dbgan", demo, nets, torch.device("cpu"))
+
+
+def _log_profile(v: torch.Tensor) -> torch.Tensor:
+    """A flat 'log' response with a black level, as a camera might record sRGB-decoded values ``v``."""
+    return 0.1 + 0.8 * torch.log1p(10 * ops.srgb_to_linear(v)) / math.log(11)
+
+
+def test_quantile_response_matches_the_quantiles_and_keeps_the_start_shape_outside():
+    """Histogram matching: inside the data's range the curve takes the linear quantiles to the
+    real ones; beyond it the start curve's shape continues; it never decreases."""
+    q = torch.linspace(0.1, 0.8, 48)[None]
+    lin = ops.srgb_to_linear(q)
+    real = _log_profile(q)
+    start = ops.linear_to_srgb(ops.knot_positions(16))[None]
+    vals = ops.quantile_response(lin, real, start)
+    assert vals.shape == (1, 17) and bool((vals.diff(dim=1) >= 0).all())
+    got = ops.monotone_curve(lin[:, :, None, None].permute(2, 0, 1, 3), vals)[0, 0, :, 0]
+    assert float((got - real[0]).abs().max()) < 0.02
+    t = ops.knot_positions(16)
+    hi = t > float(lin.max())
+    step_fit, step_start = vals[0, hi].diff(), start[0, hi].diff()
+    assert torch.allclose(step_fit, step_start, atol=1e-5)  # above the data: the start's shape, shifted
+    with pytest.raises(ValueError, match="disagree"):
+        ops.quantile_response(lin, real[:, :10], start)
+
+
+def test_fit_curve_recovers_a_response_an_exposure_cannot_express():
+    """``fit_curve: 1`` recovers a log response with a black level from quantiles; the exposure
+    alone (``fit_curve: 0``, the start sRGB curve) cannot; half blends the two curves."""
+    q = torch.linspace(0.02, 0.98, 64)[None].repeat(3, 1)
+    real = _log_profile(q)
+    gens = {k: _gen(tone="fit", learn_wb=False, shared_response=True, fit_strength=1.0, fit_curve=k)
+            for k in (0.0, 0.5, 1.0)}
+    for g in gens.values():
+        g.fit_tone(q, real)
+    err = {k: float((g.tone_map(q)[0] - real).abs().max()) for k, g in gens.items()}
+    assert err[1.0] < 0.02 and err[0.0] > 0.06
+    assert abs(float(gens[1.0].black[0]) - 0.1) < 0.02  # the black level, recovered
+    start = gens[0.0].response_values()
+    assert torch.allclose(gens[0.5].response_values(), start + 0.5 * (gens[1.0].response_values() - start), atol=1e-4)
+    # the exposure is fitted through the start curve, so refitting does not drift
+    before = gens[1.0].response_values().clone()
+    gens[1.0].fit_tone(q, real)
+    assert torch.allclose(gens[1.0].response_values(), before, atol=1e-5)
+    with pytest.raises(ValueError, match="fit_curve needs tone: fit"):
+        _gen(tone="learn", fit_curve=0.5)
+    with pytest.raises(ValueError, match="fit_curve must be in"):
+        _gen(tone="fit", fit_curve=2.0)
+
+
+def test_bgan_stage_fits_the_response_curve_from_unpaired_photos(camera_stage, one_torch_thread):
+    """With ``fit_curve`` the stage fits the whole tone curve from its running statistics: a generated
+    flat grey comes out at the real photos' level for that grey, not at the sRGB curve's."""
+    _, stage, g = camera_stage("stages.bgan.w_adv=0", "stages.bgan.w_diversity=0",
+                               "nets.blur_g.args.tone=fit", "nets.blur_g.args.learn_wb=false",
+                               "nets.blur_g.args.fit_strength=1", "nets.blur_g.args.fit_curve=1")
+    gen = torch.Generator().manual_seed(0)
+
+    def smooth() -> torch.Tensor:  # brightness that varies over the crop, so pooled quantiles span 0-1
+        return torch.nn.functional.interpolate(torch.rand(4, 3, 3, 3, generator=gen), size=48, mode="bilinear")
+
+    for it in range(4):
+        stage.step({"sharp": smooth(), "real_blur": _log_profile(smooth())}, it)
+    v = torch.tensor([[0.05, 0.5, 0.95]]).repeat(3, 1)
+    assert float((g.tone_map(v)[0] - _log_profile(v)).abs().max()) < 0.06
+    assert float((g.tone_map(v)[0] - v).abs().max()) > 0.05  # it moved away from the start (sRGB at gain 1)

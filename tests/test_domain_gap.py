@@ -109,6 +109,9 @@ def test_tone_fit_benchmark_runs_and_summarises(tmp_path):
     assert set(map(float, s["rms"])) == set(T.STRENGTHS)
     assert s["rms"]["0.0"] == pytest.approx(abs(row["target"]))  # no fit: the whole target is the error
     assert len(row["wb_fit"]) == 3 and abs(sum(row["wb_fit"])) < 1e-5 and set(map(float, s["wb_rms"])) == set(T.STRENGTHS)
+    combos = {f"{e:g}/{k:g}" for e in T.CURVE_EXPOSURES for k in T.CURVES}
+    assert set(s["curve"]["fit"]) == set(s["curve"]["target"]) == combos
+    assert all(0 <= v < 0.5 for v in s["curve"]["fit"].values())
     with pytest.raises(ValueError, match="unknown camera"):
         T.main(["--cameras", "nope"])
 
@@ -162,3 +165,21 @@ def test_gap_rescore_scores_a_kept_folder(tmp_path):
     assert res["compact"]["tone_oracle"][0]["psnr"] > res["compact"]["input"][0]["psnr"] + 10
     with pytest.raises(SystemExit, match="no such folder"):
         R.rescore([str(tmp_path / "nope")])
+
+
+def test_tone_fit_curve_errors_against_a_known_camera():
+    """The curve table's errors: given a log-profile camera's own quantiles, the quantile-matching curve
+    (fit_curve 1) comes within a quarter of the error of the exposure alone (fit_curve 0)."""
+    import cameras as C
+    import tone_fit as T
+
+    from dbgan.config import load_config
+
+    cam = C.get("action_night")  # log response, exposure x1.25
+    args = dict(load_config("camera").nets.blur_g.args) | {"tone": "fit", "learn_wb": False}
+    qs = torch.linspace(0.02, 0.9, 64)[None].repeat(3, 1)
+    truth = torch.tensor(np.stack([[cam.expected_flat(float(v)).mean() for v in qs[c]] for c in range(3)]),
+                         dtype=torch.float32)  # the channels' mean: what a shared curve can reach
+    err = T.curve_errors(cam, args, 3, qs, truth, truth)
+    assert err["fit"] == err["target"]
+    assert err["fit"]["1/1"] < 0.25 * err["fit"]["1/0"]

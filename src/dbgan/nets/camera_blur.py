@@ -89,6 +89,12 @@ class CameraBlurGenerator(ImageGenerator):
             the best exposure by 0.15 (RMS of the log gain over 8 data seeds), no fit by 0.20,
             half the fit by 0.12 (``benchmarks/tone_fit.py``; docs/benchmarks.md, section 2).
             With hundreds of photos per side, use 1.
+        fit_curve: ``tone="fit"`` only: also fit the response curve and black level in closed form
+            (:func:`camera_ops.quantile_response`, histogram matching of the same quantiles through
+            the fitted exposure), and blend that share of it into the start curve (0 = the start
+            curve, as before; 1 = the whole fit). An exposure alone cannot express an S-shaped,
+            log or limited-range response, or a black level; the whole fit follows the scenes'
+            differences as much as the camera's (``benchmarks/tone_fit.py`` measures both).
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
@@ -117,6 +123,7 @@ class CameraBlurGenerator(ImageGenerator):
         learn_wb: bool = True,
         tone: str = "learn",
         fit_strength: float = 1.0,
+        fit_curve: float = 0.0,
         physical_lr_scale: float = 10.0,
     ):
         super().__init__()
@@ -134,6 +141,11 @@ class CameraBlurGenerator(ImageGenerator):
         if not 0.0 <= fit_strength <= 1.0:
             raise ValueError(f"fit_strength must be in [0, 1], got {fit_strength}")
         self.fit_strength = float(fit_strength)
+        if not 0.0 <= fit_curve <= 1.0:
+            raise ValueError(f"fit_curve must be in [0, 1], got {fit_curve}")
+        if fit_curve > 0 and tone != "fit":
+            raise ValueError(f"fit_curve needs tone: fit (the curve is fitted in closed form), got tone {tone!r}")
+        self.fit_curve = float(fit_curve)
         if input_encoding not in ENCODINGS or init_response not in ENCODINGS:
             raise ValueError(f"input_encoding and init_response must be one of {', '.join(ENCODINGS)}")
         if not (init_length > 0 and init_radius >= 0 and init_shot > 0 and init_read > 0 and physical_lr_scale > 0):
@@ -188,8 +200,8 @@ class CameraBlurGenerator(ImageGenerator):
         self.noise_filter = nn.Parameter(delta)
 
         # response curve: knots, started at sRGB or the identity
-        t = ops.knot_positions(knots)
-        start = ops.linear_to_srgb(t) if init_response == "srgb" else t
+        self.init_response, self.knots = init_response, knots
+        start = self.start_response()
         self.shared_response = bool(shared_response)
         steps = ops.inverse_softplus(start.diff())[None].repeat(1 if shared_response else c, 1)
         self.tone = tone
@@ -254,6 +266,11 @@ class CameraBlurGenerator(ImageGenerator):
             "read": torch.exp(self.log_read + jit[:, 2]),
             "quality": self.min_quality + (100.0 - self.min_quality) * torch.sigmoid(self.quality_logit + jit[:, 3]),
         }
+
+    def start_response(self) -> Tensor:
+        """``knots + 1`` values of the response curve's start (sRGB or the identity) at the knots."""
+        t = ops.knot_positions(self.knots)
+        return ops.linear_to_srgb(t) if self.init_response == "srgb" else t
 
     def response_values(self) -> Tensor:
         """``C x (knots + 1)`` values of the response curve at :func:`camera_ops.knot_positions`."""
@@ -327,19 +344,38 @@ class CameraBlurGenerator(ImageGenerator):
 
     @torch.no_grad()
     def fit_tone(self, sharp_quantiles: Tensor, real_quantiles: Tensor) -> None:
-        """Set the exposure gain from brightness quantiles (``tone="fit"``; otherwise nothing happens).
+        """Set the exposure gain (and with ``fit_curve`` the response curve) from brightness
+        quantiles (``tone="fit"``; otherwise nothing happens).
 
         ``sharp_quantiles`` and ``real_quantiles`` are ``C x levels`` quantiles of pooled
         values (:class:`dbgan.degradation_stats.CameraStats` keeps them). The gain is the
-        one whose tone map (decoding, gain, white balance, saturation, response) takes the
-        sharp quantiles closest to the real ones in L1 over the central 80%
-        (:func:`camera_ops.fit_log_gain`), times ``fit_strength``.
+        one whose tone map through the *start* curve (decoding, gain, white balance,
+        saturation, response) takes the sharp quantiles closest to the real ones in L1 over
+        the central 80% (:func:`camera_ops.fit_log_gain`), times ``fit_strength``. Then
+        ``fit_curve`` of the way from the start curve to the quantile-matching curve at that
+        gain (:func:`camera_ops.quantile_response`; with a shared response, matched on the
+        channels' mean quantiles).
         """
         if self.tone != "fit":
             return
         ref = self.log_wb
-        fitted = ops.fit_log_gain(self.tone_map, sharp_quantiles.to(ref), real_quantiles.to(ref))
-        self.log_gain.copy_(self.fit_strength * fitted)
+        qs, qr = sharp_quantiles.to(ref), real_quantiles.to(ref)
+        start = self.start_response().to(ref)[None].expand(self.black.shape[0], -1)
+        self._set_response(start)  # the exposure is fitted through the start curve: no feedback
+        self.log_gain.copy_(self.fit_strength * ops.fit_log_gain(self.tone_map, qs, qr))
+        if self.fit_curve == 0:
+            return
+        lin = ops.srgb_to_linear(qs) if self.input_encoding == "srgb" else qs
+        lin = (lin * (self.log_gain + self.log_wb[:, None]).exp()).clamp(0.0, 1.0)
+        if self.shared_response:
+            lin, qr = lin.mean(0, keepdim=True), qr.mean(0, keepdim=True)
+        fitted = ops.quantile_response(lin, qr, start)
+        self._set_response(start + self.fit_curve * (fitted - start))
+
+    def _set_response(self, values: Tensor) -> None:
+        """Write knot values (``black.shape[0] x (knots + 1)``, non-decreasing) into ``black`` and ``raw_steps``."""
+        self.black.copy_(values[:, 0])
+        self.raw_steps.copy_(ops.inverse_softplus(values.diff(dim=1).clamp_min(1e-6)))
 
     def tone_map(self, values: Tensor, log_gains: Tensor | None = None) -> Tensor:
         """What flat patches of sharp-photo ``values`` (``C x L``) become: ``G x C x L``.
@@ -399,5 +435,5 @@ class CameraBlurGenerator(ImageGenerator):
         return (
             f"kernel_size={self.kernel_size}, mixtures={self.mixtures}, jpeg={self.jpeg}, "
             f"input_encoding={self.input_encoding!r}, learn_wb={self.learn_wb}, tone={self.tone!r}, "
-            f"fit_strength={self.fit_strength}"
+            f"fit_strength={self.fit_strength}, fit_curve={self.fit_curve}"
         )

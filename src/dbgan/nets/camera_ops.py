@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dbgan.degradation_stats import interp_monotone
+
 # --------------------------------------------------------------------------- tone
 
 
@@ -284,3 +286,32 @@ def fit_log_gain(
     if per_channel:
         return grid[err.mean(2).argmin(0)]
     return grid[err.mean((1, 2)).argmin()]
+
+
+def quantile_response(lin_q: Tensor, real_q: Tensor, start: Tensor) -> Tensor:
+    """Knot values (``C x (K + 1)``, at :func:`knot_positions`) of the monotone response ``R`` that
+    takes the linear values ``lin_q`` to ``real_q`` (both ``C x L``, sorted): histogram matching.
+
+    ``lin_q`` are the sharp photos' brightness quantiles in linear light (after exposure and
+    white balance, in ``[0, 1]``), ``real_q`` the real photos' quantiles at the same levels.
+    Between the smallest and largest ``lin_q`` the curve interpolates the pairs; beyond them it
+    keeps the shape of ``start`` (``C x (K + 1)`` knot values, e.g. the sRGB curve), shifted to
+    join the data, so inputs the photos never reached are not clipped or invented. The result
+    is non-decreasing and in ``[0, 1]``.
+    """
+    c, k1 = start.shape
+    if lin_q.shape != real_q.shape or lin_q.shape[0] != c:
+        raise ValueError(f"quantile_response: lin_q {tuple(lin_q.shape)}, real_q {tuple(real_q.shape)} "
+                         f"and start {tuple(start.shape)} disagree")
+    t = knot_positions(k1 - 1).to(start)
+    out = []
+    for ch in range(c):
+        xp, fp, s = lin_q[ch].clamp(0.0, 1.0), real_q[ch], start[ch]
+        lo, hi = xp.min(), xp.max()
+        s_lo, s_hi = (monotone_curve(v.reshape(1, 1, 1, 1), start[ch : ch + 1])[0, 0, 0, 0] for v in (lo, hi))
+        mid = interp_monotone(t, xp, fp)
+        below = fp[0] - (s_lo - s)
+        above = fp[-1] + (s - s_hi)
+        v = torch.where(t < lo, below, torch.where(t > hi, above, mid))
+        out.append(v.clamp(0.0, 1.0).cummax(0).values)
+    return torch.stack(out)
