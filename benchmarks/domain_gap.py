@@ -3,9 +3,9 @@
 The cameras (``benchmarks/cameras.py``) are written independently of ``dbgan.blur``:
 their own shake/defocus/rotation blur, response curves, exposure and white balance,
 Poisson-Gaussian noise (some demosaiced or denoised), saturation, ISP sharpening and
-JPEG. Two cameras (``cameras.VALIDATION_CAMERAS``: a hand-shake one, ``compact``, and a
-defocus one, ``soft_lens``) may be used to choose settings; the classical baseline is
-tuned on the first. The others are test cameras, only reported on (issue 15).
+JPEG. Three cameras (``cameras.VALIDATION_CAMERAS``: a hand-shake one, ``compact``, a
+defocus one, ``soft_lens``, and ``webcam``, whose response is neither sRGB nor any test
+camera's) may be used to choose settings; the classical baseline is tuned on the first. The others are test cameras, only reported on (issue 15).
 
 **The user's situation**, for each data seed (the seed draws the photo split, the crops
 and every degradation):

@@ -35,7 +35,7 @@ CALIBRATION = ("astronaut", "rocket", "immunohistochemistry")
 
 
 def _cameras() -> dict:
-    """The domain-gap benchmark's six cameras (benchmarks/cameras.py, written independently of
+    """Every camera of the domain-gap benchmark (benchmarks/cameras.py, written independently of
     dbgan.blur) plus the demo's stand-in camera (made with dbgan.blur): name -> degrade(sharp, rng)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import cameras as CAMS
