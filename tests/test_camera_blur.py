@@ -506,8 +506,10 @@ def test_fit_curve_recovers_a_response_an_exposure_cannot_express():
     before = gens[1.0].response_values().clone()
     gens[1.0].fit_tone(q, real)
     assert torch.allclose(gens[1.0].response_values(), before, atol=1e-5)
-    with pytest.raises(ValueError, match="fit_curve needs tone: fit"):
-        _gen(tone="learn", fit_curve=0.5)
+    learn = _gen(tone="learn", fit_curve=0.5)  # another tone mode: unused, as fit_strength
+    before = learn.response_values().detach().clone()
+    learn.fit_tone(q, real)
+    assert torch.equal(learn.response_values().detach(), before)
     with pytest.raises(ValueError, match="fit_curve must be in"):
         _gen(tone="fit", fit_curve=2.0)
 

@@ -89,7 +89,7 @@ class CameraBlurGenerator(ImageGenerator):
             the best exposure by 0.15 (RMS of the log gain over 8 data seeds), no fit by 0.20,
             half the fit by 0.12 (``benchmarks/tone_fit.py``; docs/benchmarks.md, section 2).
             With hundreds of photos per side, use 1.
-        fit_curve: ``tone="fit"`` only: also fit the response curve and black level in closed form
+        fit_curve: ``tone="fit"`` only (otherwise unused, like ``fit_strength``): also fit the response curve and black level in closed form
             (:func:`camera_ops.quantile_response`, histogram matching of the same quantiles through
             the fitted exposure), and blend that share of it into the start curve (0 = the start
             curve, as before; 1 = the whole fit). An exposure alone cannot express an S-shaped,
@@ -143,8 +143,6 @@ class CameraBlurGenerator(ImageGenerator):
         self.fit_strength = float(fit_strength)
         if not 0.0 <= fit_curve <= 1.0:
             raise ValueError(f"fit_curve must be in [0, 1], got {fit_curve}")
-        if fit_curve > 0 and tone != "fit":
-            raise ValueError(f"fit_curve needs tone: fit (the curve is fitted in closed form), got tone {tone!r}")
         self.fit_curve = float(fit_curve)
         if input_encoding not in ENCODINGS or init_response not in ENCODINGS:
             raise ValueError(f"input_encoding and init_response must be one of {', '.join(ENCODINGS)}")
