@@ -222,8 +222,8 @@ class SwapsKernels(Protocol):
 
 @runtime_checkable
 class FitsTone(Protocol):
-    """A blur generator whose exposure can be set in closed form from brightness quantiles
-    (``camera_blur`` with ``tone="fit"``); the bgan stage calls it at every step."""
+    """A blur generator whose exposure (and response curve) can be set in closed form from brightness
+    quantiles (``camera_blur`` with ``tone="fit"``); the bgan stage calls it at every step."""
 
     def fit_tone(self, sharp_quantiles: Tensor, real_quantiles: Tensor) -> None: ...
 
