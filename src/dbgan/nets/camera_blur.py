@@ -89,7 +89,8 @@ class CameraBlurGenerator(ImageGenerator):
             the best exposure by 0.15 (RMS of the log gain over 8 data seeds), no fit by 0.20,
             half the fit by 0.12 (``benchmarks/tone_fit.py``; docs/benchmarks.md, section 2).
             With hundreds of photos per side, use 1.
-        fit_curve: ``tone="fit"`` only (otherwise unused, like ``fit_strength``): also fit the response curve and black level in closed form
+        fit_curve: ``tone="fit"`` only (otherwise unused, like ``fit_strength``): also fit the
+            response curve and black level in closed form
             (:func:`camera_ops.quantile_response`, histogram matching of the same quantiles through
             the fitted exposure), and blend that share of it into the start curve (0 = the start
             curve, as before; 1 = the whole fit). An exposure alone cannot express an S-shaped,
