@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks: cameras, domain_gap
+
 HELDOUT = ("chelsea", "coffee", "camera", "motorcycle_right")
 CALIBRATION = ("astronaut", "rocket", "immunohistochemistry")
 
@@ -39,7 +41,6 @@ CALIBRATION = ("astronaut", "rocket", "immunohistochemistry")
 def _cameras() -> dict:
     """Every camera of the domain-gap benchmark (benchmarks/cameras.py, written independently of
     dbgan.blur) plus the demo's stand-in camera (made with dbgan.blur): name -> degrade(sharp, rng)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import cameras as CAMS
 
     from dbgan.blur import DegradationPipeline
@@ -74,7 +75,6 @@ def _scores(sharp: torch.Tensor, img: torch.Tensor) -> tuple[float, float, float
     """PSNR, SSIM and tone-aligned PSNR (``domain_gap.tone_aligned``: after the per-image global
     tone curve closest to the ground truth, so a camera's exposure and response, which no
     general deblurrer can know, cost nothing and what is left is blur, noise and artefacts)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from domain_gap import tone_aligned
 
     from dbgan.metrics import psnr, ssim
