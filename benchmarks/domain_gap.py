@@ -141,16 +141,56 @@ def photo(name: str) -> torch.Tensor:
     return torch.from_numpy(img.astype(np.float32) / scale).permute(2, 0, 1).contiguous()
 
 
-def split_photos(seed: int, extra: list[str]) -> dict[str, list[str]]:
-    """Disjoint test / sharp-side / real-side photo lists for one data seed (2 colour + 1 grey test photos)."""
+#: a training photo's name suffix in the ``halves`` split: ``NAME#half0`` is the first half of
+#: photo NAME (left, or top for a portrait photo), ``NAME#half1`` the other
+HALF = "#half"
+SPLITS = ("photos", "halves")
+
+
+def split_photos(seed: int, extra: list[str], split: str = "photos") -> dict[str, list[str]]:
+    """Disjoint test / sharp-side / real-side photo lists for one data seed (2 colour + 1 grey test photos).
+
+    ``photos``: every other training photo goes to each side, whole (~14 photos per side, of
+    different scenes: the two sides' brightness and colour differ by their scenes).
+    ``halves``: every training photo is cut in two across its longer side, one half (drawn at
+    random) to each side: still disjoint and unpaired, but the two sides are one scene
+    distribution, as for a user whose sharp and blurred photos are of the same kind of scene.
+    The test photos are the same in both.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     rng = np.random.default_rng([seed, 99])
     colour = [str(x) for x in rng.permutation(list(COLOUR_PHOTOS) + extra)]
     grey = [str(x) for x in rng.permutation(GREY_PHOTOS)]
     test = colour[:2] + grey[:1]
     rest_c, rest_g = colour[2:], grey[1:]
+    if split == "halves":
+        rest = rest_c + rest_g
+        first = rng.integers(0, 2, len(rest))
+        return {"test": test, "sharp": [f"{n}{HALF}{k}" for n, k in zip(rest, first)],
+                "real": [f"{n}{HALF}{1 - k}" for n, k in zip(rest, first)]}
     sharp = rest_c[0::2] + rest_g[0::2]
     real = rest_c[1::2] + rest_g[1::2]
     return {"test": test, "sharp": sharp, "real": real}
+
+
+def photo_stem(name: str) -> str:
+    """A split entry's file stem (``astronaut``, ``astronaut_half1``)."""
+    base, _, half = name.partition(HALF)
+    return Path(base).stem + (f"_half{half}" if half else "")
+
+
+def train_photo(name: str, side: int) -> np.ndarray:
+    """A split entry as an ``H x W x 3`` array: the photo with its longer side fitted to
+    ``side``, then (a ``#half`` entry) cut in two across that side."""
+    base, _, half = name.partition(HALF)
+    img = to_hwc(fit_longer_side(photo(base), side))
+    if not half:
+        return img
+    h, w = img.shape[:2]
+    if w >= h:
+        return img[:, : w // 2] if half == "0" else img[:, w // 2 :]
+    return img[: h // 2] if half == "0" else img[h // 2 :]
 
 
 def to_hwc(t: torch.Tensor) -> np.ndarray:
@@ -184,8 +224,11 @@ def build_seed_data(root: Path, seed: int, cams: list[str], args) -> dict[str, A
     """One data seed's folders: sharp_{colour,grey}/, and per camera real_blur/, oracle/, test/."""
     from dbgan.io import write_image
 
-    split = split_photos(seed, args.extra)
-    train_imgs = {n: to_hwc(fit_longer_side(photo(n), args.train_side)) for n in split["sharp"] + split["real"]}
+    split = split_photos(seed, args.extra, args.split)
+    train_imgs = {n: train_photo(n, args.train_side) for n in split["sharp"] + split["real"]}
+    small = [n for n, im in train_imgs.items() if min(im.shape[:2]) < args.real_crop]
+    if small:
+        raise ValueError(f"training photos {small} are smaller than --real-crop {args.real_crop} px: raise --train-side")
     test_imgs = {n: to_hwc(fit_longer_side(photo(n), args.test_side)) for n in split["test"]}
     out: dict[str, Any] = {"split": split, "cams": {}}
     for view in ("colour", "grey"):
@@ -194,7 +237,7 @@ def build_seed_data(root: Path, seed: int, cams: list[str], args) -> dict[str, A
         d = root / f"sharp_{view}"
         probe = next(c for c in CAMS.CAMERAS.values() if c.grey == (view == "grey"))
         for n in split["sharp"]:
-            write_image(d / f"{Path(n).stem}.png", to_chw(probe.ground_truth(train_imgs[n])))
+            write_image(d / f"{photo_stem(n)}.png", to_chw(probe.ground_truth(train_imgs[n])))
         out[f"sharp_{view}"] = d
     for ci, name in enumerate(cams):
         cam = CAMS.get(name)
@@ -203,11 +246,11 @@ def build_seed_data(root: Path, seed: int, cams: list[str], args) -> dict[str, A
             rng = np.random.default_rng([seed, 1, ci, i])
             for k in range(args.real_per_photo):
                 _, blurred = degraded_crop(cam, train_imgs[n], args.real_crop, rng)
-                write_image(d["real_blur"] / f"{Path(n).stem}_{k:02d}.png", to_chw(blurred))
+                write_image(d["real_blur"] / f"{photo_stem(n)}_{k:02d}.png", to_chw(blurred))
         for i, n in enumerate(split["sharp"]):
             rng = np.random.default_rng([seed, 2, ci, i])
             for k in range(args.oracle_per_photo):
-                write_pair(d["oracle"], f"{Path(n).stem}_{k:02d}.png", *degraded_crop(cam, train_imgs[n], args.real_crop, rng))
+                write_pair(d["oracle"], f"{photo_stem(n)}_{k:02d}.png", *degraded_crop(cam, train_imgs[n], args.real_crop, rng))
         for i, n in enumerate(split["test"]):
             img = test_imgs[n]
             for r in range(args.test_per_photo):
@@ -565,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra config override for every learnt row (repeatable)")
     p.add_argument("--extra-photos", default=None, help="folder of more colour photos (*.png, *.jpg) for the split")
     p.add_argument("--train-side", type=int, default=None, help="longer side of the training photos (quick 256, full 384)")
+    p.add_argument("--split", default="photos", choices=SPLITS,
+                   help="photos: whole training photos to each side (default); halves: each training photo cut in "
+                        "two, one half to each side (the two sides one scene distribution)")
     p.add_argument("--real-crop", type=int, default=None,
                    help="side of the real-blur and oracle crops (default: the preset's data.crop_size + 32, at least 96)")
     p.add_argument("--real-per-photo", type=int, default=None, help="real-blur crops per real-side photo (quick 10, full 24)")
@@ -624,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seeds      : {seeds} (data seed = training seed)")
     print(f"cameras    : {cams}; validation cameras {list(CAMS.VALIDATION_CAMERAS)} (Wiener settings chosen on {CAMS.VALIDATION!r}); checks on {test_cams}")
     print(f"photos     : colour {COLOUR_PHOTOS + tuple(args.extra)}; grey {GREY_PHOTOS}; train side {args.train_side}, test side "
-          f"{args.test_side}; {args.real_per_photo} real crops of {args.real_crop} px per real-side photo, "
+          f"{args.test_side}; split {args.split!r}; {args.real_per_photo} real crops of {args.real_crop} px per real-side photo, "
           f"{args.oracle_per_photo} oracle pairs per sharp-side photo, {args.test_per_photo} degradations per test photo")
     print(f"synthetic  : {json.dumps(base.to_dict()['synth'])}")
     print(flush=True)

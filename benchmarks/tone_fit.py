@@ -51,7 +51,9 @@ STRENGTHS = (1.0, 0.75, 0.5, 0.25, 0.0)
 #: ``fit_curve`` values compared (0 = exposure only, the start curve)
 CURVES = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: ``fit_strength`` values the curve fit is combined with
-CURVE_EXPOSURES = (0.5, 1.0)
+CURVE_EXPOSURES = (0.5, 0.75, 1.0)
+#: ``fit_wb`` values the curve fit is combined with (colour cameras; 0 = neutral white balance)
+CURVE_WB = (0.0, 0.5)
 
 
 def _crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -113,12 +115,21 @@ def curve_errors(cam, args: dict, channels: int, qs: torch.Tensor, qr: torch.Ten
                          dtype=torch.float32)
     out: dict = {"fit": {}, "target": {}}
     for key, q in (("fit", qr), ("target", qt)):
-        for e in CURVE_EXPOSURES:
-            for k in CURVES:
-                net = build_network("camera_blur", in_channels=channels, **(args | {"fit_strength": e, "fit_curve": k}))
-                net.fit_tone(qs, q)
-                out[key][f"{e:g}/{k:g}"] = float(((net.tone_map(qs)[0] - truth) ** 2).mean())
+        for e, k, w in _combos(channels):
+            net = build_network("camera_blur", in_channels=channels,
+                                **(args | {"fit_strength": e, "fit_curve": k, "fit_wb": w}))
+            net.fit_tone(qs, q)
+            out[key][_combo_key(e, k, w)] = float(((net.tone_map(qs)[0] - truth) ** 2).mean())
     return out
+
+
+def _combos(channels: int = 3) -> list[tuple[float, float, float]]:
+    """(fit_strength, fit_curve, fit_wb) combinations of the curve table (no white balance for grey)."""
+    return [(e, k, w) for w in (CURVE_WB if channels > 1 else (0.0,)) for e in CURVE_EXPOSURES for k in CURVES]
+
+
+def _combo_key(e: float, k: float, w: float) -> str:
+    return f"{e:g}/{k:g}" + (f"/wb{w:g}" if w else "")
 
 
 def _shrinkage(pairs: list[tuple[float, float]]) -> tuple[dict, float]:
@@ -153,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra-photos", default=None, help="a folder of more colour photos (as domain_gap.py)")
     ap.add_argument("--train-side", type=int, default=384)
     ap.add_argument("--batches", type=int, default=300, help="batches of 4 crops folded into the running quantiles")
+    ap.add_argument("--split", default="photos", choices=DG.SPLITS, help="as domain_gap.py's --split")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -165,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = sorted(str(p) for p in Path(args.extra_photos).iterdir()) if args.extra_photos else []
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        split = DG.split_photos(seed, extra)
-        photos = {n: DG.to_hwc(DG.fit_longer_side(DG.photo(n), args.train_side)) for n in split["sharp"] + split["real"]}
+        split = DG.split_photos(seed, extra, args.split)
+        photos = {n: DG.train_photo(n, args.train_side) for n in split["sharp"] + split["real"]}
         for ci, cam in enumerate(cams):
             rows.append(fit_case(seed, cam, ci, photos, split, args.batches))
             r = rows[-1]
@@ -182,13 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         if "wb_rms" in s:
             print(f"{cam} | {s['seeds']} | " + " | ".join(f"{s['wb_rms'][k]:.3f}" for k in STRENGTHS)
                   + f" | {s['wb_best_strength']:.2f}")
-    combos = [f"{e:g}/{k:g}" for e in CURVE_EXPOSURES for k in CURVES]
+    combos = [_combo_key(*c) for c in _combos()]
     for key in ("fit", "target"):
         print(f"\nTone map against the camera's ({key}: {'sharp vs real photos' if key == 'fit' else 'the same photos through the camera'});"
               f" RMS error (display units) / its PSNR, over levels, channels and seeds\ncamera | "
-              + " | ".join(f"strength {c.split('/')[0]}, curve {c.split('/')[1]}" for c in combos))
+              + " | ".join(f"strength {c.split('/')[0]}, curve {c.split('/')[1]}" + (f", {c.split('/')[2]}" if c.count("/") > 1 else "")
+                           for c in combos))
         for cam, s in summary.items():
-            print(f"{cam} | " + " | ".join(f"{s['curve'][key][c]:.4f} / {_psnr(s['curve'][key][c]):.1f}" for c in combos))
+            print(f"{cam} | " + " | ".join(f"{s['curve'][key][c]:.4f} / {_psnr(s['curve'][key][c]):.1f}" if c in s["curve"][key] else "-"
+                                         for c in combos))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
     return 0

@@ -388,6 +388,27 @@ def test_fit_log_gain_per_channel_recovers_a_white_balance():
     assert abs(float(ops.fit_log_gain(tone_map, q, real).exp()) - 1.0) < 0.1  # one gain: the channels' middle
 
 
+def test_fit_wb_sets_that_share_of_a_white_balance_and_keeps_the_exposure_separate():
+    """``fit_wb``: the white balance is set in closed form (a share of the per-channel gains less their
+    mean); the exposure is then fitted on top of it; 0 keeps it neutral; it needs ``learn_wb: false``."""
+    q = torch.linspace(0.05, 0.95, 32)[None].repeat(3, 1)
+    wb, exposure = torch.tensor([1.15, 1.0, 0.85]), 1.2
+    real = ops.linear_to_srgb((ops.srgb_to_linear(q) * wb[:, None] * exposure).clamp(0, 1))
+    truth = wb.log() - wb.log().mean()
+    for share in (0.0, 0.5, 1.0):
+        g = _gen(tone="fit", learn_wb=False, fit_strength=1.0, fit_wb=share)
+        g.fit_tone(q, real)
+        assert torch.allclose(g.log_wb, share * truth, atol=0.03), (share, g.log_wb)
+        assert abs(float(g.log_gain) - (math.log(exposure) + wb.log().mean())) < 0.06
+    full = _gen(tone="fit", learn_wb=False, fit_strength=1.0, fit_wb=1.0)
+    full.fit_tone(q, real)
+    assert float((full.tone_map(q)[0] - real).abs().max()) < 0.03  # exposure x white balance, recovered
+    with pytest.raises(ValueError, match="needs learn_wb: false"):
+        _gen(tone="fit", learn_wb=True, fit_wb=0.5)
+    with pytest.raises(ValueError, match="fit_wb must be in"):
+        _gen(tone="fit", learn_wb=False, fit_wb=1.5)
+
+
 def _edge(n: int = 2, size: int = 32) -> torch.Tensor:
     x = torch.full((n, 3, size, size), 0.2)
     x[..., size // 2 :] = 0.8

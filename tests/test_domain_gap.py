@@ -22,6 +22,29 @@ def test_split_disjoint_and_seeded():
         assert len(set(s["test"]) & set(G.COLOUR_PHOTOS)) == 2 and len(set(s["test"]) & set(G.GREY_PHOTOS)) == 1
 
 
+def test_halves_split_gives_each_side_one_half_of_every_training_photo(tmp_path):
+    whole, halves = G.split_photos(3, []), G.split_photos(3, [], "halves")
+    assert halves["test"] == whole["test"] and halves == G.split_photos(3, [], "halves")
+    base = lambda names: sorted(n.partition(G.HALF)[0] for n in names)  # noqa: E731
+    assert base(halves["sharp"]) == base(halves["real"]) == sorted(whole["sharp"] + whole["real"])
+    assert set(halves["sharp"]).isdisjoint(halves["real"])
+    with pytest.raises(ValueError, match="split 'thirds'"):
+        G.split_photos(0, [], "thirds")
+    # a landscape photo is cut into left | right, a portrait one into top / bottom; the halves tile it
+    from dbgan.io import write_image
+
+    for shape in ((3, 40, 60), (3, 60, 40)):
+        img = torch.rand(*shape)
+        f = tmp_path / f"p{shape[1]}.png"
+        write_image(f, img)
+        whole_img = G.train_photo(str(f), 100)
+        a, b = G.train_photo(f"{f}{G.HALF}0", 100), G.train_photo(f"{f}{G.HALF}1", 100)
+        axis = 1 if shape[2] > shape[1] else 0
+        assert a.shape[axis] == b.shape[axis] == whole_img.shape[axis] // 2
+        np.testing.assert_array_equal(np.concatenate([a, b], axis), whole_img)
+        assert G.photo_stem(f"{f}{G.HALF}1") == f"p{shape[1]}_half1"
+
+
 def test_wiener_keeps_the_mean_and_sharpens():
     from scipy.ndimage import gaussian_filter
 
@@ -109,7 +132,7 @@ def test_tone_fit_benchmark_runs_and_summarises(tmp_path):
     assert set(map(float, s["rms"])) == set(T.STRENGTHS)
     assert s["rms"]["0.0"] == pytest.approx(abs(row["target"]))  # no fit: the whole target is the error
     assert len(row["wb_fit"]) == 3 and abs(sum(row["wb_fit"])) < 1e-5 and set(map(float, s["wb_rms"])) == set(T.STRENGTHS)
-    combos = {f"{e:g}/{k:g}" for e in T.CURVE_EXPOSURES for k in T.CURVES}
+    combos = {f"{e:g}/{k:g}" + (f"/wb{w:g}" if w else "") for e in T.CURVE_EXPOSURES for k in T.CURVES for w in T.CURVE_WB}
     assert set(s["curve"]["fit"]) == set(s["curve"]["target"]) == combos
     assert all(0 <= v < 0.5 for v in s["curve"]["fit"].values())
     with pytest.raises(ValueError, match="unknown camera"):
@@ -183,3 +206,9 @@ def test_tone_fit_curve_errors_against_a_known_camera():
     err = T.curve_errors(cam, args, 3, qs, truth, truth)
     assert err["fit"] == err["target"]
     assert err["fit"]["1/1"] < 0.25 * err["fit"]["1/0"]
+    # a warm white balance: with fit_wb the table's tone map follows each channel (on the target)
+    wb = torch.tensor([1.1, 1.0, 0.88])[:, None]
+    warm = torch.tensor(np.stack([[cam.expected_flat(float(v))[c] for v in qs[c]] for c in range(3)]), dtype=torch.float32)
+    warm_real = (warm * wb).clamp(0, 1)
+    e2 = T.curve_errors(cam, args, 3, qs, warm_real, warm_real)
+    assert "1/1/wb0.5" in e2["target"] and "1/1/wb0.5" not in T.curve_errors(C.get("microscope_grey"), args, 1, qs[:1], truth[:1], truth[:1])["fit"]

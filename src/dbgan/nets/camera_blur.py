@@ -96,6 +96,12 @@ class CameraBlurGenerator(ImageGenerator):
             curve, as before; 1 = the whole fit). An exposure alone cannot express an S-shaped,
             log or limited-range response, or a black level; the whole fit follows the scenes'
             differences as much as the camera's (``benchmarks/tone_fit.py`` measures both).
+        fit_wb: ``tone="fit"`` with ``learn_wb=False`` only: also set the white balance in closed
+            form, first, as this share of the per-channel gains that match each channel's
+            quantiles (less their mean, so the exposure stays the exposure's). 0 keeps it
+            neutral. From photos of different scenes on the two sides the full fit is mostly
+            the scenes' colours; from one scene distribution on both sides half of it
+            halves the error (``benchmarks/tone_fit.py``, ``--split halves``).
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
@@ -125,6 +131,7 @@ class CameraBlurGenerator(ImageGenerator):
         tone: str = "learn",
         fit_strength: float = 1.0,
         fit_curve: float = 0.0,
+        fit_wb: float = 0.0,
         physical_lr_scale: float = 10.0,
     ):
         super().__init__()
@@ -145,6 +152,11 @@ class CameraBlurGenerator(ImageGenerator):
         if not 0.0 <= fit_curve <= 1.0:
             raise ValueError(f"fit_curve must be in [0, 1], got {fit_curve}")
         self.fit_curve = float(fit_curve)
+        if not 0.0 <= fit_wb <= 1.0:
+            raise ValueError(f"fit_wb must be in [0, 1], got {fit_wb}")
+        if fit_wb > 0 and learn_wb:
+            raise ValueError("fit_wb sets the white balance in closed form: it needs learn_wb: false")
+        self.fit_wb = float(fit_wb)
         if input_encoding not in ENCODINGS or init_response not in ENCODINGS:
             raise ValueError(f"input_encoding and init_response must be one of {', '.join(ENCODINGS)}")
         if not (init_length > 0 and init_radius >= 0 and init_shot > 0 and init_read > 0 and physical_lr_scale > 0):
@@ -353,7 +365,8 @@ class CameraBlurGenerator(ImageGenerator):
         the central 80% (:func:`camera_ops.fit_log_gain`), times ``fit_strength``. Then
         ``fit_curve`` of the way from the start curve to the quantile-matching curve at that
         gain (:func:`camera_ops.quantile_response`; with a shared response, matched on the
-        channels' mean quantiles).
+        channels' mean quantiles). With ``fit_wb``, before all of this, the white balance is set
+        to that share of the per-channel gains (less their mean) fitted the same way.
         """
         if self.tone != "fit":
             return
@@ -361,6 +374,10 @@ class CameraBlurGenerator(ImageGenerator):
         qs, qr = sharp_quantiles.to(ref), real_quantiles.to(ref)
         start = self.start_response().to(ref)[None].expand(self.black.shape[0], -1)
         self._set_response(start)  # the exposure is fitted through the start curve: no feedback
+        if self.fit_wb > 0:  # neutral first, so the per-channel fit starts where the table measured it
+            self.log_wb.zero_()
+            per = ops.fit_log_gain(self.tone_map, qs, qr, per_channel=True)
+            self.log_wb.copy_(self.fit_wb * (per - per.mean()))
         self.log_gain.copy_(self.fit_strength * ops.fit_log_gain(self.tone_map, qs, qr))
         if self.fit_curve == 0:
             return
@@ -434,5 +451,5 @@ class CameraBlurGenerator(ImageGenerator):
         return (
             f"kernel_size={self.kernel_size}, mixtures={self.mixtures}, jpeg={self.jpeg}, "
             f"input_encoding={self.input_encoding!r}, learn_wb={self.learn_wb}, tone={self.tone!r}, "
-            f"fit_strength={self.fit_strength}, fit_curve={self.fit_curve}"
+            f"fit_strength={self.fit_strength}, fit_curve={self.fit_curve}, fit_wb={self.fit_wb}"
         )
