@@ -131,3 +131,13 @@ def test_channels_last_modes():
     assert build_config({}, ["train.channels_last=discriminators"]).train.channels_last == "discriminators"
     with pytest.raises(ConfigError, match=r"train\.channels_last.*'sideways'"):
         build_config({}, ["train.channels_last=sideways"])
+
+
+def test_adapt_matched_differs_from_adapt_only_in_the_tone_fit_shares():
+    """configs/adapt_matched.yaml: `adapt` with a larger share of the closed-form tone fit (curve and white balance)."""
+    a, m = load_config("adapt").to_dict(), load_config("adapt_matched").to_dict()
+    am, mm = a["nets"]["blur_g"].pop("args"), m["nets"]["blur_g"].pop("args")
+    assert {k: v for k, v in mm.items() if am.get(k) != v} == {"fit_curve": 0.5, "fit_wb": 0.5}
+    assert set(am) <= set(mm)
+    a.pop("name"), m.pop("name")
+    assert a == m
