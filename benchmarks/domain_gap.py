@@ -13,7 +13,8 @@ and every degradation):
 * the photos (scikit-image's bundled photos: ``COLOUR_PHOTOS`` and ``GREY_PHOTOS``, grey
   ones as RGB; ``--extra-photos DIR`` adds one's own) are split into three disjoint
   sets: **test photos** (2 colour + 1 grey, held out whole), **sharp-side** photos and
-  **real-side** photos;
+  **real-side** photos (``--split halves``: every training photo cut in two, one half to
+  each side, so that the two sides are one scene distribution; see ``split_photos``);
 * sharp training photos: the sharp-side photos (their luma, for the grey camera);
 * unpaired "real" blurred photos: random crops of the *real-side* photos -- other photos
   of the same scene distribution, never the sharp ones -- degraded by the camera;
