@@ -4,7 +4,7 @@
     PYTHONPATH=src python benchmarks/tone_fit.py --seeds 0,1,2,3,4,5 --extra-photos DIR   # every camera
 
 For each data seed and stand-in camera of the domain-gap benchmark (the same photo split,
-``domain_gap.split_photos``; cameras from ``benchmarks/cameras.py``, independent of
+``domain_gap.split_photos``, ``--split photos`` or ``halves``; cameras from ``benchmarks/cameras.py``, independent of
 dbgan.blur), the `camera` preset's exposure fit (``camera_ops.fit_log_gain`` through the
 generator's tone map, on running quantiles of batches of 4 random 128 px crops, as the
 bgan stage keeps them) is run twice:
@@ -18,8 +18,8 @@ seeds for the fitted log gain scaled by each ``fit_strength`` (1 = the full fit,
 and the least-squares best strength. Choose the strength on the validation camera only.
 
 The **response curve** (``fit_curve``, the share of the quantile-matching curve blended into
-the start curve): for each ``fit_curve`` in ``CURVES`` and ``fit_strength`` in
-``CURVE_EXPOSURES`` the generator's tone map after :meth:`fit_tone` is compared with the
+the start curve): for each ``fit_curve`` in ``CURVES``, ``fit_strength`` in
+``CURVE_EXPOSURES`` and (colour cameras) ``fit_wb`` in ``CURVE_WB`` the generator's tone map after :meth:`fit_tone` is compared with the
 camera's true one (``Camera.expected_flat``: exposure, white balance, response) at the
 sharp photos' own brightness quantiles; the table gives the RMS error over levels, channels
 and seeds in display units, and as a PSNR (``20 log10(1 / RMS)``), for the fit on the real
