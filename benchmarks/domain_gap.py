@@ -181,17 +181,28 @@ def photo_stem(name: str) -> str:
     return Path(base).stem + (f"_half{half}" if half else "")
 
 
+def train_photos(names: list[str], side: int) -> dict[str, np.ndarray]:
+    """Split entries as ``H x W x 3`` arrays: each photo (read once, however many of its halves
+    are named) with its longer side fitted to ``side``, then (a ``#half`` entry) cut in two
+    across that side."""
+    whole = {b: to_hwc(fit_longer_side(photo(b), side)) for b in dict.fromkeys(n.partition(HALF)[0] for n in names)}
+    out = {}
+    for n in names:
+        base, _, half = n.partition(HALF)
+        img = whole[base]
+        h, w = img.shape[:2]
+        if not half:
+            out[n] = img
+        elif w >= h:
+            out[n] = img[:, : w // 2] if half == "0" else img[:, w // 2 :]
+        else:
+            out[n] = img[: h // 2] if half == "0" else img[h // 2 :]
+    return out
+
+
 def train_photo(name: str, side: int) -> np.ndarray:
-    """A split entry as an ``H x W x 3`` array: the photo with its longer side fitted to
-    ``side``, then (a ``#half`` entry) cut in two across that side."""
-    base, _, half = name.partition(HALF)
-    img = to_hwc(fit_longer_side(photo(base), side))
-    if not half:
-        return img
-    h, w = img.shape[:2]
-    if w >= h:
-        return img[:, : w // 2] if half == "0" else img[:, w // 2 :]
-    return img[: h // 2] if half == "0" else img[h // 2 :]
+    """One split entry (:func:`train_photos`)."""
+    return train_photos([name], side)[name]
 
 
 def to_hwc(t: torch.Tensor) -> np.ndarray:
@@ -226,7 +237,7 @@ def build_seed_data(root: Path, seed: int, cams: list[str], args) -> dict[str, A
     from dbgan.io import write_image
 
     split = split_photos(seed, args.extra, args.split)
-    train_imgs = {n: train_photo(n, args.train_side) for n in split["sharp"] + split["real"]}
+    train_imgs = train_photos(split["sharp"] + split["real"], args.train_side)
     small = [n for n, im in train_imgs.items() if min(im.shape[:2]) < args.real_crop]
     if small:
         raise ValueError(f"training photos {small} are smaller than --real-crop {args.real_crop} px: raise --train-side")

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         split = DG.split_photos(seed, extra, args.split)
-        photos = {n: DG.train_photo(n, args.train_side) for n in split["sharp"] + split["real"]}
+        photos = DG.train_photos(split["sharp"] + split["real"], args.train_side)
         for ci, cam in enumerate(cams):
             rows.append(fit_case(seed, cam, ci, photos, split, args.batches))
             r = rows[-1]
