@@ -14,7 +14,9 @@ and every degradation):
   ones as RGB; ``--extra-photos DIR`` adds one's own) are split into three disjoint
   sets: **test photos** (2 colour + 1 grey, held out whole), **sharp-side** photos and
   **real-side** photos (``--split halves``: every training photo cut in two, one half to
-  each side, so that the two sides are one scene distribution; see ``split_photos``);
+  each side, so that the two sides are one scene distribution; ``--split shared``, a
+  control that is not the user's situation: every training photo on both sides, so that the
+  sides' scene statistics are the same; see ``split_photos``);
 * sharp training photos: the sharp-side photos (their luma, for the grey camera);
 * unpaired "real" blurred photos: random crops of the *real-side* photos -- other photos
   of the same scene distribution, never the sharp ones -- degraded by the camera;
@@ -145,7 +147,7 @@ def photo(name: str) -> torch.Tensor:
 #: a training photo's name suffix in the ``halves`` split: ``NAME#half0`` is the first half of
 #: photo NAME (left, or top for a portrait photo), ``NAME#half1`` the other
 HALF = "#half"
-SPLITS = ("photos", "halves")
+SPLITS = ("photos", "halves", "shared")
 
 
 def split_photos(seed: int, extra: list[str], split: str = "photos") -> dict[str, list[str]]:
@@ -156,7 +158,10 @@ def split_photos(seed: int, extra: list[str], split: str = "photos") -> dict[str
     ``halves``: every training photo is cut in two across its longer side, one half (drawn at
     random) to each side: still disjoint and unpaired, but the two sides are one scene
     distribution, as for a user whose sharp and blurred photos are of the same kind of scene.
-    The test photos are the same in both.
+    ``shared``: a control, not the user's situation: every training photo (whole) on both
+    sides. The crops stay unpaired, but the two sides' scene statistics are the same, so what
+    a method still gets wrong in brightness or colour is not the scenes' difference.
+    The test photos are the same in all three.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
@@ -165,6 +170,8 @@ def split_photos(seed: int, extra: list[str], split: str = "photos") -> dict[str
     grey = [str(x) for x in rng.permutation(GREY_PHOTOS)]
     test = colour[:2] + grey[:1]
     rest_c, rest_g = colour[2:], grey[1:]
+    if split == "shared":
+        return {"test": test, "sharp": rest_c + rest_g, "real": rest_c + rest_g}
     if split == "halves":
         rest = rest_c + rest_g
         first = rng.integers(0, 2, len(rest))
@@ -205,6 +212,14 @@ def train_photo(name: str, side: int) -> np.ndarray:
     return train_photos([name], side)[name]
 
 
+def scene_gap(split: dict[str, list[str]], imgs: dict[str, np.ndarray]) -> list[float]:
+    """Per-channel mean brightness of the real-side photos less the sharp-side photos' (each photo
+    weighted once, display units, before any camera): how much the two sides' scenes differ. Exposure
+    and white balance found by matching the two sides' statistics inherit it (0 for ``shared``)."""
+    side = lambda names: np.mean([imgs[n].reshape(-1, imgs[n].shape[-1]).mean(0) for n in names], 0)  # noqa: E731
+    return (side(split["real"]) - side(split["sharp"])).tolist()
+
+
 def to_hwc(t: torch.Tensor) -> np.ndarray:
     return t.permute(1, 2, 0).numpy().astype(np.float64)
 
@@ -242,7 +257,7 @@ def build_seed_data(root: Path, seed: int, cams: list[str], args) -> dict[str, A
     if small:
         raise ValueError(f"training photos {small} are smaller than --real-crop {args.real_crop} px: raise --train-side")
     test_imgs = {n: to_hwc(fit_longer_side(photo(n), args.test_side)) for n in split["test"]}
-    out: dict[str, Any] = {"split": split, "cams": {}}
+    out: dict[str, Any] = {"split": split, "cams": {}, "scene_gap": scene_gap(split, train_imgs)}
     for view in ("colour", "grey"):
         if view == "grey" and not any(CAMS.get(c).grey for c in cams):
             continue
@@ -622,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-side", type=int, default=None, help="longer side of the training photos (quick 256, full 384)")
     p.add_argument("--split", default="photos", choices=SPLITS,
                    help="photos: whole training photos to each side (default); halves: each training photo cut in "
-                        "two, one half to each side (the two sides one scene distribution)")
+                        "two, one half to each side (the two sides one scene distribution); shared: a control, every "
+                        "training photo on both sides (the sides' scene statistics the same)")
     p.add_argument("--real-crop", type=int, default=None,
                    help="side of the real-blur and oracle crops (default: the preset's data.crop_size + 32, at least 96)")
     p.add_argument("--real-per-photo", type=int, default=None, help="real-blur crops per real-side photo (quick 10, full 24)")
@@ -689,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # results[camera][method] = list of per-seed score dicts (+ secs)
     results: dict[str, dict[str, list[dict]]] = {c: {} for c in cams}
-    extras: dict[str, Any] = {"splits": {}, "wiener": {}, "realism": {}, "learnt_camera": {}, "truth": {c: CAMS.get(c).truth() for c in cams}}
+    extras: dict[str, Any] = {"splits": {}, "scene_gap": {}, "wiener": {}, "realism": {}, "learnt_camera": {}, "truth": {c: CAMS.get(c).truth() for c in cams}}
     tmp_ctx = tempfile.TemporaryDirectory(prefix="dbgan_gap_") if args.keep is None else None
     root = Path(args.keep) if args.keep else Path(tmp_ctx.name)
     from dbgan.infer import Deblurrer
@@ -704,8 +720,10 @@ def main(argv: list[str] | None = None) -> int:
             for c, d in data["cams"].items():
                 d["name"] = c
             extras["splits"][seed] = data["split"]
+            extras["scene_gap"][seed] = gap = data["scene_gap"]
             print(f"[seed {seed}] photos: test {data['split']['test']}, sharp side {data['split']['sharp']}, "
-                  f"real side {data['split']['real']}; data written in {time.perf_counter() - t0:.0f} s", flush=True)
+                  f"real side {data['split']['real']}; scenes: real side - sharp side brightness {np.mean(gap):+.4f}, "
+                  f"colour spread {max(gap) - min(gap):.4f}; data written in {time.perf_counter() - t0:.0f} s", flush=True)
             t0 = time.perf_counter()
             val_pairs = read_pairs(data["cams"][CAMS.VALIDATION]["oracle"])
             params, tune_psnr = tune_wiener(val_pairs)
@@ -822,6 +840,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Checks of issue 15 (test cameras {test_cams}, means over seeds):")
         for who, what, ok in res_checks:
             print(f"  [{'PASS' if ok else ('FAIL' if ok is False else ' -- ')}] {who}: {what}")
+        gaps = list(extras["scene_gap"].values())
+        print(f"  (the two sides' scenes differ by: brightness {_mean([abs(np.mean(g)) for g in gaps]):.4f}, colour spread "
+              f"{_mean([max(g) - min(g) for g in gaps]):.4f}, means over seeds of |real side - sharp side|; a tone "
+              "fitted by matching the sides' statistics inherits them)")
     print(f"total time: {(time.perf_counter() - t_start) / 60:.1f} min")
     if args.json:
         Path(args.json).write_text(json.dumps({

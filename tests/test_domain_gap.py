@@ -45,6 +45,17 @@ def test_halves_split_gives_each_side_one_half_of_every_training_photo(tmp_path)
         assert G.photo_stem(f"{f}{G.HALF}1") == f"p{shape[1]}_half1"
 
 
+def test_shared_control_split_and_the_scene_gap():
+    whole, shared = G.split_photos(3, []), G.split_photos(3, [], "shared")
+    assert shared["test"] == whole["test"]
+    assert shared["sharp"] == shared["real"] and sorted(shared["sharp"]) == sorted(whole["sharp"] + whole["real"])
+    grey, white = np.full((4, 6, 3), 0.2), np.full((4, 6, 3), 0.6)
+    white[..., 2] = 0.3  # a blue-poor bright photo
+    imgs = {"a": grey, "b": white}
+    np.testing.assert_allclose(G.scene_gap({"sharp": ["a"], "real": ["b"]}, imgs), [0.4, 0.4, 0.1])
+    np.testing.assert_allclose(G.scene_gap({"sharp": ["a", "b"], "real": ["b", "a"]}, imgs), [0, 0, 0], atol=1e-12)
+
+
 def test_wiener_keeps_the_mean_and_sharpens():
     from scipy.ndimage import gaussian_filter
 

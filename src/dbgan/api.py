@@ -94,7 +94,8 @@ class Deblurrer:
         model: a bundled model name (see :func:`dbgan.models.available_models`), a
             checkpoint ``.safetensors`` file or run folder, or a ready
             :class:`dbgan.infer.Deblurrer`.
-        device, dtype, tile, overlap, memory_budget_mb: see :class:`dbgan.infer.Deblurrer`.
+        device, dtype, tile, overlap, memory_budget_mb, coarse_levels: see :class:`dbgan.infer.Deblurrer`
+            (``coarse_levels=2``: coarse to fine, for blur wider than the model knows).
 
     Example (see the README)::
 
@@ -111,14 +112,18 @@ class Deblurrer:
         tile: Optional[int] = None,
         overlap: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
+        coarse_levels: int = 0,
     ):
         if isinstance(model, infer.Deblurrer):
+            if coarse_levels:
+                raise ValueError("coarse_levels is set on the ready dbgan.infer.Deblurrer, not here")
             self.runner = model
             self.source = type(model).__name__
         else:
             path = resolve_model(model)
             self.runner = infer.Deblurrer.from_checkpoint(
-                path, device=device, dtype=dtype, tile=tile, overlap=overlap, memory_budget_mb=memory_budget_mb
+                path, device=device, dtype=dtype, tile=tile, overlap=overlap, memory_budget_mb=memory_budget_mb,
+                coarse_levels=coarse_levels,
             )
             self.source = str(model)
 

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1-100 (default 95)")
         if cmd == "deblur":
             d.add_argument("--onnx", action="store_true", help="run an exported ONNX model with onnxruntime")
+            d.add_argument("--coarse-levels", type=int, default=0, metavar="N",
+                           help="deblur at N coarser scales (1/2, 1/4, ...) first, coarse to fine: for blur wider than "
+                                "the model knows (the bundled general model: about 40 px), e.g. high-resolution "
+                                "photos; costs on mildly blurred ones (default 0: off; at most 4)")
         else:
             d.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same blur")
 
@@ -193,6 +197,7 @@ def _run(args: argparse.Namespace) -> int:
             overlap=args.overlap, device=args.device, onnx=getattr(args, "onnx", False),
             overwrite=args.overwrite, seed=getattr(args, "seed", 0), skip_bad=args.skip_bad,
             dtype=args.dtype, max_pixels=args.max_pixels, quality=args.quality,
+            coarse_levels=getattr(args, "coarse_levels", 0),
         )
         for path in res.written:
             print(f"wrote {path}")

@@ -95,6 +95,7 @@ def run_folder(
     memory_budget_mb: Optional[float] = None,
     max_pixels: Optional[int] = None,
     quality: Optional[int] = None,
+    coarse_levels: int = 0,
 ) -> RunResult:
     """Deblur (or blur) an image file or a folder of images into OUTPUT.
 
@@ -117,6 +118,7 @@ def run_folder(
         max_pixels: decompression-bomb limit per input image (None: the default
             ``dbgan.io.DEFAULT_MAX_PIXELS``; 0: no limit), for huge scans.
         quality: JPEG / WebP quality 1..100 (None: 95).
+        coarse_levels: deblur mode: coarse-to-fine levels (:mod:`dbgan.infer.pyramid`; 0: none).
 
     Files are read and written by :mod:`dbgan.imagefile`: a multi-page TIFF is
     processed page by page into a stack of the same length; EXIF and ICC profiles
@@ -138,6 +140,8 @@ def run_folder(
         raise InferenceError(f"mode must be 'deblur' or 'blur', got {mode!r}")
     if quality is not None and not 1 <= int(quality) <= 100:
         raise InferenceError(f"quality must lie in [1, 100], got {quality}")
+    if coarse_levels and mode != "deblur":
+        raise InferenceError(f"coarse_levels is for deblurring, not mode {mode!r}")
     inp, out = Path(input), Path(output)
     pairs = _plan_files(inp, out, str(output))
 
@@ -158,11 +162,14 @@ def run_folder(
         want = Deblurrer if mode == "deblur" else Blurrer
         if not isinstance(runner, want):
             raise InferenceError(f"mode {mode!r} needs a {want.__name__}, got a {type(runner).__name__}")
+        if coarse_levels:
+            raise InferenceError("coarse_levels is set on a ready Deblurrer (Deblurrer(..., coarse_levels=N)), not here")
     else:
         cls = Deblurrer if mode == "deblur" else Blurrer
+        extra = {"coarse_levels": coarse_levels} if mode == "deblur" else {}
         runner = cls.from_checkpoint(
             checkpoint, device=device, dtype=dtype, tile=tile, overlap=overlap, onnx=onnx,
-            memory_budget_mb=memory_budget_mb,
+            memory_budget_mb=memory_budget_mb, **extra,
         )
     bar = tqdm(todo, desc=mode, unit="img", disable=not progress or len(todo) < 2, dynamic_ncols=True)
     for src, dst in bar:

@@ -15,6 +15,7 @@ from dbgan.device import pick_device
 from dbgan.infer.backends import Backend, OnnxBackend, OnnxRunner, TorchBackend, int8_path_for, onnx_path_for
 from dbgan.infer.common import DEFAULT_OVERLAP, DType, InferenceError, MAX_AUTO_TILE_BATCH, MAX_TILES, MAX_TILE_WORK, MIN_TILE, PathLike
 from dbgan.infer.memprofile import default_memory_budget_mb
+from dbgan.infer.pyramid import check_levels, coarse_to_fine
 from dbgan.infer.tiling import TilePlan, _auto_axis, _round_down, _round_up, blend_weights, pad_image, tile_starts
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,19 @@ class _ImageRunner:
 
     def _prepare(self, img: Tensor) -> tuple[Tensor, str]:
         """``C x H x W`` image -> ``B x in_channels x H x W`` net input and the channel mode."""
+        img = self._checked(img)
+        c, cn = img.shape[0], self.in_channels
+        if c == cn:
+            return img.unsqueeze(0), "same"
+        if c == 1 and cn == 3:
+            return img.expand(3, -1, -1).unsqueeze(0), "grey_to_rgb"
+        if c == 3 and cn == 1:
+            return img.unsqueeze(1), "per_channel"
+        raise InferenceError(f"the network takes {cn} channel(s); cannot run a {c}-channel image")
+
+    @staticmethod
+    def _checked(img: Tensor) -> Tensor:
+        """A ``C x H x W`` float image as float32 on the CPU; a clear error for anything else."""
         if not isinstance(img, Tensor):
             raise TypeError(
                 f"expected a torch.Tensor C x H x W, got {type(img).__name__}; dbgan.Deblurrer "
@@ -204,15 +218,7 @@ class _ImageRunner:
             )
         if img.dim() != 3:
             raise InferenceError(f"expected one image C x H x W, got shape {tuple(img.shape)}")
-        img = img.detach().to("cpu", torch.float32)
-        c, cn = img.shape[0], self.in_channels
-        if c == cn:
-            return img.unsqueeze(0), "same"
-        if c == 1 and cn == 3:
-            return img.expand(3, -1, -1).unsqueeze(0), "grey_to_rgb"
-        if c == 3 and cn == 1:
-            return img.unsqueeze(1), "per_channel"
-        raise InferenceError(f"the network takes {cn} channel(s); cannot run a {c}-channel image")
+        return img.detach().to("cpu", torch.float32)
 
     def _finish(self, out: Tensor, mode: str) -> Tensor:
         """``B x out_channels x H x W`` net output -> ``C x H x W`` image of the input's channel count."""
@@ -291,7 +297,8 @@ class _ImageRunner:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(backend={type(self.backend).__name__}, device={self.backend.device}, "
-            f"tile={self.tile}, overlap={self.overlap}, memory_budget_mb={self.memory_budget_mb:.0f})"
+            f"tile={self.tile}, overlap={self.overlap}, memory_budget_mb={self.memory_budget_mb:.0f}"
+            + (f", coarse_levels={self.coarse_levels}" if getattr(self, "coarse_levels", 0) else "") + ")"
         )
 
 
@@ -310,6 +317,9 @@ class Deblurrer(_ImageRunner):
             budget allows up to 8 on CUDA).
         memory_budget_mb: activation memory allowed for one tile batch (None: half
             the free CUDA memory, or 1 GiB on CPU/MPS).
+        coarse_levels: deblur at that many coarser scales (1/2, 1/4, ...) first, coarse
+            to fine (:mod:`dbgan.infer.pyramid`), for blur wider than the network's
+            training range; 0 (default) runs the network once, at full size.
 
     Call it on a ``C x H x W`` float tensor in ``[0, 1]`` (on the CPU; C = 1 or 3)
     to get the deblurred image of the same size and channel count.
@@ -317,8 +327,14 @@ class Deblurrer(_ImageRunner):
 
     role = "deblur_g"
 
+    def __init__(self, net: Union[nn.Module, Backend], *, coarse_levels: int = 0, **kwargs: Any):
+        super().__init__(net, **kwargs)
+        self.coarse_levels = check_levels(coarse_levels)
+
     def __call__(self, img: Tensor) -> Tensor:
         """Deblur one ``C x H x W`` image in ``[0, 1]``; returns ``C x H x W`` on the CPU."""
+        if self.coarse_levels:
+            return coarse_to_fine(self._checked(img), self._run, self.coarse_levels)
         return self._run(img)
 
 
