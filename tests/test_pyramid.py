@@ -74,3 +74,23 @@ def test_run_folder_and_cli_take_coarse_levels(tmp_path, capsys):
     assert main(["deblur", str(ckpt), str(src), str(tmp_path / "bad.png"), "--coarse-levels", "7", "--device", "cpu"]) != 0
     assert "coarse_levels must be an integer in [0, 4], got 7" in capsys.readouterr().err
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_coarse_levels_benchmark_runs_on_given_photos(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import coarse_levels as B
+
+    photo = tmp_path / "p.png"
+    write_image(photo, smooth_image(3, 80, 120))
+    assert B.main(["--photos", str(photo), "--sizes", "120", "--json", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [r["blur"] for r in rows] == ["shake 12", "shake 40", "shake 80", "disc 4", "disc 12", "none"]
+    by = {r["blur"]: r for r in rows}
+    assert by["none"]["input"] > 40 > by["disc 12"]["input"]  # noise only vs a wide disc
+    assert set(by["none"]) >= {f"levels {n}" for n in B.LEVELS}
+    with pytest.raises(SystemExit, match="photos not found"):
+        B.main(["--photos", str(tmp_path / "missing.jpg")])
