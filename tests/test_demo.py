@@ -32,3 +32,21 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     for col in ("PSNR input", "PSNR Wiener", "PSNR general", "PSNR adapted"):
         assert col in text
     assert {"psnr_general", "psnr_adapted", "psnr_Wiener"} <= set(metrics["images"][0])
+
+
+def test_real_photo_crops_sit_where_the_input_has_edges(tmp_path):
+    import torch
+
+    from dbgan.demo import busiest_crop, deblur_real_photos
+    from dbgan.io import write_image
+
+    img = torch.full((3, 300, 500), 0.5)
+    img[:, 200:260, 380:440] = torch.rand(3, 60, 60)  # the only texture: bottom right
+    y, x = busiest_crop(img, 128)
+    assert y <= 200 and y + 128 >= 260 and x <= 380 and x + 128 >= 440
+    assert busiest_crop(img[:, :100, :100], 128) == (0, 0)
+    write_image(tmp_path / "real" / "a.png", img)
+    rows = deblur_real_photos(tmp_path / "real", tmp_path / "out", {"dark": lambda t: t * 0.5})
+    assert rows[0]["columns"] == ["input", "dark"] and rows[0]["crop"][2] == 256
+    assert (tmp_path / "out" / "dark" / "a.png").is_file() and len(rows[0]["crops"]) == 2
+    assert rows[0]["sharpness_dark"] < rows[0]["sharpness_input"]
