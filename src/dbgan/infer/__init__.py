@@ -18,7 +18,7 @@ How an image goes through a network
 2. **Size.** The image is padded at the bottom/right to a multiple of the net's
    ``size_multiple`` (reflect as far as the image allows, then replicate: the
    nets' own :func:`dbgan.nets.common.pad_to_multiple`) and the output is cropped
-   back. Images are never resized. An untiled image without a noise input goes to
+   back. Images are not resized (except by ``coarse_levels``, 4.). An untiled image without a noise input goes to
    a dbgan generator unpadded instead: it pads itself the same way, and the U-Net
    then decodes only the image, not the padding (cropped decoding).
 3. **Tiles.** With ``tile=T`` the padded image is covered by ``T x T`` tiles
@@ -28,7 +28,11 @@ How an image goes through a network
    every pixel: the blend is a convex combination, exact where tiles agree. When
    ``T`` is at least the image's height and width, the untiled code path runs
    (bit-identical to ``tile=None`` on a small image).
-4. **Memory.** The whole image, the padded copy and the blended output stay in
+4. **Coarse to fine** (:class:`Deblurrer` with ``coarse_levels=N``, off by default): the
+   image is first deblurred at 1/2, 1/4, ... of its size and each level's upsampled
+   correction added (:mod:`dbgan.infer.pyramid`), for blur wider than the network knows.
+   This is the only place an image is resized, and only corrections are upsampled.
+5. **Memory.** The whole image, the padded copy and the blended output stay in
    CPU memory; only tile batches go to the device. With ``tile=None`` the image is
    tiled automatically when its estimated activation memory exceeds
    ``memory_budget_mb`` (see :func:`estimate_bytes_per_pixel`).
