@@ -5,7 +5,7 @@
 
 Large photos (longer side ``--sizes``: 1024 and 2048 px) are blurred by kernels made with
 ``benchmarks/cameras.py`` (independent of ``dbgan.blur``): camera shake of extent 12, 40
-and 80 px, defocus discs of radius 4 and 12 px, and no blur; in linear light (gamma 2.2),
+and 80 px, defocus discs of radius 4, 12 and 24 px, and no blur (``--blurs`` picks some); in linear light (gamma 2.2),
 then Gaussian noise (std 0.005) and 8-bit quantisation. The bundled ``general`` model
 deblurs each with ``coarse_levels`` 0 (the default), 1, 2 and 3
 (:mod:`dbgan.infer.pyramid`); PSNR against the sharp photo.
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cameras as CAMS  # noqa: E402
 
 DEFAULT_PHOTOS = ("Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "greentock_by_Peter_Nerlich.jpg")
-BLURS = (("shake", 12), ("shake", 40), ("shake", 80), ("disc", 4), ("disc", 12), ("none", 0))
+BLURS = (("shake", 12), ("shake", 40), ("shake", 80), ("disc", 4), ("disc", 12), ("none", 0), ("disc", 24))
 LEVELS = (0, 1, 2, 3)
 GAMMA, NOISE = 2.2, 0.005
 
@@ -60,7 +60,7 @@ def blur(sharp: np.ndarray, kind: str, size: int, rng: np.random.Generator) -> n
     return np.round(out * 255) / 255
 
 
-def run(photos: list[Path], sizes: list[int], threads: int) -> list[dict]:
+def run(photos: list[Path], sizes: list[int], threads: int, blurs=BLURS) -> list[dict]:
     from dbgan.infer import Deblurrer
     from dbgan.metrics import psnr
     from dbgan.models import bundled_model_path
@@ -72,7 +72,8 @@ def run(photos: list[Path], sizes: list[int], threads: int) -> list[dict]:
     for side in sizes:
         for pi, p in enumerate(photos):
             sharp = load_photo(p, side)
-            for bi, (kind, size) in enumerate(BLURS):
+            for kind, size in blurs:
+                bi = BLURS.index((kind, size))  # the seed follows the blur, whichever are run
                 b = blur(sharp, kind, size, np.random.default_rng([side, pi, bi]))
                 x = torch.from_numpy(b).permute(2, 0, 1).float()
                 row = {"side": side, "photo": p.name, "blur": f"{kind} {size}" if size else kind, "input": psnr(b, sharp)}
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", nargs="*", default=None, help="photo files (default: three lomiri wallpapers)")
     ap.add_argument("--sizes", default="1024,2048", help="longer sides, comma-separated")
+    ap.add_argument("--blurs", default=None, help="e.g. disc:24,shake:80 (default: all of BLURS)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -111,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"photos not found: {', '.join(missing)} (apt-get install lomiri-wallpapers-16.04, or give --photos)")
     t0 = time.perf_counter()
-    rows = run(photos, [int(s) for s in args.sizes.split(",")], args.threads)
+    blurs = BLURS
+    if args.blurs:
+        blurs = tuple((k, int(v)) for k, _, v in (b.partition(":") for b in args.blurs.split(",")))
+        unknown = [f"{k}:{v}" for k, v in blurs if (k, v) not in BLURS]
+        if unknown:
+            raise SystemExit(f"--blurs: unknown {', '.join(unknown)}; known: {', '.join(f'{k}:{v}' for k, v in BLURS)}")
+    rows = run(photos, [int(s) for s in args.sizes.split(",")], args.threads, blurs)
     print(f"\nPSNR (dB), mean over {len(photos)} photos; bold: the best coarse_levels ({(time.perf_counter() - t0) / 60:.1f} min)")
     print(table(rows))
     if args.json:

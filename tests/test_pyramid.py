@@ -88,9 +88,11 @@ def test_coarse_levels_benchmark_runs_on_given_photos(tmp_path):
     write_image(photo, smooth_image(3, 80, 120))
     assert B.main(["--photos", str(photo), "--sizes", "120", "--json", str(tmp_path / "r.json")]) == 0
     rows = json.loads((tmp_path / "r.json").read_text())
-    assert [r["blur"] for r in rows] == ["shake 12", "shake 40", "shake 80", "disc 4", "disc 12", "none"]
+    assert [r["blur"] for r in rows] == ["shake 12", "shake 40", "shake 80", "disc 4", "disc 12", "none", "disc 24"]
     by = {r["blur"]: r for r in rows}
     assert by["none"]["input"] > 40 > by["disc 12"]["input"]  # noise only vs a wide disc
     assert set(by["none"]) >= {f"levels {n}" for n in B.LEVELS}
+    with pytest.raises(SystemExit, match="--blurs: unknown disc:5"):
+        B.main(["--photos", str(photo), "--blurs", "disc:5"])
     with pytest.raises(SystemExit, match="photos not found"):
         B.main(["--photos", str(tmp_path / "missing.jpg")])
