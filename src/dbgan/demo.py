@@ -258,8 +258,9 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, config: str 
                         time.time() - t0, quick)
 
 
-#: the real photos are also deblurred coarse to fine (dbgan.infer.pyramid): their blur is wider than the held-out images'
-REAL_COARSE_LEVELS = 2
+#: the real photos are also deblurred coarse to fine (dbgan.infer.pyramid; the level that did best on validation
+#: photos with blur 25-80 px wide, benchmarks/coarse_levels.py): their blur is wider than the held-out images'
+REAL_COARSE_LEVELS = 1
 COARSE_COLUMN = f"general-coarse{REAL_COARSE_LEVELS}"
 
 
@@ -350,8 +351,9 @@ def write_report(out: Path, dirs, columns: list[str], report: dict, run_dir: Pat
                      "(256 x 256 pixels, not resized, where the blurred input has the most edges; the same place for "
                      "every column): " + " | ".join(real_cols) + ". Wiener uses the "
                      "stand-in camera's PSF (these photos come from other cameras). The last column runs the general "
-                     f"model coarse to fine (<code>dbgan deblur --coarse-levels {REAL_COARSE_LEVELS}</code>): for blur wider "
-                     "than the about 40 px it was trained on, as in the 2048 px grey series; on mild blur it over-sharpens "
+                     f"model coarse to fine (<code>dbgan deblur --coarse-levels {REAL_COARSE_LEVELS}</code>, the level "
+                     "chosen on validation photos with blur 25-80 px wide): for blur wider than the model handles at full "
+                     "size, as in the 2048 px grey series and the defocused portraits; on mild blur it over-sharpens "
                      "(benchmarks/coarse_levels.py). No-reference sharpness (mean gradient energy) below each.</p>")
         for row in real_rows:
             cols = row.get("columns", columns)
@@ -372,7 +374,7 @@ def write_report(out: Path, dirs, columns: list[str], report: dict, run_dir: Pat
     parts.append(
         "<h2>Do the same on your own data</h2><pre>"
         "dbgan deblur my_blurry/ deblurred/                   # the bundled general model, no training\n"
-        "dbgan deblur --coarse-levels 2 my_blurry/ deblurred/  # blur wider than ~40 px: coarse to fine\n"
+        "dbgan deblur --coarse-levels 1 my_blurry/ deblurred/  # blur wider than ~25 px: coarse to fine\n"
         "dbgan train adapt name=mine data.sharp_dir=my_sharp data.real_blur_dir=my_blurry   # adapt it to your camera\n"
         "dbgan deblur runs/mine/checkpoints/latest.safetensors my_blurry/ deblurred/\n"
         "dbgan eval runs/mine/checkpoints/latest.safetensors --pairs my_heldout_pairs/ --out report.json\n"
