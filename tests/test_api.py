@@ -167,6 +167,19 @@ def test_progress_reports_tiles(ckpt):
     assert [s[0] for s in seen] == sorted(s[0] for s in seen)
 
 
+def test_progress_counts_each_coarse_level_afresh(ckpt):
+    d = dbgan.load_model(ckpt, device="cpu", tile=32, overlap=8, coarse_levels=1)
+    seen = []
+    d(np.zeros((140, 180, 3), dtype=np.uint8), progress=lambda done, total: seen.append((done, total)))
+    full = d.runner.last_plan.count  # the last run is the full-size one
+    starts = [i for i, (done, _) in enumerate(seen) if done == 1]
+    assert len(starts) == 2 and seen[-1] == (full, full)  # the half-size level, then the full size
+    coarse = seen[starts[1] - 1]
+    assert coarse[0] == coarse[1] < full and all(done <= total for done, total in seen)
+    with pytest.raises(ValueError, match="coarse_levels"):
+        dbgan.Deblurrer(d.runner, coarse_levels=1)
+
+
 def test_model_lookup_errors(tmp_path):
     with pytest.raises(ModelNotFoundError, match="bundled models:"):
         bundled_model_path("no-such-model")

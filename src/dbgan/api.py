@@ -24,7 +24,8 @@ Anything else -- a list, a float image in 0..255, ``int32`` pixels, a 5-D tensor
 is a :class:`TypeError` or :class:`ValueError` that says what is accepted.
 
 ``progress`` (a callable ``(tiles_done, tiles_total)``) is called after each tile
-batch of a tiled image; the web app shows it as a progress bar.
+batch of a tiled image; the web app shows it as a progress bar. With ``coarse_levels``
+it counts each level's run afresh (the last one is the full size).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class _ProgressBackend:
     def __init__(self, inner: Any, runner: infer.Deblurrer, progress: Progress, batch: int):
         self._inner, self._runner, self._progress, self._batch = inner, runner, progress, batch
         self.done = 0
+        self._plan: Any = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -81,6 +83,8 @@ class _ProgressBackend:
     def __call__(self, x: Tensor, noise: Optional[Tensor] = None) -> Tensor:
         y = self._inner(x, noise)
         plan = self._runner.last_plan
+        if plan is not self._plan:  # a new run (coarse_levels runs the net once per level): count afresh
+            self._plan, self.done = plan, 0
         total = plan.count * self._batch if plan is not None else x.shape[0]
         self.done += int(x.shape[0])
         self._progress(min(self.done, total), total)
