@@ -96,3 +96,20 @@ def test_coarse_levels_benchmark_runs_on_given_photos(tmp_path):
         B.main(["--photos", str(photo), "--blurs", "disc:5"])
     with pytest.raises(SystemExit, match="photos not found"):
         B.main(["--photos", str(tmp_path / "missing.jpg")])
+
+
+def test_eval_takes_coarse_levels_and_records_them(tmp_path):
+    from dbgan.evaluate import evaluate
+
+    ckpt = make_checkpoint(tmp_path / "tiny.safetensors")
+    for k in range(2):
+        write_image(tmp_path / "pairs" / "sharp" / f"{k}.png", smooth_image(3, 64, 96))
+        write_image(tmp_path / "pairs" / "blur" / f"{k}.png", smooth_image(3, 64, 96) * 0.9)
+    plain = evaluate(ckpt, tmp_path / "pairs", device="cpu", progress=False)
+    pyr = evaluate(ckpt, tmp_path / "pairs", device="cpu", progress=False, coarse_levels=1)
+    assert (plain["coarse_levels"], pyr["coarse_levels"]) == (0, 1)
+    assert pyr["mean"]["psnr_out"] != plain["mean"]["psnr_out"]
+    with pytest.raises(InferenceError, match="ready Deblurrer"):
+        evaluate(Deblurrer.from_checkpoint(ckpt, device="cpu"), tmp_path / "pairs", progress=False, coarse_levels=1)
+    assert main(["eval", str(ckpt), "--pairs", str(tmp_path / "pairs"), "--coarse-levels", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "r.json")]) == 0

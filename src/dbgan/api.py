@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from dbgan import infer
+from dbgan.infer.pyramid import refuse_for_ready_runner
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,7 @@ class Deblurrer:
         coarse_levels: int = 0,
     ):
         if isinstance(model, infer.Deblurrer):
-            if coarse_levels:
-                raise ValueError("coarse_levels is set on the ready dbgan.infer.Deblurrer, not here")
+            refuse_for_ready_runner(coarse_levels)
             self.runner = model
             self.source = type(model).__name__
         else:

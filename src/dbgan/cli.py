@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true", help="replace existing report files")
     e.add_argument("--device", default="auto")
     e.add_argument("--tile", type=int, default=None)
+    e.add_argument("--coarse-levels", type=int, default=0, metavar="N", help="as for deblur (default 0: off)")
     e.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit (0 = none)")
     e.add_argument("--ssim-window", choices=("gaussian", "uniform"), default="gaussian",
                    help="gaussian: 11x11, sigma 1.5, as published deblurring tables (default); "
@@ -226,11 +227,13 @@ def _run(args: argparse.Namespace) -> int:
             written += E.check_report_paths(out_unpaired, [args.unpaired], args.overwrite)
         if args.pairs:
             report = E.evaluate(args.checkpoint, args.pairs, out_paired, device=args.device, tile=args.tile,
-                                max_pixels=args.max_pixels, ssim_window=args.ssim_window, overwrite=args.overwrite)
+                                max_pixels=args.max_pixels, ssim_window=args.ssim_window, overwrite=args.overwrite,
+                                coarse_levels=args.coarse_levels)
             print(E.format_table(report))
         if args.unpaired:
             report = E.evaluate_unpaired(args.checkpoint, args.unpaired, out_unpaired, device=args.device,
-                                         tile=args.tile, max_pixels=args.max_pixels, overwrite=args.overwrite)
+                                         tile=args.tile, max_pixels=args.max_pixels, overwrite=args.overwrite,
+                                         coarse_levels=args.coarse_levels)
             print(E.format_table(report))
         for path in written:
             print(f"wrote {path}")

@@ -47,12 +47,14 @@ SSIM_WINDOWS = {"gaussian": "11x11 Gaussian window, sigma 1.5 (Wang et al. 2004;
                 "uniform": "7x7 uniform window (scikit-image default)"}
 
 
-def _deblurrer(checkpoint: Any, device: str, tile: Optional[int], dtype: str):
+def _deblurrer(checkpoint: Any, device: str, tile: Optional[int], dtype: str, coarse_levels: int = 0):
     from dbgan.infer import Deblurrer
+    from dbgan.infer.pyramid import refuse_for_ready_runner
 
     if isinstance(checkpoint, Deblurrer):
+        refuse_for_ready_runner(coarse_levels)
         return checkpoint
-    return Deblurrer.from_checkpoint(checkpoint, device=device, tile=tile, dtype=dtype)
+    return Deblurrer.from_checkpoint(checkpoint, device=device, tile=tile, dtype=dtype, coarse_levels=coarse_levels)
 
 
 def quantise(img: Tensor, bit_depth: int) -> Tensor:
@@ -147,6 +149,7 @@ def evaluate(
     max_pixels: Optional[int] = None,
     ssim_window: str = "gaussian",
     overwrite: bool = False,
+    coarse_levels: int = 0,
 ) -> dict[str, Any]:
     """PSNR/SSIM of a deblurrer on held-out pairs (see the module docstring for layouts).
 
@@ -156,7 +159,7 @@ def evaluate(
         out: report ``.json`` to write (atomically), with a ``.csv`` of the same stem beside it
             (see :func:`report_paths`); never inside ``pairs_dir``.
         overwrite: replace existing report files (otherwise refused before any work).
-        device, tile, dtype: inference settings (see :class:`dbgan.infer.Deblurrer`).
+        device, tile, dtype, coarse_levels: inference settings (see :class:`dbgan.infer.Deblurrer`).
         channels: read images as 1 (grey) or 3 (RGB) channels; None keeps each
             blurred file's own (the sharp image is converted to match).
         progress: tqdm progress bar.
@@ -181,7 +184,7 @@ def evaluate(
     layout, unmatched = found.layout, found.unmatched
     if unmatched:
         log.warning("%s: %d file(s) without a partner: %s", pairs_dir, len(unmatched), ", ".join(unmatched[:5]))
-    runner = _deblurrer(checkpoint, device, tile, dtype)
+    runner = _deblurrer(checkpoint, device, tile, dtype, coarse_levels)
     rows: list[dict[str, Any]] = []
     for pair in tqdm(found.pairs, desc="eval", unit="img", disable=not progress or len(found.pairs) < 2):
         name, sharp_path, blur_path = pair.name, pair.sharp, pair.blur
@@ -213,6 +216,7 @@ def evaluate(
         "ssim": SSIM_WINDOWS[ssim_window],
         "pairs_dir": str(pairs_dir),
         "checkpoint": _describe(checkpoint),
+        "coarse_levels": getattr(runner, "coarse_levels", 0),
         "count": len(rows),
         "images": rows,
         "mean": mean,
@@ -235,6 +239,7 @@ def evaluate_unpaired(
     dtype: str = "fp32",
     max_pixels: Optional[int] = None,
     overwrite: bool = False,
+    coarse_levels: int = 0,
 ) -> dict[str, Any]:
     """No-reference sharpness of real blurred photos before and after deblurring.
 
@@ -251,7 +256,7 @@ def evaluate_unpaired(
     if out is not None:
         check_report_paths(out, [folder], overwrite)
     files = list_images(folder)
-    runner = _deblurrer(checkpoint, device, tile, dtype)
+    runner = _deblurrer(checkpoint, device, tile, dtype, coarse_levels)
     rows = []
     for path in tqdm(files, desc="eval", unit="img", disable=not progress or len(files) < 2):
         img, info = read_image_with_info(path, channels=channels, max_pixels=max_pixels)
@@ -275,6 +280,7 @@ def evaluate_unpaired(
         "kind": "unpaired",
         "folder": str(folder),
         "checkpoint": _describe(checkpoint),
+        "coarse_levels": getattr(runner, "coarse_levels", 0),
         "count": len(rows),
         "images": rows,
         "mean": mean,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 from dbgan.infer.common import DType, InferenceError, PathLike
+from dbgan.infer.pyramid import refuse_for_ready_runner
 from dbgan.infer.runner import Blurrer, Deblurrer, _ImageRunner
 
 log = logging.getLogger(__name__)
@@ -162,8 +163,7 @@ def run_folder(
         want = Deblurrer if mode == "deblur" else Blurrer
         if not isinstance(runner, want):
             raise InferenceError(f"mode {mode!r} needs a {want.__name__}, got a {type(runner).__name__}")
-        if coarse_levels:
-            raise InferenceError("coarse_levels is set on a ready Deblurrer (Deblurrer(..., coarse_levels=N)), not here")
+        refuse_for_ready_runner(coarse_levels)
     else:
         cls = Deblurrer if mode == "deblur" else Blurrer
         extra = {"coarse_levels": coarse_levels} if mode == "deblur" else {}

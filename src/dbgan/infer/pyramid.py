@@ -36,7 +36,7 @@ from dbgan.infer.common import InferenceError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_COARSE_LEVELS", "MIN_COARSE_SIDE", "check_levels", "coarse_to_fine", "usable_levels"]
+__all__ = ["MAX_COARSE_LEVELS", "MIN_COARSE_SIDE", "check_levels", "coarse_to_fine", "refuse_for_ready_runner", "usable_levels"]
 
 #: the most coarse levels one may ask for (1/16 of the size)
 MAX_COARSE_LEVELS = 4
@@ -49,6 +49,13 @@ def check_levels(levels: int) -> int:
     if isinstance(levels, bool) or not isinstance(levels, int) or not 0 <= levels <= MAX_COARSE_LEVELS:
         raise InferenceError(f"coarse_levels must be an integer in [0, {MAX_COARSE_LEVELS}], got {levels!r}")
     return levels
+
+
+def refuse_for_ready_runner(levels: int) -> None:
+    """Where a ready :class:`dbgan.infer.Deblurrer` is given, its own ``coarse_levels`` holds:
+    a second, different setting beside it is an error, not silently dropped."""
+    if levels:
+        raise InferenceError("coarse_levels is set on the ready Deblurrer (Deblurrer(..., coarse_levels=N)), not here")
 
 
 def usable_levels(height: int, width: int, levels: int) -> int:
