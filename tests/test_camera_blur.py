@@ -409,6 +409,43 @@ def test_fit_wb_sets_that_share_of_a_white_balance_and_keeps_the_exposure_separa
         _gen(tone="fit", learn_wb=False, fit_wb=1.5)
 
 
+def test_fit_offset_takes_the_pipelines_own_offset_off_the_fit():
+    """A pipeline that brightens what it blurs (offset ``d`` in log gain) makes the real photos look
+    ``d`` brighter than the camera's exposure; the generator's own outputs show the same ``d`` against
+    its noiseless tone map, and ``fit_offset`` takes that share of it off the fitted exposure."""
+    q = torch.linspace(0.05, 0.95, 32)[None].repeat(3, 1)
+    through = lambda log_gain: ops.linear_to_srgb((ops.srgb_to_linear(q) * math.exp(log_gain)).clamp(0, 1))  # noqa: E731
+    truth, d, current = math.log(1.3), 0.2, math.log(0.8)
+    real = through(truth + d)  # the camera, seen through a pipeline that adds d
+    fake, clean = through(current + d), through(current)  # the generator's outputs and its tone map
+    for share in (0.0, 0.5, 1.0):
+        g = _gen(tone="fit", learn_wb=False, fit_strength=1.0, fit_offset=share)
+        assert g.wants_output_quantiles == (share > 0)
+        g.fit_tone(q, real, fake, clean)
+        assert abs(float(g.log_gain) - (truth + (1 - share) * d)) < 0.03, (share, float(g.log_gain))
+    g = _gen(tone="fit", learn_wb=False, fit_strength=1.0, fit_offset=1.0)
+    g.fit_tone(q, real)  # no output quantiles yet (the first step): the plain fit
+    assert abs(float(g.log_gain) - (truth + d)) < 0.03
+    with pytest.raises(ValueError, match="fit_offset must be in"):
+        _gen(tone="fit", fit_offset=2.0)
+
+
+def test_bgan_stage_keeps_its_own_output_quantiles_for_fit_offset(camera_stage, one_torch_thread):
+    _, stage, g = camera_stage("stages.bgan.w_adv=0", "stages.bgan.w_diversity=0", "nets.blur_g.args.tone=fit",
+                               "nets.blur_g.args.learn_wb=false", "nets.blur_g.args.fit_offset=1")
+    gen = torch.Generator().manual_seed(0)
+    for it in range(2):
+        stage.step({"sharp": torch.rand(4, 3, 48, 48, generator=gen) * 0.6,
+                    "real_blur": torch.rand(4, 3, 48, 48, generator=gen) * 0.6}, it)
+    st = stage.camera_stats.stats
+    assert st["tone_fake"].shape == st["tone_clean"].shape == st["tone_sharp"].shape
+    assert "tone_fake" in stage.state_dict()["camera_stats"]["stats"]  # resumed exactly
+    _, plain, _ = camera_stage("stages.bgan.w_adv=0", "stages.bgan.w_diversity=0", "nets.blur_g.args.tone=fit",
+                               "nets.blur_g.args.learn_wb=false")
+    plain.step({"sharp": torch.rand(4, 3, 48, 48, generator=gen), "real_blur": torch.rand(4, 3, 48, 48, generator=gen)}, 0)
+    assert "tone_fake" not in plain.camera_stats.stats  # fit_offset 0: nothing extra is kept
+
+
 def _edge(n: int = 2, size: int = 32) -> torch.Tensor:
     x = torch.full((n, 3, size, size), 0.2)
     x[..., size // 2 :] = 0.8

@@ -179,6 +179,14 @@ class CameraStats:
         self._fold("tone_sharp", tone_quantiles(sharp, self.levels, self.tone_scale))
         self._fold("tone_real", tone_quantiles(real, self.levels, self.tone_scale))
 
+    @torch.no_grad()
+    def observe_outputs(self, fake: Tensor, clean_quantiles: Tensor) -> None:
+        """Fold a generated batch's brightness quantiles (``tone_fake``) and the generator's noiseless,
+        unblurred tone map of the running sharp quantiles at that moment (``tone_clean``), in step with
+        the others (call after :meth:`observe` in the same step)."""
+        self._fold("tone_fake", tone_quantiles(fake, self.levels, self.tone_scale))
+        self._fold("tone_clean", clean_quantiles)
+
     def tone_target(self, sharp: Tensor) -> Tensor:
         """The sharp batch's pooled values mapped through the running sharp -> real quantile map."""
         s = max(1, min(self.tone_scale, sharp.shape[-1], sharp.shape[-2]))

@@ -103,6 +103,14 @@ class CameraBlurGenerator(ImageGenerator):
             mostly the scenes' colours; from one scene distribution on both sides, half of it
             cut the validation cameras' white-balance error from 0.048 to 0.036 (RMS log gain;
             ``benchmarks/tone_fit.py --split halves``; ``configs/adapt_matched.yaml``).
+        fit_offset: ``tone="fit"`` only: remove this share of the *pipeline offset* from the
+            fitted exposure (and white balance). The closed-form fit compares the sharp photos'
+            brightness quantiles through a noiseless, unblurred tone map with the real photos',
+            but blur, sensor noise, saturation and JPEG move quantiles too, so even a perfect
+            camera model would be fitted off by some amount. That amount is measured on the
+            generator itself: the same fit applied to its own outputs, less the fit applied to
+            its own noiseless tone map of the same sharp photos (running quantiles that the bgan
+            stage keeps; :meth:`fit_tone`). 0 (default) keeps the plain fit.
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
@@ -133,6 +141,7 @@ class CameraBlurGenerator(ImageGenerator):
         fit_strength: float = 1.0,
         fit_curve: float = 0.0,
         fit_wb: float = 0.0,
+        fit_offset: float = 0.0,
         physical_lr_scale: float = 10.0,
     ):
         super().__init__()
@@ -158,6 +167,9 @@ class CameraBlurGenerator(ImageGenerator):
         if fit_wb > 0 and learn_wb:
             raise ValueError("fit_wb sets the white balance in closed form: it needs learn_wb: false")
         self.fit_wb = float(fit_wb)
+        if not 0.0 <= fit_offset <= 1.0:
+            raise ValueError(f"fit_offset must be in [0, 1], got {fit_offset}")
+        self.fit_offset = float(fit_offset)
         if input_encoding not in ENCODINGS or init_response not in ENCODINGS:
             raise ValueError(f"input_encoding and init_response must be one of {', '.join(ENCODINGS)}")
         if not (init_length > 0 and init_radius >= 0 and init_shot > 0 and init_read > 0 and physical_lr_scale > 0):
@@ -354,8 +366,14 @@ class CameraBlurGenerator(ImageGenerator):
         self.check_input(x)
         return self._parts(self.noise_input(x, noise), x)
 
+    @property
+    def wants_output_quantiles(self) -> bool:
+        """Whether :meth:`fit_tone` uses the quantiles of the generator's own outputs (``fit_offset``)."""
+        return self.tone == "fit" and self.fit_offset > 0
+
     @torch.no_grad()
-    def fit_tone(self, sharp_quantiles: Tensor, real_quantiles: Tensor) -> None:
+    def fit_tone(self, sharp_quantiles: Tensor, real_quantiles: Tensor, fake_quantiles: Tensor | None = None,
+                 clean_quantiles: Tensor | None = None) -> None:
         """Set the exposure gain (and with ``fit_curve`` the response curve) from brightness
         quantiles (``tone="fit"``; otherwise nothing happens).
 
@@ -368,18 +386,36 @@ class CameraBlurGenerator(ImageGenerator):
         gain (:func:`camera_ops.quantile_response`; with a shared response, matched on the
         channels' mean quantiles). With ``fit_wb``, before all of this, the white balance is set
         to that share of the per-channel gains (less their mean) fitted the same way.
+
+        With ``fit_offset`` and the running quantiles of the generator's outputs
+        (``fake_quantiles``) and of its noiseless, unblurred tone map of the sharp photos
+        (``clean_quantiles``, :meth:`tone_map` of the sharp quantiles when those outputs were
+        made), the same fits applied to those two give the pipeline offset (what blur, noise,
+        saturation and JPEG do to the fit); that share of it is taken off before the
+        ``fit_strength`` and ``fit_wb`` shares are applied.
         """
         if self.tone != "fit":
             return
         ref = self.log_wb
         qs, qr = sharp_quantiles.to(ref), real_quantiles.to(ref)
+        use_offset = self.fit_offset > 0 and fake_quantiles is not None and clean_quantiles is not None
         start = self.start_response().to(ref)[None].expand(self.black.shape[0], -1)
         self._set_response(start)  # the exposure is fitted through the start curve: no feedback
+
+        def fitted(per_channel: bool) -> Tensor:
+            """The fit to the real photos, less ``fit_offset`` of the pipeline's offset."""
+            gain = ops.fit_log_gain(self.tone_map, qs, qr, per_channel=per_channel)
+            if use_offset:
+                fake, clean = (ops.fit_log_gain(self.tone_map, qs, q.to(ref), per_channel=per_channel)
+                               for q in (fake_quantiles, clean_quantiles))
+                gain = gain - self.fit_offset * (fake - clean)
+            return gain
+
         if self.fit_wb > 0:  # neutral first, so the per-channel fit starts where the table measured it
             self.log_wb.zero_()
-            per = ops.fit_log_gain(self.tone_map, qs, qr, per_channel=True)
+            per = fitted(per_channel=True)
             self.log_wb.copy_(self.fit_wb * (per - per.mean()))
-        self.log_gain.copy_(self.fit_strength * ops.fit_log_gain(self.tone_map, qs, qr))
+        self.log_gain.copy_(self.fit_strength * fitted(per_channel=False))
         if self.fit_curve == 0:
             return
         lin = ops.srgb_to_linear(qs) if self.input_encoding == "srgb" else qs
@@ -453,4 +489,5 @@ class CameraBlurGenerator(ImageGenerator):
             f"kernel_size={self.kernel_size}, mixtures={self.mixtures}, jpeg={self.jpeg}, "
             f"input_encoding={self.input_encoding!r}, learn_wb={self.learn_wb}, tone={self.tone!r}, "
             f"fit_strength={self.fit_strength}, fit_curve={self.fit_curve}, fit_wb={self.fit_wb}"
+            + (f", fit_offset={self.fit_offset}" if self.fit_offset else "")
         )

@@ -225,7 +225,11 @@ class FitsTone(Protocol):
     """A blur generator whose exposure (and response curve) can be set in closed form from brightness
     quantiles (``camera_blur`` with ``tone="fit"``); the bgan stage calls it at every step."""
 
-    def fit_tone(self, sharp_quantiles: Tensor, real_quantiles: Tensor) -> None: ...
+    @property
+    def wants_output_quantiles(self) -> bool: ...
+
+    def fit_tone(self, sharp_quantiles: Tensor, real_quantiles: Tensor, fake_quantiles: Tensor | None = None,
+                 clean_quantiles: Tensor | None = None) -> None: ...
 
 
 class ImageGenerator(nn.Module):

@@ -98,7 +98,18 @@ class _BlurStage(Stage):
         self.camera_stats.observe(batch["sharp"], batch["real_blur"])
         g_net = self.generators["blur_g"]
         if isinstance(g_net, FitsTone):
-            g_net.fit_tone(self.camera_stats.stats["tone_sharp"], self.camera_stats.stats["tone_real"])
+            st = self.camera_stats.stats
+            g_net.fit_tone(st["tone_sharp"], st["tone_real"], st.get("tone_fake"), st.get("tone_clean"))
+
+    def observe_outputs(self, fake: torch.Tensor) -> None:
+        """For a generator whose tone fit removes its own pipeline offset (``fit_offset``): fold the
+        generated batch's quantiles, and its noiseless tone map's, into the running statistics."""
+        g_net = self.generators["blur_g"]
+        if self.camera_stats is None or not (isinstance(g_net, FitsTone) and g_net.wants_output_quantiles):
+            return
+        with torch.no_grad():
+            clean = g_net.tone_map(self.camera_stats.stats["tone_sharp"])[0]
+        self.camera_stats.observe_outputs(fake.detach(), clean)
 
     def statistics(self, fake: torch.Tensor, batch: Batch, logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """``w_stats`` x the camera statistics distances of ``fake`` to the real photos (bgan)."""
@@ -225,6 +236,7 @@ class BganStage(_BlurStage):
         sharp = batch["sharp"]
         self.observe_camera(batch)
         fake, clean = blur_with_clean(g_net, sharp)
+        self.observe_outputs(fake)
         g_adv, d = self.adversarial(d_net, batch["real_blur"], fake, "blur", logs, "blur")
         s = self.scfg
         g = s.w_adv * g_adv + self.generator_terms(clean, sharp, logs)
