@@ -110,7 +110,9 @@ class CameraBlurGenerator(ImageGenerator):
             camera model would be fitted off by some amount. That amount is measured on the
             generator itself: the same fit applied to its own outputs, less the fit applied to
             its own noiseless tone map of the same sharp photos (running quantiles that the bgan
-            stage keeps; :meth:`fit_tone`). 0 (default) keeps the plain fit.
+            stage keeps; :meth:`fit_tone`). 0 (default) keeps the plain fit. On the benchmark's
+            validation cameras it changed neither bias nor PSNR (docs/benchmarks.md, section 2,
+            session 13), so no preset sets it.
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
