@@ -14,7 +14,8 @@ cameras: held-out scikit-image photos (never trained on: chelsea, coffee, camera
     also tone-aligned PSNR (benchmarks/domain_gap.py), which no camera tone can move.
     ``--draws K`` degrades each photo K times (the margins of one draw are within its noise).
 speed: one 12-megapixel photo (4000 x 3000) deblurred with the bundled model in a
-    fresh process; wall time and the process's peak resident memory (tiled).
+    fresh process; wall time and the process's peak resident memory (tiled;
+    ``--coarse-levels N`` coarse to fine).
 onnx: the bundled model exported to ONNX; outputs of torch and onnxruntime on a
     512 x 384 photo, largest absolute difference.
 """
@@ -139,22 +140,22 @@ from dbgan.models import bundled_model_path
 from dbgan.demo import _photo
 img = torch.nn.functional.interpolate(_photo("chelsea")[None], size=(3000, 4000), mode="bilinear")[0].clamp(0, 1)
 d = Deblurrer.from_checkpoint(bundled_model_path("general"), device="cpu", tile=int(sys.argv[2]), overlap=32,
-                              dtype=sys.argv[3])
+                              dtype=sys.argv[3], coarse_levels=int(sys.argv[4]))
 d(img[:, :256, :256])  # warm-up
 t0 = time.perf_counter(); out = d(img); dt = time.perf_counter() - t0
 print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, tuple(out.shape))
 """
 
 
-def speed(threads: int, tile: int, dtype: str) -> dict:
+def speed(threads: int, tile: int, dtype: str, coarse_levels: int = 0) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    res = subprocess.run([sys.executable, "-c", _SPEED_CHILD, str(threads), str(tile), dtype],
+    res = subprocess.run([sys.executable, "-c", _SPEED_CHILD, str(threads), str(tile), dtype, str(coarse_levels)],
                          capture_output=True, text=True, env=env, check=True)
     dt, peak, shape = res.stdout.strip().splitlines()[-1].split(" ", 2)
     out = {"seconds": float(dt), "peak_rss_gib": float(peak), "shape": shape, "threads": threads, "tile": tile,
-           "dtype": dtype}
+           "dtype": dtype, "coarse_levels": coarse_levels}
     print(f"12 MP (4000x3000) deblur: {float(dt):.1f} s, peak RSS {float(peak):.2f} GiB "
-          f"({threads} threads, tile {tile}, {dtype})", flush=True)
+          f"({threads} threads, tile {tile}, {dtype}, coarse_levels {coarse_levels})", flush=True)
     return out
 
 
@@ -187,6 +188,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8"))
+    ap.add_argument("--coarse-levels", type=int, default=0, help="speed: deblur coarse to fine (dbgan.infer.pyramid)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -200,7 +202,7 @@ def main() -> None:
     if "cameras" in parts:
         out["cameras"] = cameras(args.adapted, args.model, args.draws)
     if "speed" in parts:
-        out["speed"] = speed(args.threads, args.tile, args.dtype)
+        out["speed"] = speed(args.threads, args.tile, args.dtype, args.coarse_levels)
     if "onnx" in parts:
         out["onnx"] = onnx_agreement()
     if args.json:
