@@ -74,8 +74,9 @@ class Server:
         except urllib.error.HTTPError as e:
             return e.code, e.read(), dict(e.headers)
 
-    def upload(self, data: bytes, filename: str, model: str | None = None) -> tuple[int, dict]:
+    def upload(self, data: bytes, filename: str, model: str | None = None, coarse: str | None = None) -> tuple[int, dict]:
         q = f"/api/jobs?filename={urllib.request.quote(filename)}" + (f"&model={urllib.request.quote(model)}" if model else "")
+        q += f"&coarse_levels={urllib.request.quote(coarse)}" if coarse is not None else ""
         status, body, _ = self.request(q, data=data, method="POST")
         return status, json.loads(body)
 
@@ -131,6 +132,23 @@ def test_page_and_models(server):
     assert server.request("/static/../serve.py")[0] == 404
     models = json.loads(server.request("/api/models")[1])
     assert models["default"] == "tiny" and [m["id"] for m in models["models"]] == ["tiny"]
+    assert [w["coarse_levels"] for w in models["blur_widths"]] == [0, 1, 2]
+
+
+def test_wide_blur_choice_runs_coarse_to_fine(server):
+    from dbgan.api import load_model
+
+    arr = _photo()
+    status, job = server.upload(_png(arr), "wide.png", coarse="1")
+    assert status == 201 and job["coarse_levels"] == 1
+    assert server.wait(job["id"])[-1]["state"] == "done"
+    out = np.asarray(Image.open(io.BytesIO(server.request(f"/api/jobs/{job['id']}/result")[1])))
+    ckpt = server.service.models["tiny"]
+    np.testing.assert_array_equal(out, load_model(ckpt, device="cpu", tile=32, coarse_levels=1)(arr))
+    assert not np.array_equal(out, load_model(ckpt, device="cpu", tile=32)(arr))
+    for bad in ("7", "wide"):
+        status, err = server.upload(_png(arr), "x.png", coarse=bad)
+        assert status == 400 and "coarse_levels must be one of 0, 1, 2" in err["error"]
 
 
 def test_deblur_job_with_tile_progress(server, tmp_path):
@@ -261,6 +279,8 @@ def test_browser_upload_wait_download(server, tmp_path):
         drv.get(server.url + "/")
         WebDriverWait(drv, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#model option"))
         assert drv.find_element(By.ID, "model").get_attribute("value") == "tiny"
+        assert drv.find_element(By.ID, "coarse").get_attribute("value") == "0"  # blur width: normal by default
+        assert len(drv.find_elements(By.CSS_SELECTOR, "#coarse option")) == 3
         arr = _photo(90, 120)
         src = tmp_path / "blurry.png"
         Image.fromarray(arr).save(src)

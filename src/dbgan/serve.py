@@ -4,7 +4,9 @@ A small Starlette app (served by uvicorn) and one static page (``dbgan/web/``: H
 CSS and JavaScript, no CDN, works offline): drop images, pick a bundled model or a
 checkpoint given on the command line, watch the tile progress of large images,
 compare before and after with a slider, download the result (same format, bit
-depth, EXIF and ICC profile as the upload, via :mod:`dbgan.imagefile`).
+depth, EXIF and ICC profile as the upload, via :mod:`dbgan.imagefile`). A "blur width"
+choice runs the model coarse to fine (``coarse_levels`` 1 or 2, :mod:`dbgan.infer.pyramid`)
+for blur wider than it handles at full size.
 
 Safety:
 
@@ -19,7 +21,7 @@ Safety:
   removed when the server stops.
 
 HTTP API (what the page uses): ``GET /api/models``; ``POST /api/jobs?model=ID&filename=NAME``
-with the image bytes as the body -> ``{"id"}``; ``GET /api/jobs/ID`` ->
+(and optionally ``&coarse_levels=N``) with the image bytes as the body -> ``{"id"}``; ``GET /api/jobs/ID`` ->
 ``{"state": queued|running|done|error, "progress": 0..1, "tiles_done", "tiles_total",
 "pages", "error"}``; ``GET /api/jobs/ID/before.png``, ``/after.png`` (8-bit previews of
 the first page), ``/result`` (the download).
@@ -77,6 +79,7 @@ class Job:
     ext: str
     model: str
     folder: Path
+    coarse_levels: int = 0
     state: str = "queued"
     pages: int = 1
     page: int = 0
@@ -95,7 +98,7 @@ class Job:
             return {
                 "id": self.id, "name": self.name, "state": self.state, "progress": round(frac, 4),
                 "tiles_done": self.tiles_done, "tiles_total": self.tiles_total, "pages": self.pages,
-                "page": self.page, "error": self.error,
+                "page": self.page, "coarse_levels": self.coarse_levels, "error": self.error,
             }
 
     @property
@@ -171,15 +174,16 @@ class DeblurService:
 
     # ------------------------------------------------------------------ jobs
 
-    def deblurrer(self, model: str) -> Any:
+    def deblurrer(self, model: str, coarse_levels: int = 0) -> Any:
         from dbgan.api import Deblurrer
 
+        key = (model, coarse_levels)
         with self._lock:
-            if model not in self._deblurrers:
-                self._deblurrers[model] = Deblurrer(self.models[model], **self.settings)
-            return self._deblurrers[model]
+            if key not in self._deblurrers:
+                self._deblurrers[key] = Deblurrer(self.models[model], coarse_levels=coarse_levels, **self.settings)
+            return self._deblurrers[key]
 
-    def create(self, data: bytes, filename: str, model: Optional[str]) -> Job:
+    def create(self, data: bytes, filename: str, model: Optional[str], coarse_levels: Union[int, str, None] = 0) -> Job:
         """Check an upload, store it, and queue its deblurring.
 
         Raises:
@@ -191,6 +195,7 @@ class DeblurService:
         model = model or next(iter(self.models))
         if model not in self.models:
             raise _http(400, f"unknown model {model!r}; choose one of: {', '.join(self.models)}")
+        levels = _coarse_levels(coarse_levels)
         ext = Path(filename or "").suffix.lower()
         if ext not in IMAGE_EXTENSIONS:
             raise _http(415, f"{filename or 'the upload'}: not an image file this server reads; accepted: "
@@ -201,7 +206,7 @@ class DeblurService:
             raise _http(400, f"{filename}: the upload is empty")
         job_id = uuid.uuid4().hex
         job = Job(id=job_id, name=Path(filename).name, ext=".jpg" if ext == ".jpeg" else ext, model=model,
-                  folder=self.folder / job_id)
+                  folder=self.folder / job_id, coarse_levels=levels)
         job.folder.mkdir()
         src = job.folder / f"input{ext}"
         src.write_bytes(data)
@@ -234,7 +239,7 @@ class DeblurService:
         try:
             with job.lock:
                 job.state = "running"
-            deblur = self.deblurrer(job.model)
+            deblur = self.deblurrer(job.model, job.coarse_levels)
 
             def progress(done: int, total: int) -> None:
                 with job.lock:
@@ -265,6 +270,23 @@ class DeblurService:
         """Stop the worker and delete the working folder."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+#: the page's "blur width" choices: coarse_levels -> label (dbgan.infer.pyramid; the model card's figures)
+BLUR_WIDTHS = {0: "normal", 1: "wide (25-50 px)", 2: "very wide (over 50 px)"}
+
+
+def _coarse_levels(value: Union[int, str, None]) -> int:
+    """The job's ``coarse_levels`` from the query (absent: 0); one of :data:`BLUR_WIDTHS`, else HTTP 400."""
+    if value in (None, ""):
+        return 0
+    try:
+        levels = int(value)
+    except (TypeError, ValueError):
+        levels = -1
+    if levels not in BLUR_WIDTHS:
+        raise _http(400, f"coarse_levels must be one of {', '.join(map(str, BLUR_WIDTHS))}, got {value!r}")
+    return levels
 
 
 def _too_big(name: str, size: int, limit: int) -> str:
@@ -310,6 +332,7 @@ def build_app(service: DeblurService) -> Any:
             "models": [{"id": k, "label": k} for k in service.models],
             "default": next(iter(service.models)),
             "max_upload_mb": service.max_upload_bytes / 2**20,
+            "blur_widths": [{"coarse_levels": k, "label": v} for k, v in BLUR_WIDTHS.items()],
         })
 
     async def create(request: Request) -> Response:
@@ -326,7 +349,8 @@ def build_app(service: DeblurService) -> Any:
         if size > service.max_upload_bytes:
             return error(413, _too_big(filename or "the upload", size, service.max_upload_bytes))
         try:
-            job = await run_in_threadpool(service.create, b"".join(chunks), filename, request.query_params.get("model"))
+            job = await run_in_threadpool(service.create, b"".join(chunks), filename, request.query_params.get("model"),
+                                          request.query_params.get("coarse_levels"))
         except ValueError as exc:
             return error(getattr(exc, "status", 400), str(exc))
         return JSONResponse(job.status(), status_code=201)

@@ -17,6 +17,12 @@ async function loadModels() {
     o.value = m.id; o.textContent = m.label; sel.appendChild(o);
   }
   sel.value = info.default;
+  const coarse = $("coarse");
+  for (const w of info.blur_widths || [{ coarse_levels: 0, label: "normal" }]) {
+    const o = document.createElement("option");
+    o.value = String(w.coarse_levels); o.textContent = w.label; coarse.appendChild(o);
+  }
+  coarse.value = "0";
   maxUploadMb = info.max_upload_mb;
   $("limits").textContent = "Images stay on this computer. Up to " + Math.round(info.max_upload_mb) + " MiB per image.";
 }
@@ -34,7 +40,8 @@ async function deblur(file) {
     return;
   }
   setStatus("uploading " + file.name, 0);
-  const url = "/api/jobs?model=" + encodeURIComponent($("model").value) + "&filename=" + encodeURIComponent(file.name);
+  const url = "/api/jobs?model=" + encodeURIComponent($("model").value) + "&filename=" + encodeURIComponent(file.name)
+    + "&coarse_levels=" + encodeURIComponent($("coarse").value || "0");
   const r = await fetch(url, { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } });
   const job = await r.json();
   if (!r.ok) { setStatus("failed", 0); showError(job.error || ("upload failed: HTTP " + r.status)); return; }
