@@ -251,7 +251,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, config: str 
     real_dir = realblur_samples_dir()
     if real_dir is not None and not quick:
         log.info("4/5 deblurring the real photos in %s", real_dir)
-        coarse = Deblurrer.from_checkpoint(bundled_model_path("general"), device="cpu", coarse_levels=REAL_COARSE_LEVELS)
+        coarse = Deblurrer(models["general"].backend, coarse_levels=REAL_COARSE_LEVELS)  # the loaded network, reused
         real_rows = deblur_real_photos(real_dir, out / "realblur", {**methods, COARSE_COLUMN: coarse})
     log.info("5/5 writing the report")
     return write_report(out, dirs, columns, report, res.run_dir, real_dir if real_rows else None, real_rows,
