@@ -66,25 +66,35 @@ def _crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator
 
 
 def running_quantiles(photos: list[np.ndarray], batches: int, rng: np.random.Generator,
-                      batch: int = 4, size: int = 128) -> torch.Tensor:
+                      batch: int = 4, size: int = 128, linearise=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The running brightness quantiles of ``batches`` batches of random crops, kept by the bgan
-    stage's own :class:`dbgan.degradation_stats.CameraStats`."""
+    stage's own :class:`dbgan.degradation_stats.CameraStats` (``tone_from: crops``), and with
+    ``linearise`` (a one-image decoding to linear light) the same in linear light."""
     from dbgan.degradation_stats import CameraStats
 
-    stats = CameraStats()
+    stats = CameraStats(linearise=None if linearise is None else (lambda a, b: (linearise(a), linearise(b))))
     for _ in range(batches):
         x = _crops(photos, batch, size, rng)
         stats.observe_tone(x, x)
-    return stats.stats["tone_sharp"]
+    return stats.stats["tone_sharp"], stats.stats.get("tone_sharp_linear")
 
 
-def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], split: dict, batches: int) -> dict:
+def whole_quantiles(photos: list[np.ndarray], linearise=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The same from every pixel of every photo, each photo weighted once (``tone_from: photos``)."""
+    from dbgan.degradation_stats import photo_quantiles
+
+    tensors = [torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)).permute(2, 0, 1) for p in photos]
+    return photo_quantiles(tensors), None if linearise is None else photo_quantiles(tensors, transform=linearise)
+
+
+def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], split: dict, batches: int,
+             tone_from: str = "crops", fit_space: str = "display") -> dict:
     from dbgan.config import load_config
     from dbgan.nets import build_network
     from dbgan.nets import camera_ops as ops
 
     cam = CAMS.get(cam_name)
-    args = dict(load_config("camera").nets.blur_g.args) | {"tone": "fit"}
+    args = dict(load_config("camera").nets.blur_g.args) | {"tone": "fit", "fit_space": fit_space}
     if cam.decode == "identity":  # linear data: what domain_gap.py states for such a camera
         args |= {"input_encoding": "linear", "init_response": "linear"}
     net = build_network("camera_blur", in_channels=1 if cam.grey else 3, **args)
@@ -93,32 +103,43 @@ def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], s
     sharp = [view(cam.ground_truth(photos[n])) for n in split["sharp"]]
     real = [view(cam.degrade(photos[n], rng)) for n in split["real"]]
     target = [view(cam.degrade(photos[n], rng)) for n in split["sharp"]]
-    qs, qr, qt = (running_quantiles(p, batches, np.random.default_rng([seed, 12, ci, k]))
-                  for k, p in enumerate((sharp, real, target)))
-    fit = float(ops.fit_log_gain(net.tone_map, qs, qr))
-    best = float(ops.fit_log_gain(net.tone_map, qs, qt))
+    linear = fit_space == "linear"
+    # the sharp side decodes by input_encoding, the real sides by the inverse start curve
+    decode = [(lambda x, k=k: net.linear_views(x, x)[k]) if linear else None for k in (0, 1, 1)]
+    if tone_from == "photos":
+        quant = [whole_quantiles(p, decode[k]) for k, p in enumerate((sharp, real, target))]
+    else:
+        quant = [running_quantiles(p, batches, np.random.default_rng([seed, 12, ci, k]), linearise=decode[k])
+                 for k, p in enumerate((sharp, real, target))]
+    (qs, ls), (qr, lr), (qt, lt) = quant
+    tmap, fs = (net.linear_tone_map, ls) if linear else (net.tone_map, qs)
+    fit = float(ops.fit_log_gain(tmap, fs, lr if linear else qr))
+    best = float(ops.fit_log_gain(tmap, fs, lt if linear else qt))
     row = {"seed": seed, "camera": cam_name, "fit": fit, "target": best, "truth_exposure": cam.truth()["exposure"]}
-    row["curve"] = curve_errors(cam, args, 1 if cam.grey else 3, qs, qr, qt)
+    row["curve"] = curve_errors(cam, args, 1 if cam.grey else 3, qs, qr, qt, (ls, lr, lt) if linear else None)
     if not cam.grey:
-        wb_fit, wb_best = (ops.fit_log_gain(net.tone_map, qs, q, per_channel=True) for q in (qr, qt))
+        wb_fit, wb_best = (ops.fit_log_gain(tmap, fs, q, per_channel=True) for q in ((lr, lt) if linear else (qr, qt)))
         row["wb_fit"] = (wb_fit - wb_fit.mean()).tolist()
         row["wb_target"] = (wb_best - wb_best.mean()).tolist()
     return row
 
 
-def curve_errors(cam, args: dict, channels: int, qs: torch.Tensor, qr: torch.Tensor, qt: torch.Tensor) -> dict:
+def curve_errors(cam, args: dict, channels: int, qs: torch.Tensor, qr: torch.Tensor, qt: torch.Tensor,
+                 linear: tuple | None = None) -> dict:
     """``{"fit"|"target": {"exposure/curve": squared error}}``: the mean squared difference between the
-    fitted tone map and the camera's true one at the sharp quantiles ``qs``, for every combination."""
+    fitted tone map and the camera's true one at the sharp quantiles ``qs``, for every combination
+    (``linear``: the sharp, real and target quantiles in linear light, for ``fit_space: linear``)."""
     from dbgan.nets import build_network
 
     truth = torch.tensor(np.stack([[cam.expected_flat(float(v))[c] for v in qs[c]] for c in range(channels)]),
                          dtype=torch.float32)
     out: dict = {"fit": {}, "target": {}}
+    lin = {"fit": (None, None), "target": (None, None)} if linear is None else {"fit": linear[:2], "target": linear[::2]}
     for key, q in (("fit", qr), ("target", qt)):
         for e, k, w in _combos(channels):
             net = build_network("camera_blur", in_channels=channels,
                                 **(args | {"fit_strength": e, "fit_curve": k, "fit_wb": w}))
-            net.fit_tone(qs, q)
+            net.fit_tone(qs, q, sharp_linear=lin[key][0], real_linear=lin[key][1])
             out[key][_combo_key(e, k, w)] = float(((net.tone_map(qs)[0] - truth) ** 2).mean())
     return out
 
@@ -165,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-side", type=int, default=384)
     ap.add_argument("--batches", type=int, default=300, help="batches of 4 crops folded into the running quantiles")
     ap.add_argument("--split", default="photos", choices=DG.SPLITS, help="as domain_gap.py's --split")
+    ap.add_argument("--tone-from", default="crops", choices=("crops", "photos"),
+                    help="quantiles of random 128 px crops (running means) or of whole photos (stages.bgan.tone_from)")
+    ap.add_argument("--fit-space", default="display", choices=("display", "linear"),
+                    help="fit the exposure on the photos' values or decoded to linear light (nets.blur_g.args.fit_space)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -180,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         split = DG.split_photos(seed, extra, args.split)
         photos = DG.train_photos(split["sharp"] + split["real"], args.train_side)
         for ci, cam in enumerate(cams):
-            rows.append(fit_case(seed, cam, ci, photos, split, args.batches))
+            rows.append(fit_case(seed, cam, ci, photos, split, args.batches, args.tone_from, args.fit_space))
             r = rows[-1]
             print(f"seed {seed} {cam:16s} fitted log gain {r['fit']:+.3f}  target {r['target']:+.3f}  "
                   f"(camera exposure {r['truth_exposure']})", flush=True)

@@ -1,4 +1,4 @@
-"""Shared pytest fixtures (generic only: keep feature-specific fixtures in their test files)."""
+"""Shared pytest fixtures: generic ones, and those more than one test file uses."""
 
 from __future__ import annotations
 
@@ -52,3 +52,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def camera_stage(sample_images, tmp_path):
+    """``make(*overrides) -> (cfg, bgan stage, generator)`` for the camera preset at a tiny size."""
+    import torch
+
+    from dbgan.config import load_config
+    from dbgan.train import loop as L
+
+    folder = sample_images[0].parent
+
+    def make(*overrides: str):
+        cfg = load_config(
+            "camera",
+            [f"data.sharp_dir={folder}", f"data.real_blur_dir={folder}", f"runs_dir={tmp_path / 'runs'}",
+             "data.crop_size=48", "data.load_size=48", "nets.blur_g.args.kernel_size=15",
+             "nets.blur_d.args.ndf=4", "nets.blur_d.args.scales=2", *overrides],
+        )
+        nets, _ = L.build_nets(cfg, torch.device("cpu"))
+        return cfg, L.make_stage("bgan", cfg, nets, torch.device("cpu")), nets["blur_g"]
+
+    return make

@@ -185,27 +185,6 @@ def test_degradation_discriminator_shapes_and_content_blindness():
 # --------------------------------------------------------------------------- training
 
 
-@pytest.fixture
-def camera_stage(sample_images, tmp_path):
-    """``make(*overrides) -> (cfg, bgan stage, generator)`` for the camera preset at a tiny size."""
-    from dbgan.config import load_config
-    from dbgan.train import loop as L
-
-    folder = sample_images[0].parent
-
-    def make(*overrides: str):
-        cfg = load_config(
-            "camera",
-            [f"data.sharp_dir={folder}", f"data.real_blur_dir={folder}", f"runs_dir={tmp_path / 'runs'}",
-             "data.crop_size=48", "data.load_size=48", "nets.blur_g.args.kernel_size=15",
-             "nets.blur_d.args.ndf=4", "nets.blur_d.args.scales=2", *overrides],
-        )
-        nets, _ = L.build_nets(cfg, torch.device("cpu"))
-        return cfg, L.make_stage("bgan", cfg, nets, torch.device("cpu")), nets["blur_g"]
-
-    return make
-
-
 def test_diversity_term_gives_different_kernels_for_different_noise(camera_stage, one_torch_thread):
     _, stage, g = camera_stage("stages.bgan.w_adv=0", "stages.bgan.w_stats=0", "stages.bgan.w_diversity=1")
     with torch.no_grad():

@@ -30,6 +30,8 @@ PERCEPTUAL_CRITERIA = ("l1", "mse")
 SCHEDULES = ("constant", "linear", "cosine")
 #: ``stages.<stage>.gan_mode`` (``rbl``: the relativistic blur loss)
 GAN_MODES = ("vanilla", "lsgan", "hinge", "rbl")
+#: where the bgan stage takes the brightness quantiles its camera statistics and tone fit use
+TONE_SOURCES = ("crops", "photos")
 #: ``stages.<stage>.content``
 CONTENT_LOSSES = ("l1", "mse", "charbonnier")
 #: ``synth.kernels`` entries

@@ -127,6 +127,37 @@ def tone_quantiles(x: Tensor, levels: int = 64, scale: int = 8) -> Tensor:
     return torch.quantile(p, probs, dim=1).t()
 
 
+def photo_quantiles(images, levels: int = 64, scale: int = 8, bins: int = 4096, transform=None) -> Tensor:
+    """``C x levels`` quantiles of each channel's ``scale``-pooled values over whole photos, each photo
+    weighted once (as random crops of random photos weight them), with no sampling noise.
+
+    ``images`` is an iterable of ``C x H x W`` tensors in ``[0, 1]`` (read one at a time, so a folder of
+    any size fits in memory); ``transform`` (e.g. a decoding to linear light) is applied to each before
+    pooling. Each photo adds a histogram of ``bins`` bins normalised to 1; the quantiles invert the
+    mixture's distribution function, linearly within a bin.
+    """
+    total: Tensor | None = None
+    count = 0
+    for img in images:
+        x = img.float()[None]
+        x = transform(x) if transform is not None else x
+        s = max(1, min(scale, x.shape[-1], x.shape[-2]))
+        p = F.avg_pool2d(x, s)[0].flatten(1).clamp(0.0, 1.0)
+        idx = (p * bins).long().clamp_(max=bins - 1)
+        hist = torch.zeros(p.shape[0], bins).scatter_add_(1, idx, torch.ones_like(p))
+        hist = hist / hist.sum(1, keepdim=True)
+        if total is not None and total.shape != hist.shape:
+            raise ValueError(f"photo_quantiles: a photo with {hist.shape[0]} channels among photos with {total.shape[0]}")
+        total = hist if total is None else total + hist
+        count += 1
+    if total is None:
+        raise ValueError("photo_quantiles: no photos")
+    cdf = torch.cat([torch.zeros(total.shape[0], 1), (total / count).cumsum(1)], 1)  # at the bins' edges
+    edges = torch.linspace(0.0, 1.0, bins + 1)
+    probs = (torch.arange(levels, dtype=torch.float32) + 0.5) / levels
+    return torch.stack([interp_monotone(probs, c, edges) for c in cdf])
+
+
 def interp_monotone(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     """Piecewise-linear ``f`` through ``(xp, fp)`` (1-D, ``xp`` non-decreasing) at ``x``, held constant outside."""
     xp = xp.cummax(0).values + torch.arange(len(xp), device=xp.device, dtype=xp.dtype) * 1e-7
@@ -153,12 +184,22 @@ class CameraStats:
     :meth:`state_dict` / :meth:`load_state_dict` make a resumed run exact.
     """
 
-    def __init__(self, decay: float = 0.99, tone_scale: int = 8, levels: int = 64):
+    def __init__(self, decay: float = 0.99, tone_scale: int = 8, levels: int = 64, linearise=None):
         self.decay, self.tone_scale, self.levels = decay, tone_scale, levels
+        self.linearise = linearise
         self.count = 0
         self.stats: dict[str, Tensor] = {}
+        self.fixed: set[str] = set()
+
+    def fix(self, key: str, value: Tensor) -> None:
+        """Hold statistic ``key`` at ``value`` (e.g. :func:`photo_quantiles` of the whole photo folders):
+        the running updates leave it alone from now on."""
+        self.stats[key] = value.detach().clone()
+        self.fixed.add(key)
 
     def _fold(self, key: str, value: Tensor) -> None:
+        if key in self.fixed:
+            return
         w = max(1.0 / self.count, 1.0 - self.decay)
         old = self.stats.get(key)
         self.stats[key] = value.detach().clone() if old is None else old + w * (value.detach() - old)
@@ -176,8 +217,13 @@ class CameraStats:
     def observe_tone(self, sharp: Tensor, real: Tensor) -> None:
         """Count one batch and fold only its brightness quantiles (:meth:`observe` does this and more)."""
         self.count += 1
-        self._fold("tone_sharp", tone_quantiles(sharp, self.levels, self.tone_scale))
-        self._fold("tone_real", tone_quantiles(real, self.levels, self.tone_scale))
+        for key, x in (("tone_sharp", sharp), ("tone_real", real)):
+            if key not in self.fixed:
+                self._fold(key, tone_quantiles(x, self.levels, self.tone_scale))
+        if self.linearise is not None:  # the same in linear light (fit_space linear): blur cannot move it
+            for key, x in zip(("tone_sharp_linear", "tone_real_linear"), self.linearise(sharp, real)):
+                if key not in self.fixed:
+                    self._fold(key, tone_quantiles(x, self.levels, self.tone_scale))
 
     @torch.no_grad()
     def observe_outputs(self, fake: Tensor, clean_quantiles: Tensor) -> None:
@@ -211,5 +257,7 @@ class CameraStats:
         return {"count": self.count, "stats": {k: v.cpu() for k, v in self.stats.items()}}
 
     def load_state_dict(self, state: dict, device: torch.device | None = None) -> None:
+        """Running statistics from ``state``; fixed ones keep the values :meth:`fix` gave them."""
         self.count = int(state["count"])
-        self.stats = {k: v.to(device) if device is not None else v for k, v in state["stats"].items()}
+        loaded = {k: v.to(device) if device is not None else v for k, v in state["stats"].items()}
+        self.stats = loaded | {k: self.stats[k] for k in self.fixed}

@@ -154,7 +154,13 @@ class StageConfig:
     share of the deblurrer's training inputs that keep BGAN's learnt camera but take their
     blur kernels from ``synth``: the unpaired statistics pin a camera's tone and blur size
     far better than the blur's shape, and a deblurrer trained only on the learnt shapes
-    forgets how to undo others (docs/benchmarks.md, section 2, session 10).
+    forgets how to undo others (docs/benchmarks.md, section 2, session 10). ``tone_from``
+    (bgan, ``w_stats``): ``photos`` takes the brightness quantiles of the tone statistic and of a
+    closed-form tone fit once from every photo of ``data.sharp_dir`` and ``data.real_blur_dir``
+    (each photo weighted once; :func:`dbgan.degradation_stats.photo_quantiles`) instead of running
+    means over random training crops, whose sampling noise moved the fitted exposure by up to
+    0.1 in log units on the benchmark's validation cameras (docs/benchmarks.md, section 2,
+    session 14).
     """
 
     iters: int = 1000
@@ -177,6 +183,9 @@ class StageConfig:
     w_noise_match: float = 0.0
     w_stats: float = 0.0  # bgan: unpaired camera statistics (tone, spectrum, noise; dbgan.degradation_stats)
     stats_balance: list[float] = field(default_factory=lambda: [10.0, 1.0, 1.0])  # tone, spectrum, noise
+    # bgan with w_stats: the brightness quantiles (tone statistic, closed-form tone fit) come from random
+    # training crops, as running means (crops), or once from every pixel of the two photo folders (photos)
+    tone_from: str = "crops"
     w_diversity: float = 0.0  # blur stages: mode-seeking term on the kernels of two noise vectors
     # dbgan, scheme separate, camera_blur: this share of the deblurrer's inputs keeps BGAN's learnt camera
     # (exposure, noise, response, JPEG) but is blurred by kernels drawn by `synth` instead of the learnt ones

@@ -23,6 +23,7 @@ _STAGE_CHOICES = {
     "schedule": K.SCHEDULES,
     "gan_mode": K.GAN_MODES,
     "content": K.CONTENT_LOSSES,
+    "tone_from": K.TONE_SOURCES,
 }
 _KERNELS = K.KERNEL_KINDS
 MAX_KERNEL_SIZE = 255  # synth.kernel_size
@@ -185,6 +186,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"'{pre}.stats_balance' must be three weights >= 0 (tone, spectrum, noise), got {st.stats_balance}")
         if stage != "bgan" and st.w_stats > 0:
             raise ConfigError(f"'{pre}.w_stats' applies to the bgan stage (unpaired real photos) only")
+        if st.tone_from != "crops" and not (stage == "bgan" and st.w_stats > 0):
+            raise ConfigError(f"'{pre}.tone_from' applies to the bgan stage with w_stats > 0 only")
         if not 0.0 <= st.synthetic_kernels <= 1.0:
             raise ConfigError(f"'{pre}.synthetic_kernels' must be in [0, 1], got {st.synthetic_kernels}")
         if st.synthetic_kernels > 0 and stage != "dbgan":  # (schemes other than separate have no frozen BGAN: unused there)

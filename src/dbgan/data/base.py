@@ -225,6 +225,11 @@ class _DrawIndexedDataset(Dataset):
     def _decode(self, idx: int) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
+    def whole_image(self, idx: int) -> torch.Tensor:
+        """Entry ``idx``'s (first) image whole: decoded and, for training, resized as
+        ``data.preprocess`` does before cropping (what the crops are cut from)."""
+        return self._images(idx)[1][0]
+
     def _images(self, idx: int) -> tuple[Size, tuple[torch.Tensor, ...]]:
         """Decoded images of one entry (resized for training), through the cache."""
         hit = self._cache.get(idx)

@@ -18,6 +18,7 @@ Each declares what the loop needs (config key, data, networks, losses; see
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -27,12 +28,14 @@ from torch import nn
 
 from dbgan import losses as L
 from dbgan.blur.kernels import random_kernel
-from dbgan.config import StageConfig
-from dbgan.degradation_stats import CameraStats
+from dbgan.config import ConfigError, StageConfig
+from dbgan.degradation_stats import CameraStats, photo_quantiles
 from dbgan.nets.common import FitsTone, ImageGenerator, PredictsKernels, SwapsKernels
 from dbgan.train.context import StepContext
 from dbgan.train.optim import scale_grad, set_requires_grad
 from dbgan.train.stage import Batch, DataNeeds, Stage
+
+_LOG = logging.getLogger(__name__)
 
 
 def _lr_d(s: StageConfig) -> float:
@@ -57,6 +60,11 @@ def fit_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
     return (kernel / total if total > 0 else kernel).astype(np.float32)
 
 
+def _whole_images(ds):
+    """Every photo of a folder dataset, whole, one at a time."""
+    return (ds.whole_image(i) for i in range(ds.num_files))
+
+
 class _BlurStage(Stage):
     """A stage that trains G_blur against a blur discriminator (blur_pretrain, bgan)."""
 
@@ -75,8 +83,33 @@ class _BlurStage(Stage):
                 f"stages.{self.name}.w_diversity needs a blur generator that predicts kernels from its noise "
                 f"vector (kernel_blur, camera_blur), got {type(blur_g).__name__}"
             )
-        self.camera_stats = CameraStats() if stage_cfg.w_stats > 0 else None
+        self.camera_stats = None
+        if stage_cfg.w_stats > 0:
+            linear = isinstance(blur_g, FitsTone) and blur_g.wants_linear_quantiles
+            self.camera_stats = CameraStats(linearise=blur_g.linear_views if linear else None)
+            if stage_cfg.tone_from == "photos":
+                self.fix_photo_tone(blur_g, linear)
         self.finish_setup()
+
+    def fix_photo_tone(self, blur_g: nn.Module, linear: bool) -> None:
+        """``tone_from: photos``: hold the brightness quantiles at those of every photo of the two
+        folders (each weighted once), in display units and, for a linear-light fit, in linear light."""
+        from dbgan.data.factories import make_unpaired_dataset
+
+        data = self.cfg.data
+        for key in ("sharp_dir", "real_blur_dir"):
+            if not getattr(data, key):
+                raise ConfigError(f"'stages.{self.config_key}.tone_from: photos' needs 'data.{key}'")
+        sets = {side: make_unpaired_dataset(getattr(data, f"{side}_dir"), data, self.cfg.seed, key=side)
+                for side in ("sharp", "real_blur")}
+        views = {"sharp": lambda x: blur_g.linear_views(x, x)[0], "real_blur": lambda x: blur_g.linear_views(x, x)[1]}
+        for side, ds in sets.items():
+            name = "sharp" if side == "sharp" else "real"
+            _LOG.info("tone_from photos: brightness quantiles of the %d photos in %s", ds.num_files, ds.root)
+            self.camera_stats.fix(f"tone_{name}", photo_quantiles(_whole_images(ds)).to(self.device))
+            if linear:
+                self.camera_stats.fix(f"tone_{name}_linear",
+                                      photo_quantiles(_whole_images(ds), transform=views[side]).to(self.device))
 
     def diversity(self, it: int, logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """``w_diversity`` x the mode-seeking term on kernels of two noise vectors per pair (seeded by ``it``)."""
@@ -99,7 +132,8 @@ class _BlurStage(Stage):
         g_net = self.generators["blur_g"]
         if isinstance(g_net, FitsTone):
             st = self.camera_stats.stats
-            g_net.fit_tone(st["tone_sharp"], st["tone_real"], st.get("tone_fake"), st.get("tone_clean"))
+            g_net.fit_tone(st["tone_sharp"], st["tone_real"], st.get("tone_fake"), st.get("tone_clean"),
+                           st.get("tone_sharp_linear"), st.get("tone_real_linear"))
 
     def observe_outputs(self, fake: torch.Tensor) -> None:
         """For a generator whose tone fit removes its own pipeline offset (``fit_offset``): fold the
