@@ -26,6 +26,12 @@ and seeds in display units, and as a PSNR (``20 log10(1 / RMS)``), for the fit o
 photos and on the target (the same photos through the camera). Choose on the validation
 cameras only.
 
+``--tone-from photos`` takes the quantiles from every pixel of every photo (each photo weighted
+once; ``stages.bgan.tone_from: photos``) instead of running means over random crops, and
+``--fit-space linear`` fits the exposure and white balance on the photos decoded to linear light
+(``nets.blur_g.args.fit_space: linear``); compare each against the defaults on the validation
+cameras.
+
 The same for the **white balance** (colour cameras): one gain per channel
 (``fit_log_gain(..., per_channel=True)``), less their mean (the log white balance); the
 error is the RMS over channels and seeds. The `camera` preset keeps it neutral

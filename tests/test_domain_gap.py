@@ -150,6 +150,23 @@ def test_tone_fit_benchmark_runs_and_summarises(tmp_path):
         T.main(["--cameras", "nope"])
 
 
+def test_tone_fit_benchmark_takes_whole_photos_and_linear_light(tmp_path):
+    """--tone-from photos (no sampling: the same fit twice) and --fit-space linear."""
+    import json
+
+    import tone_fit as T
+
+    fits = []
+    for k in range(2):
+        out = tmp_path / f"t{k}.json"
+        assert T.main(["--seeds", "0", "--cameras", "soft_lens", "--train-side", "256", "--tone-from", "photos",
+                       "--fit-space", "linear", "--json", str(out)]) == 0
+        (row,) = json.loads(out.read_text())["rows"]
+        fits.append((row["fit"], row["target"], row["wb_fit"]))
+    assert fits[0] == fits[1] and all(math.isfinite(v) for v in fits[0][:2])
+    assert abs(fits[0][1] - math.log(0.85)) < 0.1  # the scene-free target is near the camera's exposure
+
+
 def _smooth(seed: int, size: int = 48) -> torch.Tensor:
     from scipy.ndimage import gaussian_filter
 
