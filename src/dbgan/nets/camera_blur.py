@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dbgan.nets import camera_ops as ops
+from dbgan.nets.camera_tone import ToneFit
 from dbgan.nets.common import ImageGenerator, NoiseInput
 from dbgan.nets.kernel_blur import seeded_field
 
@@ -49,7 +50,7 @@ PHYSICAL = ("log_gain", "log_wb", "black", "raw_steps", "log_shot", "log_read", 
             "mix_logit")
 
 
-class CameraBlurGenerator(ImageGenerator):
+class CameraBlurGenerator(ToneFit, ImageGenerator):
     """BGAN as a learnable camera (see the module docstring).
 
     Args:
@@ -383,111 +384,6 @@ class CameraBlurGenerator(ImageGenerator):
         """``(output, output without sensor noise)``."""
         self.check_input(x)
         return self._parts(self.noise_input(x, noise), x)
-
-    @property
-    def wants_linear_quantiles(self) -> bool:
-        """Whether :meth:`fit_tone` fits the exposure on linear-light quantiles (``fit_space="linear"``)."""
-        return self.tone == "fit" and self.fit_space == "linear"
-
-    def linear_views(self, sharp: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
-        """Sharp and real photos decoded to linear light: the sharp ones by ``input_encoding``, the real
-        ones by the inverse of the start curve (what :meth:`fit_tone` fits the exposure on with
-        ``fit_space="linear"``)."""
-        lin_sharp = ops.srgb_to_linear(sharp) if self.input_encoding == "srgb" else sharp
-        lin_real = ops.srgb_to_linear(real) if self.init_response == "srgb" else real
-        return lin_sharp, lin_real
-
-    def linear_tone_map(self, values: Tensor, log_gains: Tensor | None = None) -> Tensor:
-        """Linear values ``C x L`` times each of the ``G`` exposures and the white balance, saturated:
-        ``G x C x L`` (the tone map in linear light, with the start curve undone)."""
-        log_gains = (self.log_gain if log_gains is None else log_gains).reshape(-1)
-        return (values[None] * log_gains.exp()[:, None, None] * self.log_wb.exp()[None, :, None]).clamp(0.0, 1.0)
-
-    @property
-    def wants_output_quantiles(self) -> bool:
-        """Whether :meth:`fit_tone` uses the quantiles of the generator's own outputs (``fit_offset``)."""
-        return self.tone == "fit" and self.fit_offset > 0
-
-    @torch.no_grad()
-    def fit_tone(self, sharp_quantiles: Tensor, real_quantiles: Tensor, fake_quantiles: Tensor | None = None,
-                 clean_quantiles: Tensor | None = None, sharp_linear: Tensor | None = None,
-                 real_linear: Tensor | None = None) -> None:
-        """Set the exposure gain (and with ``fit_curve`` the response curve) from brightness
-        quantiles (``tone="fit"``; otherwise nothing happens).
-
-        ``sharp_quantiles`` and ``real_quantiles`` are ``C x levels`` quantiles of pooled
-        values (:class:`dbgan.degradation_stats.CameraStats` keeps them). The gain is the
-        one whose tone map through the *start* curve (decoding, gain, white balance,
-        saturation, response) takes the sharp quantiles closest to the real ones in L1 over
-        the central 80% (:func:`camera_ops.fit_log_gain`), times ``fit_strength``. Then
-        ``fit_curve`` of the way from the start curve to the quantile-matching curve at that
-        gain (:func:`camera_ops.quantile_response`; with a shared response, matched on the
-        channels' mean quantiles). With ``fit_wb``, before all of this, the white balance is set
-        to that share of the per-channel gains (less their mean) fitted the same way.
-
-        With ``fit_offset`` and the running quantiles of the generator's outputs
-        (``fake_quantiles``) and of its noiseless, unblurred tone map of the sharp photos
-        (``clean_quantiles``, :meth:`tone_map` of the sharp quantiles when those outputs were
-        made), the same fits applied to those two give the pipeline offset (what blur, noise,
-        saturation and JPEG do to the fit); that share of it is taken off before the
-        ``fit_strength`` and ``fit_wb`` shares are applied.
-
-        With ``fit_space="linear"`` and the quantiles of the photos decoded to linear light
-        (``sharp_linear``, ``real_linear``; :meth:`linear_views`), the exposure and white balance are
-        fitted on those through :meth:`linear_tone_map` instead (the pipeline offset is then not used).
-        """
-        if self.tone != "fit":
-            return
-        ref = self.log_wb
-        qs, qr = sharp_quantiles.to(ref), real_quantiles.to(ref)
-        use_offset = self.fit_offset > 0 and fake_quantiles is not None and clean_quantiles is not None
-        start = self.start_response().to(ref)[None].expand(self.black.shape[0], -1)
-        self._set_response(start)  # the exposure is fitted through the start curve: no feedback
-
-        linear = self.fit_space == "linear" and sharp_linear is not None and real_linear is not None
-        use_offset = use_offset and not linear
-
-        def fitted(per_channel: bool) -> Tensor:
-            """The fit to the real photos, less ``fit_offset`` of the pipeline's offset."""
-            if linear:
-                return ops.fit_log_gain(self.linear_tone_map, sharp_linear.to(ref), real_linear.to(ref),
-                                        per_channel=per_channel)
-            gain = ops.fit_log_gain(self.tone_map, qs, qr, per_channel=per_channel)
-            if use_offset:
-                fake, clean = (ops.fit_log_gain(self.tone_map, qs, q.to(ref), per_channel=per_channel)
-                               for q in (fake_quantiles, clean_quantiles))
-                gain = gain - self.fit_offset * (fake - clean)
-            return gain
-
-        if self.fit_wb > 0:  # neutral first, so the per-channel fit starts where the table measured it
-            self.log_wb.zero_()
-            per = fitted(per_channel=True)
-            self.log_wb.copy_(self.fit_wb * (per - per.mean()))
-        self.log_gain.copy_(self.fit_strength * fitted(per_channel=False))
-        if self.fit_curve == 0:
-            return
-        lin = ops.srgb_to_linear(qs) if self.input_encoding == "srgb" else qs
-        lin = (lin * (self.log_gain + self.log_wb[:, None]).exp()).clamp(0.0, 1.0)
-        if self.shared_response:
-            lin, qr = lin.mean(0, keepdim=True), qr.mean(0, keepdim=True)
-        fitted = ops.quantile_response(lin, qr, start)
-        self._set_response(start + self.fit_curve * (fitted - start))
-
-    def _set_response(self, values: Tensor) -> None:
-        """Write knot values (``black.shape[0] x (knots + 1)``, non-decreasing) into ``black`` and ``raw_steps``."""
-        self.black.copy_(values[:, 0])
-        self.raw_steps.copy_(ops.inverse_softplus(values.diff(dim=1).clamp_min(1e-6)))
-
-    def tone_map(self, values: Tensor, log_gains: Tensor | None = None) -> Tensor:
-        """What flat patches of sharp-photo ``values`` (``C x L``) become: ``G x C x L``.
-
-        Decoding, the exposure (each of the ``G`` ``log_gains``; default: the learnt one), the
-        white balance, saturation and the response curve; no blur, no noise.
-        """
-        log_gains = (self.log_gain if log_gains is None else log_gains).reshape(-1)
-        lin = ops.srgb_to_linear(values) if self.input_encoding == "srgb" else values
-        scaled = lin[None] * log_gains.exp()[:, None, None] * self.log_wb.exp()[None, :, None]
-        return self.response(scaled.clamp(0.0, 1.0)[..., None])[..., 0]
 
     # ------------------------------------------------------------------ diagnostics
     @torch.no_grad()
