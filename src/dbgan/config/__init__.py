@@ -158,9 +158,9 @@ class StageConfig:
     (bgan, ``w_stats``): ``photos`` takes the brightness quantiles of the tone statistic and of a
     closed-form tone fit once from every photo of ``data.sharp_dir`` and ``data.real_blur_dir``
     (each photo weighted once; :func:`dbgan.degradation_stats.photo_quantiles`) instead of running
-    means over random training crops, whose sampling noise moved the fitted exposure by up to
-    0.1 in log units on the benchmark's validation cameras (docs/benchmarks.md, section 2,
-    session 14).
+    means over random training crops, whose sampling noise moved the fitted log exposure by
+    ±0.03-0.05 from seed to seed on the benchmark's validation cameras (docs/benchmarks.md,
+    section 2, session 14).
     """
 
     iters: int = 1000
