@@ -85,12 +85,14 @@ def running_quantiles(photos: list[np.ndarray], batches: int, rng: np.random.Gen
     return stats.stats["tone_sharp"], stats.stats.get("tone_sharp_linear")
 
 
-def whole_quantiles(photos: list[np.ndarray], linearise=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The same from every pixel of every photo, each photo weighted once (``tone_from: photos``)."""
+def whole_quantiles(photos: list[np.ndarray], linearise=None, size: int = 128) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The same from every pixel of every photo, each photo weighted once and each pixel as often as
+    random ``size`` px crops contain it (``tone_from: photos``, as the bgan stage computes it)."""
     from dbgan.degradation_stats import photo_quantiles
 
     tensors = [torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)).permute(2, 0, 1) for p in photos]
-    return photo_quantiles(tensors), None if linearise is None else photo_quantiles(tensors, transform=linearise)
+    quantiles = lambda transform=None: photo_quantiles(tensors, transform=transform, crop=size)  # noqa: E731
+    return quantiles(), None if linearise is None else quantiles(linearise)
 
 
 def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], split: dict, batches: int,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dbgan.config import ConfigError
-from dbgan.degradation_stats import CameraStats, photo_quantiles, tone_quantiles
+from dbgan.degradation_stats import CameraStats, crop_coverage, photo_quantiles, tone_quantiles
 from dbgan.nets import build_network
 from dbgan.nets import camera_ops as ops
 
@@ -31,6 +31,24 @@ def test_photo_quantiles_weight_each_photo_once_and_take_a_transform():
     torch.testing.assert_close(lin, ops.srgb_to_linear(torch.tensor(0.2)).expand(4), atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="no photos"):
         photo_quantiles([])
+
+
+def test_crop_weighting_sees_the_photos_as_random_crops_do():
+    """A photo whose borders are dark: random crops see its bright centre more often than a plain count of
+    its pixels does, and the weighted quantiles follow the crops, not the plain count."""
+    assert crop_coverage(6, 6).tolist() == [1.0] * 6
+    assert crop_coverage(5, 2).tolist() == [1.0, 2.0, 2.0, 2.0, 1.0]  # 4 starts; the ends are in one crop each
+    img = torch.full((1, 64, 64), 0.1)
+    img[:, 16:48, 16:48] = 0.9  # a quarter of the pixels, bright
+    plain = photo_quantiles([img], levels=16, scale=1)
+    weighted = photo_quantiles([img], levels=16, scale=1, crop=40)
+    gen = np.random.default_rng(0)
+    starts = gen.integers(0, 64 - 40 + 1, size=(400, 2))
+    crops = torch.stack([img[:, y : y + 40, x : x + 40] for y, x in starts])
+    bright_share = float((crops > 0.5).float().mean())  # what the crops see
+    assert abs(float((plain > 0.5).float().mean()) - 0.25) < 0.07
+    assert abs(float((weighted > 0.5).float().mean()) - bright_share) < 0.07
+    assert bright_share > 0.35  # the weighting matters here
 
 
 def test_fixed_statistics_ignore_the_running_updates_and_survive_a_resume():
@@ -94,10 +112,11 @@ def test_bgan_stage_takes_the_tone_from_the_whole_photo_folders(camera_stage, sa
                                "nets.blur_g.args.tone=fit", "nets.blur_g.args.learn_wb=false",
                                "nets.blur_g.args.fit_space=linear")
     photos = [read_image(p, channels=3) for p in sorted(sample_images[0].parent.iterdir())]
-    want = photo_quantiles(photos)
+    want = photo_quantiles(photos, crop=48)  # weighted as the stage's 48 px crops see them
     st = stage.camera_stats
     torch.testing.assert_close(st.stats["tone_sharp"], want)
-    torch.testing.assert_close(st.stats["tone_real_linear"], photo_quantiles(photos, transform=ops.srgb_to_linear))
+    torch.testing.assert_close(st.stats["tone_real_linear"], photo_quantiles(photos, transform=ops.srgb_to_linear, crop=48))
+    assert not torch.allclose(want, photo_quantiles(photos))  # the weighting changed something
     gen = torch.Generator().manual_seed(0)
     stage.step({"sharp": torch.rand(4, 3, 48, 48, generator=gen), "real_blur": torch.rand(4, 3, 48, 48, generator=gen)}, 0)
     torch.testing.assert_close(st.stats["tone_real"], want)  # the crops did not move it

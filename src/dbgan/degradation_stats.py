@@ -127,14 +127,26 @@ def tone_quantiles(x: Tensor, levels: int = 64, scale: int = 8) -> Tensor:
     return torch.quantile(p, probs, dim=1).t()
 
 
-def photo_quantiles(images, levels: int = 64, scale: int = 8, bins: int = 4096, transform=None) -> Tensor:
+def crop_coverage(size: int, crop: int) -> Tensor:
+    """How often each of ``size`` positions falls inside a random crop of ``crop`` (uniform start), up to
+    a constant: 1 everywhere when ``crop >= size``, lower toward the borders otherwise."""
+    if crop >= size:
+        return torch.ones(size)
+    idx = torch.arange(size)
+    return ((idx.clamp(max=size - crop) - (idx - crop + 1).clamp(min=0)) + 1).float()
+
+
+def photo_quantiles(images, levels: int = 64, scale: int = 8, bins: int = 4096, transform=None,
+                    crop: int | None = None) -> Tensor:
     """``C x levels`` quantiles of each channel's ``scale``-pooled values over whole photos, each photo
     weighted once (as random crops of random photos weight them), with no sampling noise.
 
     ``images`` is an iterable of ``C x H x W`` tensors in ``[0, 1]`` (read one at a time, so a folder of
     any size fits in memory); ``transform`` (e.g. a decoding to linear light) is applied to each before
-    pooling. Each photo adds a histogram of ``bins`` bins normalised to 1; the quantiles invert the
-    mixture's distribution function, linearly within a bin.
+    pooling. With ``crop``, each pixel counts as often as random ``crop`` px crops contain it
+    (:func:`crop_coverage`: the centre more than the borders), so the quantiles are what training
+    crops see on average. Each photo adds a histogram of ``bins`` bins normalised to 1; the quantiles
+    invert the mixture's distribution function, linearly within a bin.
     """
     total: Tensor | None = None
     count = 0
@@ -143,8 +155,11 @@ def photo_quantiles(images, levels: int = 64, scale: int = 8, bins: int = 4096, 
         x = transform(x) if transform is not None else x
         s = max(1, min(scale, x.shape[-1], x.shape[-2]))
         p = F.avg_pool2d(x, s)[0].flatten(1).clamp(0.0, 1.0)
+        h, w = x.shape[-2:]
+        wt = torch.ones(1, 1, h, w) if crop is None else torch.outer(crop_coverage(h, crop), crop_coverage(w, crop))[None, None]
+        wt = F.avg_pool2d(wt, s)[0].flatten(1).expand_as(p)
         idx = (p * bins).long().clamp_(max=bins - 1)
-        hist = torch.zeros(p.shape[0], bins).scatter_add_(1, idx, torch.ones_like(p))
+        hist = torch.zeros(p.shape[0], bins).scatter_add_(1, idx, wt.contiguous())
         hist = hist / hist.sum(1, keepdim=True)
         if total is not None and total.shape != hist.shape:
             raise ValueError(f"photo_quantiles: a photo with {hist.shape[0]} channels among photos with {total.shape[0]}")

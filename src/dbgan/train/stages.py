@@ -106,10 +106,16 @@ class _BlurStage(Stage):
         for side, ds in sets.items():
             name = "sharp" if side == "sharp" else "real"
             _LOG.info("tone_from photos: brightness quantiles of the %d photos in %s", ds.num_files, ds.root)
-            self.camera_stats.fix(f"tone_{name}", photo_quantiles(_whole_images(ds)).to(self.device))
+            self.camera_stats.fix(f"tone_{name}", self._photo_quantiles(ds))
             if linear:
-                self.camera_stats.fix(f"tone_{name}_linear",
-                                      photo_quantiles(_whole_images(ds), transform=views[side]).to(self.device))
+                self.camera_stats.fix(f"tone_{name}_linear", self._photo_quantiles(ds, views[side]))
+
+    def _photo_quantiles(self, ds, transform=None) -> torch.Tensor:
+        """The folder's brightness quantiles, weighted as the training crops see its photos (their
+        centres more than their borders)."""
+        data = self.cfg.data
+        crop = None if data.preprocess == "none" else data.crop_size
+        return photo_quantiles(_whole_images(ds), transform=transform, crop=crop).to(self.device)
 
     def diversity(self, it: int, logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """``w_diversity`` x the mode-seeking term on kernels of two noise vectors per pair (seeded by ``it``)."""
