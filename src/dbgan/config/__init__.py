@@ -160,7 +160,9 @@ class StageConfig:
     (each photo weighted once; :func:`dbgan.degradation_stats.photo_quantiles`) instead of running
     means over random training crops, whose sampling noise moved the fitted log exposure by
     ±0.03-0.05 from seed to seed on the benchmark's validation cameras (docs/benchmarks.md,
-    section 2, session 14).
+    section 2, session 14). ``spectrum_max_freq`` (bgan, ``w_stats``): the spectrum statistic
+    reads only the bands at or below this frequency in cycles per pixel (0.5, the default: all);
+    :class:`dbgan.degradation_stats.CameraStats` says why a camera's top bands mislead it.
     """
 
     iters: int = 1000
@@ -186,6 +188,9 @@ class StageConfig:
     # bgan with w_stats: the brightness quantiles (tone statistic, closed-form tone fit) come from random
     # training crops, as running means (crops), or once from every pixel of the two photo folders (photos)
     tone_from: str = "crops"
+    # bgan with w_stats: the spectrum statistic reads only the bands at or below this frequency (cycles per
+    # pixel; 0.5 = all); above it a real photo's power is mostly noise and compression (the noise term's)
+    spectrum_max_freq: float = 0.5
     w_diversity: float = 0.0  # blur stages: mode-seeking term on the kernels of two noise vectors
     # dbgan, scheme separate, camera_blur: this share of the deblurrer's inputs keeps BGAN's learnt camera
     # (exposure, noise, response, JPEG) but is blurred by kernels drawn by `synth` instead of the learnt ones

@@ -86,7 +86,8 @@ class _BlurStage(Stage):
         self.camera_stats = None
         if stage_cfg.w_stats > 0:
             linear = isinstance(blur_g, FitsTone) and blur_g.wants_linear_quantiles
-            self.camera_stats = CameraStats(linearise=blur_g.linear_views if linear else None)
+            self.camera_stats = CameraStats(linearise=blur_g.linear_views if linear else None,
+                                            spectrum_max_freq=stage_cfg.spectrum_max_freq)
             if stage_cfg.tone_from == "photos":
                 self.fix_photo_tone(blur_g, linear)
         self.finish_setup()
