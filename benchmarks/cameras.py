@@ -161,6 +161,14 @@ def kernel_length(k: np.ndarray, rel: float = 0.02) -> float:
     return _extent(idx) + 1.0
 
 
+def kernel_rms_radius(k: np.ndarray) -> float:
+    """RMS distance of a kernel's mass from its centroid, in px (a straight line of length L: L / sqrt(12))."""
+    k = np.asarray(k, np.float64) / k.sum()
+    ys, xs = np.mgrid[: k.shape[0], : k.shape[1]]
+    cy, cx = (k * ys).sum(), (k * xs).sum()
+    return float(np.sqrt((k * ((ys - cy) ** 2 + (xs - cx) ** 2)).sum()))
+
+
 def convolve(img: np.ndarray, k: np.ndarray) -> np.ndarray:
     """``H x W x C`` image convolved per channel with kernel ``k`` (reflected borders, same size)."""
     import cv2
@@ -383,11 +391,15 @@ class Camera:
         scene value -> recorded value), ``decode``: how the sharp photos map to scene
         radiance (``srgb`` or ``identity``), ``exposure``, ``wb``, ``shot_noise`` and
         ``read_noise`` (ranges, linear light), ``kernel_length_px`` (mean and percentiles
-        of the kernels' extent, from 100 draws; rotation: over the pixels of a 256 px image).
+        of the kernels' extent, from 100 draws; rotation: over the pixels of a 256 px image),
+        ``kernel_rms_radius_px`` (the same for the kernels' RMS radius about their centroid, which
+        a learnt camera reports too; ``None`` for rotation blur, which has no single kernel). A
+        curled path can be long and compact at once: the RMS radius is the blur's size.
         """
         pts = np.asarray(RESPONSE_POINTS)
         curve = [round(float(v), 4) for v in self.curve(pts)]
         rng = np.random.default_rng(12345)
+        radii = None
         if self.blur == "rotation":
             lengths = []
             for _ in range(20):
@@ -395,7 +407,12 @@ class Camera:
                 lengths.append(info["length_mean"] * 4)  # the 64 px probe scaled to a 256 px image
             lengths = np.asarray(lengths)
         else:
-            lengths = np.asarray([kernel_length(self.draw_kernel(rng)) for _ in range(100)])
+            kernels = [self.draw_kernel(rng) for _ in range(100)]
+            lengths = np.asarray([kernel_length(k) for k in kernels])
+            radii = np.asarray([kernel_rms_radius(k) for k in kernels])
+
+        def spread(v: np.ndarray) -> dict:
+            return {"mean": round(float(v.mean()), 2), **{f"p{q}": round(float(np.percentile(v, q)), 2) for q in (10, 50, 90)}}
         return {
             "camera": self.name,
             "response_points": list(RESPONSE_POINTS),
@@ -408,12 +425,8 @@ class Camera:
             "shot_noise": list(self.shot),
             "read_noise": list(self.read),
             "blur": self.blur,
-            "kernel_length_px": {
-                "mean": round(float(lengths.mean()), 2),
-                "p10": round(float(np.percentile(lengths, 10)), 2),
-                "p50": round(float(np.percentile(lengths, 50)), 2),
-                "p90": round(float(np.percentile(lengths, 90)), 2),
-            },
+            "kernel_length_px": spread(lengths),
+            "kernel_rms_radius_px": None if radii is None else spread(radii),
             "saturation": "clip at full well (1.0 linear, after exposure)",
             "bayer_demosaic": self.bayer and not self.grey,
             "denoise_sigma": self.denoise_sigma,

@@ -820,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
                 if c not in truth_shown:
                     t = extras["truth"][c]
                     print(f"{c} truth : " + json.dumps({k: t[k] for k in ("response", "decode", "exposure", "wb", "shot_noise",
-                                                                           "read_noise", "kernel_length_px")}))
+                                                                           "read_noise", "kernel_length_px", "kernel_rms_radius_px")}))
                     truth_shown.add(c)
                 print(f"{c} learnt, {LABELS[m]} seed {seed}: " + (json.dumps(learnt, default=str) if learnt else
                       "(the blur generator has no describe())"))

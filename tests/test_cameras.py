@@ -96,6 +96,18 @@ def test_truth_keys():
         assert t["kernel_length_px"]["p10"] <= t["kernel_length_px"]["p90"]
         assert {"exposure", "wb", "shot_noise", "read_noise"} <= set(t)
     assert C.CAMERAS["dslr_shake"].truth()["kernel_length_px"]["p90"] > 30
+    assert C.CAMERAS["phone"].truth()["kernel_rms_radius_px"] is None  # rotation: no single kernel
+    r = C.CAMERAS["dslr_shake"].truth()["kernel_rms_radius_px"]
+    assert 1.0 < r["p10"] <= r["p50"] <= r["p90"] < C.KERNEL_SIDE / 2
+
+
+def test_kernel_rms_radius():
+    line = np.zeros((21, 21))
+    line[10, 3:18] = 1.0  # a straight 15 px line: L / sqrt(12) in the continuum, sqrt((L^2 - 1) / 12) sampled
+    assert C.kernel_rms_radius(line) == pytest.approx(np.sqrt((15**2 - 1) / 12), rel=1e-6)
+    dot = np.zeros((5, 5))
+    dot[1, 3] = 2.0
+    assert C.kernel_rms_radius(dot) == 0.0  # wherever it sits, one tap has no spread
 
 
 def test_noise_in_linear_light_is_signal_dependent():
