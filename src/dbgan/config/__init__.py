@@ -188,8 +188,8 @@ class StageConfig:
     # bgan with w_stats: the brightness quantiles (tone statistic, closed-form tone fit) come from random
     # training crops, as running means (crops), or once from every pixel of the two photo folders (photos)
     tone_from: str = "crops"
-    # bgan with w_stats: the spectrum statistic reads only the bands at or below this frequency (cycles per
-    # pixel; 0.5 = all); above it a real photo's power is mostly noise and compression (the noise term's)
+    # bgan (used with w_stats > 0): the spectrum statistic reads only the bands at or below this frequency
+    # (cycles per pixel; 0.5 = all); above it a real photo's power is mostly noise and compression (the noise term's)
     spectrum_max_freq: float = 0.5
     w_diversity: float = 0.0  # blur stages: mode-seeking term on the kernels of two noise vectors
     # dbgan, scheme separate, camera_blur: this share of the deblurrer's inputs keeps BGAN's learnt camera

@@ -190,8 +190,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"'{pre}.tone_from' applies to the bgan stage with w_stats > 0 only")
         if not 0.0 < st.spectrum_max_freq <= 0.5:
             raise ConfigError(f"'{pre}.spectrum_max_freq' must be in (0, 0.5] cycles per pixel, got {st.spectrum_max_freq}")
-        if st.spectrum_max_freq != 0.5 and not (stage == "bgan" and st.w_stats > 0):
-            raise ConfigError(f"'{pre}.spectrum_max_freq' applies to the bgan stage with w_stats > 0 only")
+        if st.spectrum_max_freq != 0.5 and stage != "bgan":  # (bgan with w_stats 0 leaves it unused)
+            raise ConfigError(f"'{pre}.spectrum_max_freq' applies to the bgan stage (its w_stats) only")
         if not 0.0 <= st.synthetic_kernels <= 1.0:
             raise ConfigError(f"'{pre}.synthetic_kernels' must be in [0, 1], got {st.synthetic_kernels}")
         if st.synthetic_kernels > 0 and stage != "dbgan":  # (schemes other than separate have no frozen BGAN: unused there)
