@@ -69,7 +69,8 @@ def test_run_folder_and_cli_take_coarse_levels(tmp_path, capsys):
     assert (read_image(tmp_path / "plain.png") - read_image(tmp_path / "pyr.png")).abs().max() > 0
     with pytest.raises(InferenceError, match="coarse_levels is for deblurring"):
         run_folder(ckpt, src, tmp_path / "b.png", mode="blur", device="cpu", progress=False, coarse_levels=1)
-    assert main(["deblur", str(ckpt), str(src), str(tmp_path / "cli.png"), "--coarse-levels", "1", "--device", "cpu"]) == 0
+    # fp32 as run_folder defaults to: the CLI's auto takes bf16 on a CPU with native bf16
+    assert main(["deblur", str(ckpt), str(src), str(tmp_path / "cli.png"), "--coarse-levels", "1", "--device", "cpu", "--dtype", "fp32"]) == 0
     assert torch.equal(read_image(tmp_path / "cli.png"), read_image(tmp_path / "pyr.png"))
     assert main(["deblur", str(ckpt), str(src), str(tmp_path / "bad.png"), "--coarse-levels", "7", "--device", "cpu"]) != 0
     assert "coarse_levels must be an integer in [0, 4], got 7" in capsys.readouterr().err
