@@ -50,3 +50,12 @@ def test_real_photo_crops_sit_where_the_input_has_edges(tmp_path):
     assert rows[0]["columns"] == ["input", "dark"] and rows[0]["crop"][2] == 256
     assert (tmp_path / "out" / "dark" / "a.png").is_file() and len(rows[0]["crops"]) == 2
     assert rows[0]["sharpness_dark"] < rows[0]["sharpness_input"]
+
+
+def test_report_says_why_when_the_adaptation_scores_below_the_general_model():
+    from dbgan.demo import adaptation_note
+
+    note = adaptation_note({"psnr_general": 26.55, "psnr_adapted": 25.48})
+    assert note is not None and "25.48 against 26.55 dB" in note and "six photos" in note
+    assert adaptation_note({"psnr_general": 26.0, "psnr_adapted": 26.4}) is None
+    assert adaptation_note({}) is None

@@ -264,6 +264,20 @@ REAL_COARSE_LEVELS = 1
 COARSE_COLUMN = f"general-coarse{REAL_COARSE_LEVELS}"
 
 
+def adaptation_note(mean: dict[str, float]) -> str | None:
+    """An HTML paragraph that says why, when the adapted model scores below the general one here."""
+    general, adapted = mean.get("psnr_general"), mean.get("psnr_adapted")
+    if general is None or adapted is None or adapted >= general:
+        return None
+    return (f"<p><b>Here the adaptation scores below the general model</b> ({adapted:.2f} against {general:.2f} dB). "
+            "The stand-in's unpaired sets are 72 crops of six photos each, and their brightness differs by chance "
+            "more than this camera shifts it, so BGAN learns a tone the camera does not have; fine-tuning on six "
+            "photos also costs fine texture (the model card of the general model, and docs/benchmarks.md, section 2, "
+            "session 16, give the measurements). On the domain-gap benchmark's cameras, whose tone differs from the "
+            "general model's, adaptation adds 2.7 dB on average. Adapt with many photos on each side, of the same kind of scene, "
+            "and keep the general model where the camera's tone is already right.</p>")
+
+
 def busiest_crop(img: torch.Tensor, size: int) -> tuple[int, int]:
     """Top-left ``(y, x)`` of the ``size`` px square of ``img`` (``C x H x W``) with the most edge energy
     (mean gradient magnitude of the channel mean): chosen on the blurred input only, the same for every method."""
@@ -345,6 +359,9 @@ def write_report(out: Path, dirs, columns: list[str], report: dict, run_dir: Pat
                      + "".join(f"<{td}>{row[f'psnr_{m}']:.2f}</{td}>" for m in columns)
                      + "".join(f"<{td}>{row[f'ssim_{m}']:.4f}</{td}>" for m in columns) + "</tr>")
     parts.append("</table>")
+    note = adaptation_note(report.get("mean", {}))
+    if note:
+        parts.append(note)
     if real_dir is not None:
         real_cols = real_rows[0].get("columns", columns)
         parts.append(f"<h2>Real blurred photos ({html.escape(str(real_dir))})</h2><p>No ground truth. 100% crops "
