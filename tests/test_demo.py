@@ -56,6 +56,6 @@ def test_report_says_why_when_the_adaptation_scores_below_the_general_model():
     from dbgan.demo import adaptation_note
 
     note = adaptation_note({"psnr_general": 26.55, "psnr_adapted": 25.48})
-    assert note is not None and "25.48 against 26.55 dB" in note and "six photos" in note
+    assert note is not None and "25.48 against 26.55 dB" in note and "few photos" in note
     assert adaptation_note({"psnr_general": 26.0, "psnr_adapted": 26.4}) is None
     assert adaptation_note({}) is None

@@ -270,9 +270,9 @@ def adaptation_note(mean: dict[str, float]) -> str | None:
     if general is None or adapted is None or adapted >= general:
         return None
     return (f"<p><b>Here the adaptation scores below the general model</b> ({adapted:.2f} against {general:.2f} dB). "
-            "The stand-in's unpaired sets are 72 crops of six photos each, and their brightness differs by chance "
-            "more than this camera shifts it, so BGAN learns a tone the camera does not have; fine-tuning on six "
-            "photos also costs fine texture (the model card of the general model, and docs/benchmarks.md, section 2, "
+            "The stand-in's unpaired sets are small (crops of a handful of photos), and their brightness differs "
+            "by chance more than this camera shifts it, so BGAN learns a tone the camera does not have; fine-tuning "
+            "on so few photos also costs fine texture (the model card of the general model, and docs/benchmarks.md, section 2, "
             "session 16, give the measurements). On the domain-gap benchmark's cameras, whose tone differs from the "
             "general model's, adaptation adds 2.7 dB on average. Adapt with many photos on each side, of the same kind of scene, "
             "and keep the general model where the camera's tone is already right.</p>")
