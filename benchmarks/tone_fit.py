@@ -59,7 +59,7 @@ CURVES = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: ``fit_strength`` values the curve fit is combined with
 CURVE_EXPOSURES = (0.5, 0.75, 1.0)
 #: ``fit_wb`` values the curve fit is combined with (colour cameras; 0 = neutral white balance)
-CURVE_WB = (0.0, 0.5)
+CURVE_WB = (0.0, 0.5, 1.0)
 
 
 def _crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -85,18 +85,38 @@ def running_quantiles(photos: list[np.ndarray], batches: int, rng: np.random.Gen
     return stats.stats["tone_sharp"], stats.stats.get("tone_sharp_linear")
 
 
-def whole_quantiles(photos: list[np.ndarray], linearise=None, size: int = 128) -> tuple[torch.Tensor, torch.Tensor | None]:
+def bootstrap_quantiles(hists: torch.Tensor, draws: int, generator: torch.Generator) -> torch.Tensor:
+    """``draws x C x levels`` quantiles of bootstrap resamplings of the photos whose histograms are
+    ``hists`` (``N x C x bins``; each draw takes ``N`` photos with replacement)."""
+    from dbgan.degradation_stats import histogram_quantiles
+
+    n = hists.shape[0]
+    weights = [torch.bincount(torch.randint(n, (n,), generator=generator), minlength=n).float() for _ in range(draws)]
+    return torch.stack([histogram_quantiles(torch.einsum("n,ncb->cb", w, hists)) for w in weights])
+
+
+def whole_quantiles(photos: list[np.ndarray], linearise=None, size: int = 128,
+                    draws: int = 0, seed: tuple = ()) -> tuple:
     """The same from every pixel of every photo, each photo weighted once and each pixel as often as
-    random ``size`` px crops contain it (``tone_from: photos``, as the bgan stage computes it)."""
-    from dbgan.degradation_stats import photo_quantiles
+    random ``size`` px crops contain it (``tone_from: photos``, as the bgan stage computes it); with
+    ``draws``, also ``draws`` bootstrap resamplings of the photos (``fit_shares: evidence``):
+    ``(quantiles, linear quantiles | None, draws | None, linear draws | None)``."""
+    from dbgan.degradation_stats import histogram_quantiles, photo_histograms
 
     tensors = [torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)).permute(2, 0, 1) for p in photos]
-    quantiles = lambda transform=None: photo_quantiles(tensors, transform=transform, crop=size)  # noqa: E731
-    return quantiles(), None if linearise is None else quantiles(linearise)
+    out = []
+    for transform in (None, linearise):
+        if transform is None and out:
+            out += [None, None]
+            continue
+        hists = photo_histograms(tensors, transform=transform, crop=size)
+        gen = torch.Generator().manual_seed(hash((seed, len(out))) % 2**31)
+        out += [histogram_quantiles(hists.sum(0)), bootstrap_quantiles(hists, draws, gen) if draws else None]
+    return out[0], out[2], out[1], out[3]
 
 
 def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], split: dict, batches: int,
-             tone_from: str = "crops", fit_space: str = "display") -> dict:
+             tone_from: str = "crops", fit_space: str = "display", draws: int = 0) -> dict:
     from dbgan.config import load_config
     from dbgan.nets import build_network
     from dbgan.nets import camera_ops as ops
@@ -114,8 +134,15 @@ def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], s
     linear = fit_space == "linear"
     # the sharp side decodes by input_encoding, the real sides by the inverse start curve
     decode = [(lambda x, k=k: net.linear_views(x, x)[k]) if linear else None for k in (0, 1, 1)]
+    boot = None
     if tone_from == "photos":
-        quant = [whole_quantiles(p, decode[k]) for k, p in enumerate((sharp, real, target))]
+        quant = [whole_quantiles(p, decode[k], draws=draws, seed=(seed, ci, k)) for k, p in enumerate((sharp, real, target))]
+        if draws:  # (full, draws) for the real photos and for the target, as fit_evidence takes them
+            (qs, ls, ds, dls), (qr, lr, dr, dlr), (qt, lt, dt, dlt) = quant
+            pick = lambda d, i: None if d is None else d[i]  # noqa: E731
+            boot = {"fit": [(pick(ds, i), pick(dr, i), pick(dls, i), pick(dlr, i)) for i in range(draws)],
+                    "target": [(pick(ds, i), pick(dt, i), pick(dls, i), pick(dlt, i)) for i in range(draws)]}
+        quant = [q[:2] for q in quant]
     else:
         quant = [running_quantiles(p, batches, np.random.default_rng([seed, 12, ci, k]), linearise=decode[k])
                  for k, p in enumerate((sharp, real, target))]
@@ -124,7 +151,7 @@ def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], s
     fit = float(ops.fit_log_gain(tmap, fs, lr if linear else qr))
     best = float(ops.fit_log_gain(tmap, fs, lt if linear else qt))
     row = {"seed": seed, "camera": cam_name, "fit": fit, "target": best, "truth_exposure": cam.truth()["exposure"]}
-    row["curve"] = curve_errors(cam, args, 1 if cam.grey else 3, qs, qr, qt, (ls, lr, lt) if linear else None)
+    row["curve"] = curve_errors(cam, args, 1 if cam.grey else 3, qs, qr, qt, (ls, lr, lt) if linear else None, boot)
     if not cam.grey:
         wb_fit, wb_best = (ops.fit_log_gain(tmap, fs, q, per_channel=True) for q in ((lr, lt) if linear else (qr, qt)))
         row["wb_fit"] = (wb_fit - wb_fit.mean()).tolist()
@@ -133,10 +160,12 @@ def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], s
 
 
 def curve_errors(cam, args: dict, channels: int, qs: torch.Tensor, qr: torch.Tensor, qt: torch.Tensor,
-                 linear: tuple | None = None) -> dict:
+                 linear: tuple | None = None, boot: dict | None = None) -> dict:
     """``{"fit"|"target": {"exposure/curve": squared error}}``: the mean squared difference between the
     fitted tone map and the camera's true one at the sharp quantiles ``qs``, for every combination
-    (``linear``: the sharp, real and target quantiles in linear light, for ``fit_space: linear``)."""
+    (``linear``: the sharp, real and target quantiles in linear light, for ``fit_space: linear``).
+    With ``boot`` (bootstrap draws per key, :func:`whole_quantiles`), also each combination with
+    ``fit_shares: evidence`` (keys prefixed ``ev ``), and its evidence factors under ``factors``."""
     from dbgan.nets import build_network
 
     truth = torch.tensor(np.stack([[cam.expected_flat(float(v))[c] for v in qs[c]] for c in range(channels)]),
@@ -149,7 +178,49 @@ def curve_errors(cam, args: dict, channels: int, qs: torch.Tensor, qr: torch.Ten
                                 **(args | {"fit_strength": e, "fit_curve": k, "fit_wb": w}))
             net.fit_tone(qs, q, sharp_linear=lin[key][0], real_linear=lin[key][1])
             out[key][_combo_key(e, k, w)] = float(((net.tone_map(qs)[0] - truth) ** 2).mean())
+            if boot is None:
+                continue
+            net = build_network("camera_blur", in_channels=channels,
+                                **(args | {"fit_strength": e, "fit_curve": k, "fit_wb": w}))
+            factors = evidence_factors(net, (qs, q, *lin[key]), boot[key])
+            net.fit_tone(qs, q, sharp_linear=lin[key][0], real_linear=lin[key][1])
+            out[key]["ev " + _combo_key(e, k, w)] = float(((net.tone_map(qs)[0] - truth) ** 2).mean())
+            out.setdefault("factors", {}).setdefault(key, {})[_combo_key(e, k, w)] = list(factors)
     return out
+
+
+def evidence_share(estimate: torch.Tensor, draws: torch.Tensor) -> float:
+    """The share of ``estimate`` (a fitted change from a neutral start) that its bootstrap ``draws``
+    (``B x estimate.shape``) support: ``max(0, 1 - trace(Cov) / |estimate|^2)``, the method-of-moments
+    estimate of ``|truth|^2 / (|truth|^2 + trace(Cov))`` (the scalar multiplier of least squared error)."""
+    power = float(estimate.double().pow(2).sum())
+    spread = float(draws.double().var(0).sum())
+    return 0.0 if power <= 0.0 else min(1.0, max(0.0, 1.0 - spread / power))
+
+
+def evidence_factors(net, full: tuple, draws: list[tuple]) -> list[float]:
+    """Scale ``net``'s ``fit_wb``, ``fit_strength`` and ``fit_curve`` by how much of each stage's fit the
+    photos can pin (session 17's "evidence" shares; not adopted): stage by stage, as ``fit_tone`` runs
+    them, :func:`evidence_share` of the full-sample estimate against its spread over bootstrap
+    resamplings of the photos (``full`` and each draw: sharp, real, sharp linear, real linear quantiles)."""
+    full = net.tone_sample(*full)
+    draws = [net.tone_sample(*d) for d in draws]
+    shares = [net.fit_wb, net.fit_strength, net.fit_curve]
+    factors = [1.0, 1.0, 1.0]
+    net.fit_wb = net.fit_strength = net.fit_curve = 0.0
+    if shares[0] > 0:
+        factors[0] = evidence_share(net.wb_estimate(full), torch.stack([net.wb_estimate(d) for d in draws]))
+        net.fit_wb = shares[0] * factors[0]
+    net.fit_tone(full[0], full[1], sharp_linear=full[2], real_linear=full[3])  # the white balance
+    factors[1] = evidence_share(net.gain_estimate(full, False), torch.stack([net.gain_estimate(d, False) for d in draws]))
+    net.fit_strength = shares[1] * factors[1]
+    if shares[2] > 0:
+        net.fit_tone(full[0], full[1], sharp_linear=full[2], real_linear=full[3])  # and the exposure
+        start = net.start_response()[None].expand(net.black.shape[0], -1)
+        est = net.curve_estimate(full, start) - start
+        factors[2] = evidence_share(est, torch.stack([net.curve_estimate(d, start) - start for d in draws]))
+        net.fit_curve = shares[2] * factors[2]
+    return factors
 
 
 def _combos(channels: int = 3) -> list[tuple[float, float, float]]:
@@ -198,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="quantiles of random 128 px crops (running means) or of whole photos (stages.bgan.tone_from)")
     ap.add_argument("--fit-space", default="display", choices=("display", "linear"),
                     help="fit the exposure on the photos' values or decoded to linear light (nets.blur_g.args.fit_space)")
+    ap.add_argument("--draws", type=int, default=0,
+                    help="with --tone-from photos: bootstrap draws of the photos; adds every combination with "
+                         "fit_shares: evidence (columns 'ev ...') and its evidence factors")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -213,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         split = DG.split_photos(seed, extra, args.split)
         photos = DG.train_photos(split["sharp"] + split["real"], args.train_side)
         for ci, cam in enumerate(cams):
-            rows.append(fit_case(seed, cam, ci, photos, split, args.batches, args.tone_from, args.fit_space))
+            rows.append(fit_case(seed, cam, ci, photos, split, args.batches, args.tone_from, args.fit_space,
+                                 args.draws if args.tone_from == "photos" else 0))
             r = rows[-1]
             print(f"seed {seed} {cam:16s} fitted log gain {r['fit']:+.3f}  target {r['target']:+.3f}  "
                   f"(camera exposure {r['truth_exposure']})", flush=True)
@@ -228,10 +303,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cam} | {s['seeds']} | " + " | ".join(f"{s['wb_rms'][k]:.3f}" for k in STRENGTHS)
                   + f" | {s['wb_best_strength']:.2f}")
     combos = [_combo_key(*c) for c in _combos()]
+    combos += [f"ev {c}" for c in combos if any(f"ev {c}" in s["curve"]["fit"] for s in summary.values())]
     for key in ("fit", "target"):
         print(f"\nTone map against the camera's ({key}: {'sharp vs real photos' if key == 'fit' else 'the same photos through the camera'});"
               f" RMS error (display units) / its PSNR, over levels, channels and seeds\ncamera | "
-              + " | ".join(f"strength {c.split('/')[0]}, curve {c.split('/')[1]}" + (f", {c.split('/')[2]}" if c.count("/") > 1 else "")
+              + " | ".join(("evidence x " if c.startswith("ev ") else "") + f"strength {c.removeprefix('ev ').split('/')[0]}, "
+                           f"curve {c.split('/')[1]}" + (f", {c.split('/')[2]}" if c.count("/") > 1 else "")
                            for c in combos))
         for cam, s in summary.items():
             print(f"{cam} | " + " | ".join(f"{s['curve'][key][c]:.4f} / {_psnr(s['curve'][key][c]):.1f}" if c in s["curve"][key] else "-"

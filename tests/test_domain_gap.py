@@ -150,6 +150,28 @@ def test_tone_fit_benchmark_runs_and_summarises(tmp_path):
         T.main(["--cameras", "nope"])
 
 
+def test_tone_fit_evidence_shares(tmp_path):
+    """Session 17's evidence shares (tone_fit.py --draws): a fit the draws agree on is kept whole, one within
+    their spread is dropped; the benchmark adds an 'ev' column for every combination."""
+    import json
+
+    import tone_fit as T
+
+    est = torch.tensor([0.3, -0.3])
+    assert T.evidence_share(est, est.expand(8, 2)) == 1.0
+    assert T.evidence_share(est, torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(4, 1)) == 0.0
+    assert T.evidence_share(torch.zeros(2), est.expand(8, 2)) == 0.0
+    out = tmp_path / "t.json"
+    assert T.main(["--seeds", "0", "--cameras", "compact", "--train-side", "256", "--tone-from", "photos",
+                   "--draws", "4", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    curve = res["summary"]["compact"]["curve"]["fit"]
+    plain = [k for k in curve if not k.startswith("ev ")]
+    assert plain and all(f"ev {k}" in curve for k in plain)
+    factors = res["rows"][0]["curve"]["factors"]["fit"]
+    assert all(0.0 <= f <= 1.0 for fs in factors.values() for f in fs)
+
+
 def test_tone_fit_benchmark_takes_whole_photos_and_linear_light(tmp_path):
     """--tone-from photos (no sampling: the same fit twice) and --fit-space linear."""
     import json

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from dbgan.config import ConfigError
-from dbgan.degradation_stats import CameraStats, crop_coverage, photo_quantiles, tone_quantiles
+from dbgan.degradation_stats import (CameraStats, crop_coverage, histogram_quantiles, photo_histograms, photo_quantiles,
+                                     tone_quantiles)
 from dbgan.nets import build_network
 from dbgan.nets import camera_ops as ops
 
@@ -31,6 +32,23 @@ def test_photo_quantiles_weight_each_photo_once_and_take_a_transform():
     torch.testing.assert_close(lin, ops.srgb_to_linear(torch.tensor(0.2)).expand(4), atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="no photos"):
         photo_quantiles([])
+
+
+def test_per_photo_histograms_give_the_same_quantiles_and_can_be_reweighted():
+    """photo_histograms keeps each photo's part of photo_quantiles: their sum gives the same quantiles, and
+    weighting one photo twice (as a bootstrap draw may) moves the quantiles toward it."""
+    gen = torch.Generator().manual_seed(1)
+    imgs = [torch.rand(3, 40, 56, generator=gen) * 0.5, torch.rand(3, 64, 64, generator=gen) * 0.5 + 0.5]
+    hists = photo_histograms(imgs, crop=32)
+    assert hists.shape == (2, 3, 4096)
+    torch.testing.assert_close(hists.sum(-1), torch.ones(2, 3))
+    torch.testing.assert_close(histogram_quantiles(hists.sum(0)), photo_quantiles(imgs, crop=32))
+    reweighted = histogram_quantiles(torch.einsum("n,ncb->cb", torch.tensor([1.0, 2.0]), hists))
+    assert float(reweighted.median()) > float(photo_quantiles(imgs, crop=32).median()) + 0.05
+    with pytest.raises(ValueError, match="channel counts"):
+        photo_histograms([torch.rand(3, 8, 8), torch.rand(1, 8, 8)])
+    with pytest.raises(ValueError, match="no photos"):
+        photo_histograms([])
 
 
 def test_crop_weighting_sees_the_photos_as_random_crops_do():

@@ -151,6 +151,41 @@ def crop_coverage(size: int, crop: int) -> Tensor:
     return ((idx.clamp(max=size - crop) - (idx - crop + 1).clamp(min=0)) + 1).float()
 
 
+def photo_histogram(img: Tensor, scale: int = 8, bins: int = 4096, transform=None, crop: int | None = None) -> Tensor:
+    """``C x bins`` histogram of one ``C x H x W`` photo's ``scale``-pooled values, normalised to 1 per
+    channel (the part each photo adds to :func:`photo_quantiles`; see there for ``transform`` and ``crop``)."""
+    x = img.float()[None]
+    x = transform(x) if transform is not None else x
+    s = max(1, min(scale, x.shape[-1], x.shape[-2]))
+    p = F.avg_pool2d(x, s)[0].flatten(1).clamp(0.0, 1.0)
+    h, w = x.shape[-2:]
+    wt = torch.ones(1, 1, h, w) if crop is None else torch.outer(crop_coverage(h, crop), crop_coverage(w, crop))[None, None]
+    wt = F.avg_pool2d(wt, s)[0].flatten(1).expand_as(p)
+    idx = (p * bins).long().clamp_(max=bins - 1)
+    hist = torch.zeros(p.shape[0], bins).scatter_add_(1, idx, wt.contiguous())
+    return hist / hist.sum(1, keepdim=True)
+
+
+def histogram_quantiles(hist: Tensor, levels: int = 64) -> Tensor:
+    """``C x levels`` quantiles of a ``C x bins`` histogram over ``[0, 1]`` (any positive scale): the
+    distribution function is inverted linearly within a bin."""
+    hist = hist.float()
+    cdf = torch.cat([torch.zeros(hist.shape[0], 1), (hist / hist.sum(1, keepdim=True)).cumsum(1)], 1)
+    edges = torch.linspace(0.0, 1.0, hist.shape[1] + 1)
+    probs = (torch.arange(levels, dtype=torch.float32) + 0.5) / levels
+    return torch.stack([interp_monotone(probs, c, edges) for c in cdf])
+
+
+def photo_histograms(images, scale: int = 8, bins: int = 4096, transform=None, crop: int | None = None) -> Tensor:
+    """``N x C x bins``: :func:`photo_histogram` of each of ``N`` photos (read one at a time)."""
+    hists = [photo_histogram(img, scale, bins, transform, crop) for img in images]
+    if not hists:
+        raise ValueError("photo_histograms: no photos")
+    if len({h.shape for h in hists}) > 1:
+        raise ValueError(f"photo_histograms: photos with different channel counts {sorted({h.shape[0] for h in hists})}")
+    return torch.stack(hists)
+
+
 def photo_quantiles(images, levels: int = 64, scale: int = 8, bins: int = 4096, transform=None,
                     crop: int | None = None) -> Tensor:
     """``C x levels`` quantiles of each channel's ``scale``-pooled values over whole photos, each photo
@@ -160,32 +195,19 @@ def photo_quantiles(images, levels: int = 64, scale: int = 8, bins: int = 4096, 
     any size fits in memory); ``transform`` (e.g. a decoding to linear light) is applied to each before
     pooling. With ``crop``, each pixel counts as often as random ``crop`` px crops contain it
     (:func:`crop_coverage`: the centre more than the borders), so the quantiles are what training
-    crops see on average. Each photo adds a histogram of ``bins`` bins normalised to 1; the quantiles
-    invert the mixture's distribution function, linearly within a bin.
+    crops see on average. Each photo adds a histogram of ``bins`` bins normalised to 1
+    (:func:`photo_histogram`); the quantiles invert the mixture's distribution function
+    (:func:`histogram_quantiles`).
     """
     total: Tensor | None = None
-    count = 0
     for img in images:
-        x = img.float()[None]
-        x = transform(x) if transform is not None else x
-        s = max(1, min(scale, x.shape[-1], x.shape[-2]))
-        p = F.avg_pool2d(x, s)[0].flatten(1).clamp(0.0, 1.0)
-        h, w = x.shape[-2:]
-        wt = torch.ones(1, 1, h, w) if crop is None else torch.outer(crop_coverage(h, crop), crop_coverage(w, crop))[None, None]
-        wt = F.avg_pool2d(wt, s)[0].flatten(1).expand_as(p)
-        idx = (p * bins).long().clamp_(max=bins - 1)
-        hist = torch.zeros(p.shape[0], bins).scatter_add_(1, idx, wt.contiguous())
-        hist = hist / hist.sum(1, keepdim=True)
+        hist = photo_histogram(img, scale, bins, transform, crop)
         if total is not None and total.shape != hist.shape:
             raise ValueError(f"photo_quantiles: a photo with {hist.shape[0]} channels among photos with {total.shape[0]}")
         total = hist if total is None else total + hist
-        count += 1
     if total is None:
         raise ValueError("photo_quantiles: no photos")
-    cdf = torch.cat([torch.zeros(total.shape[0], 1), (total / count).cumsum(1)], 1)  # at the bins' edges
-    edges = torch.linspace(0.0, 1.0, bins + 1)
-    probs = (torch.arange(levels, dtype=torch.float32) + 0.5) / levels
-    return torch.stack([interp_monotone(probs, c, edges) for c in cdf])
+    return histogram_quantiles(total, levels)
 
 
 def interp_monotone(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:

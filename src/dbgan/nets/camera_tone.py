@@ -73,39 +73,53 @@ class ToneFit:
         if self.tone != "fit":
             return
         ref = self.log_wb
-        qs, qr = sharp_quantiles.to(ref), real_quantiles.to(ref)
-        use_offset = self.fit_offset > 0 and fake_quantiles is not None and clean_quantiles is not None
+        sample = self.tone_sample(sharp_quantiles, real_quantiles, sharp_linear, real_linear)
+        offsets = None
+        if self.fit_offset > 0 and fake_quantiles is not None and clean_quantiles is not None and sample[2] is None:
+            offsets = (fake_quantiles.to(ref), clean_quantiles.to(ref))
         start = self.start_response().to(ref)[None].expand(self.black.shape[0], -1)
         self._set_response(start)  # the exposure is fitted through the start curve: no feedback
+        if self.fit_wb > 0:
+            self.log_wb.copy_(self.fit_wb * self.wb_estimate(sample, offsets))
+        self.log_gain.copy_(self.fit_strength * self.gain_estimate(sample, False, offsets))
+        if self.fit_curve > 0:
+            fitted = self.curve_estimate(sample, start)
+            self._set_response(start + self.fit_curve * (fitted - start))
 
-        linear = self.fit_space == "linear" and sharp_linear is not None and real_linear is not None
-        use_offset = use_offset and not linear
+    def tone_sample(self, qs: Tensor, qr: Tensor, ls: Tensor | None = None, lr: Tensor | None = None) -> tuple:
+        """The quantiles on the generator's device; the linear pair only where ``fit_space="linear"`` uses it."""
+        ref = self.log_wb
+        linear = self.fit_space == "linear" and ls is not None and lr is not None
+        return qs.to(ref), qr.to(ref), ls.to(ref) if linear else None, lr.to(ref) if linear else None
 
-        def fitted(per_channel: bool) -> Tensor:
-            """The fit to the real photos, less ``fit_offset`` of the pipeline's offset."""
-            if linear:
-                return ops.fit_log_gain(self.linear_tone_map, sharp_linear.to(ref), real_linear.to(ref),
-                                        per_channel=per_channel)
-            gain = ops.fit_log_gain(self.tone_map, qs, qr, per_channel=per_channel)
-            if use_offset:
-                fake, clean = (ops.fit_log_gain(self.tone_map, qs, q.to(ref), per_channel=per_channel)
-                               for q in (fake_quantiles, clean_quantiles))
-                gain = gain - self.fit_offset * (fake - clean)
-            return gain
+    def gain_estimate(self, sample: tuple, per_channel: bool, offsets: tuple | None = None) -> Tensor:
+        """The log gain(s) of the fit of ``sample`` (see :meth:`fit_tone`), less ``fit_offset`` of the
+        pipeline offset measured on ``offsets`` (fake and clean quantiles)."""
+        qs, qr, ls, lr = sample
+        if ls is not None:
+            return ops.fit_log_gain(self.linear_tone_map, ls, lr, per_channel=per_channel)
+        gain = ops.fit_log_gain(self.tone_map, qs, qr, per_channel=per_channel)
+        if offsets is not None:
+            fake, clean = (ops.fit_log_gain(self.tone_map, qs, q, per_channel=per_channel) for q in offsets)
+            gain = gain - self.fit_offset * (fake - clean)
+        return gain
 
-        if self.fit_wb > 0:  # neutral first, so the per-channel fit starts where the table measured it
-            self.log_wb.zero_()
-            per = fitted(per_channel=True)
-            self.log_wb.copy_(self.fit_wb * (per - per.mean()))
-        self.log_gain.copy_(self.fit_strength * fitted(per_channel=False))
-        if self.fit_curve == 0:
-            return
+    def wb_estimate(self, sample: tuple, offsets: tuple | None = None) -> Tensor:
+        """The whole fitted log white balance (per-channel gains less their mean), from a neutral one."""
+        keep = self.log_wb.clone()
+        self.log_wb.zero_()
+        per = self.gain_estimate(sample, True, offsets)
+        self.log_wb.copy_(keep)
+        return per - per.mean()
+
+    def curve_estimate(self, sample: tuple, start: Tensor) -> Tensor:
+        """The knot values of the whole quantile-matching curve at the current exposure and white balance."""
+        qs, qr = sample[0], sample[1]
         lin = ops.srgb_to_linear(qs) if self.input_encoding == "srgb" else qs
         lin = (lin * (self.log_gain + self.log_wb[:, None]).exp()).clamp(0.0, 1.0)
         if self.shared_response:
             lin, qr = lin.mean(0, keepdim=True), qr.mean(0, keepdim=True)
-        fitted = ops.quantile_response(lin, qr, start)
-        self._set_response(start + self.fit_curve * (fitted - start))
+        return ops.quantile_response(lin, qr, start)
 
     def _set_response(self, values: Tensor) -> None:
         """Write knot values (``black.shape[0] x (knots + 1)``, non-decreasing) into ``black`` and ``raw_steps``."""
