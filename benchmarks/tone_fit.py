@@ -115,6 +115,22 @@ def whole_quantiles(photos: list[np.ndarray], linearise=None, size: int = 128,
     return out[0], out[2], out[1], out[3]
 
 
+def subsample(split: dict, per_side: int, seed: int, aligned: bool) -> dict:
+    """``split`` with ``per_side`` photos drawn on each side (0: all); ``aligned`` (halves) draws the same
+    positions on both sides, so each side keeps the halves of the same photos."""
+    if per_side <= 0:
+        return split
+    rng = np.random.default_rng([seed, 77])
+    out = dict(split)
+    for side in ("sharp", "real"):
+        if per_side > len(split[side]):
+            raise ValueError(f"--per-side {per_side}: the {side} side has only {len(split[side])} photos")
+        if side == "sharp" or not aligned:
+            pick = sorted(rng.choice(len(split[side]), per_side, replace=False))
+        out[side] = [split[side][i] for i in pick]
+    return out
+
+
 def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], split: dict, batches: int,
              tone_from: str = "crops", fit_space: str = "display", draws: int = 0) -> dict:
     from dbgan.config import load_config
@@ -272,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=0,
                     help="with --tone-from photos: bootstrap draws of the photos; adds every combination with "
                          "fit_shares: evidence (columns 'ev ...') and its evidence factors")
+    ap.add_argument("--per-side", type=int, default=0,
+                    help="use only this many photos per side (drawn per seed; with --split halves the same photos' "
+                         "halves on both sides): how the fit's error shrinks with more photos")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -284,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = sorted(str(p) for p in Path(args.extra_photos).iterdir()) if args.extra_photos else []
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        split = DG.split_photos(seed, extra, args.split)
+        split = subsample(DG.split_photos(seed, extra, args.split), args.per_side, seed, args.split == "halves")
         photos = DG.train_photos(split["sharp"] + split["real"], args.train_side)
         for ci, cam in enumerate(cams):
             rows.append(fit_case(seed, cam, ci, photos, split, args.batches, args.tone_from, args.fit_space,

@@ -172,6 +172,20 @@ def test_tone_fit_evidence_shares(tmp_path):
     assert all(0.0 <= f <= 1.0 for fs in factors.values() for f in fs)
 
 
+def test_tone_fit_subsamples_each_side():
+    """--per-side: fewer photos per side; on halves both sides keep halves of the same photos."""
+    import tone_fit as T
+
+    split = G.split_photos(0, [], "halves")
+    sub = T.subsample(split, 3, 0, aligned=True)
+    assert len(sub["sharp"]) == len(sub["real"]) == 3 and sub["test"] == split["test"]
+    stems = lambda names: sorted(n.split(G.HALF)[0] for n in names)  # noqa: E731
+    assert stems(sub["sharp"]) == stems(sub["real"])
+    assert T.subsample(split, 0, 0, aligned=True) is split
+    with pytest.raises(ValueError, match="--per-side 999"):
+        T.subsample(split, 999, 0, aligned=True)
+
+
 def test_tone_fit_benchmark_takes_whole_photos_and_linear_light(tmp_path):
     """--tone-from photos (no sampling: the same fit twice) and --fit-space linear."""
     import json
