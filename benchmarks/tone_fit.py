@@ -99,20 +99,19 @@ def whole_quantiles(photos: list[np.ndarray], linearise=None, size: int = 128,
                     draws: int = 0, seed: tuple = ()) -> tuple:
     """The same from every pixel of every photo, each photo weighted once and each pixel as often as
     random ``size`` px crops contain it (``tone_from: photos``, as the bgan stage computes it); with
-    ``draws``, also ``draws`` bootstrap resamplings of the photos (``fit_shares: evidence``):
+    ``draws``, also ``draws`` bootstrap resamplings of the photos (:func:`evidence_factors`):
     ``(quantiles, linear quantiles | None, draws | None, linear draws | None)``."""
     from dbgan.degradation_stats import histogram_quantiles, photo_histograms
 
     tensors = [torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)).permute(2, 0, 1) for p in photos]
-    out = []
-    for transform in (None, linearise):
-        if transform is None and out:
-            out += [None, None]
-            continue
+
+    def one(transform, k: int) -> tuple:
         hists = photo_histograms(tensors, transform=transform, crop=size)
-        gen = torch.Generator().manual_seed(hash((seed, len(out))) % 2**31)
-        out += [histogram_quantiles(hists.sum(0)), bootstrap_quantiles(hists, draws, gen) if draws else None]
-    return out[0], out[2], out[1], out[3]
+        gen = torch.Generator().manual_seed(hash((seed, 2 * k)) % 2**31)
+        return histogram_quantiles(hists.sum(0)), bootstrap_quantiles(hists, draws, gen) if draws else None
+
+    (q, d), (lq, ld) = one(None, 0), (None, None) if linearise is None else one(linearise, 1)
+    return q, lq, d, ld
 
 
 def subsample(split: dict, per_side: int, seed: int, aligned: bool) -> dict:
@@ -153,7 +152,7 @@ def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], s
     boot = None
     if tone_from == "photos":
         quant = [whole_quantiles(p, decode[k], draws=draws, seed=(seed, ci, k)) for k, p in enumerate((sharp, real, target))]
-        if draws:  # (full, draws) for the real photos and for the target, as fit_evidence takes them
+        if draws:  # (full, draws) for the real photos and for the target, as evidence_factors takes them
             (qs, ls, ds, dls), (qr, lr, dr, dlr), (qt, lt, dt, dlt) = quant
             pick = lambda d, i: None if d is None else d[i]  # noqa: E731
             boot = {"fit": [(pick(ds, i), pick(dr, i), pick(dls, i), pick(dlr, i)) for i in range(draws)],
@@ -180,8 +179,8 @@ def curve_errors(cam, args: dict, channels: int, qs: torch.Tensor, qr: torch.Ten
     """``{"fit"|"target": {"exposure/curve": squared error}}``: the mean squared difference between the
     fitted tone map and the camera's true one at the sharp quantiles ``qs``, for every combination
     (``linear``: the sharp, real and target quantiles in linear light, for ``fit_space: linear``).
-    With ``boot`` (bootstrap draws per key, :func:`whole_quantiles`), also each combination with
-    ``fit_shares: evidence`` (keys prefixed ``ev ``), and its evidence factors under ``factors``."""
+    With ``boot`` (bootstrap draws per key, :func:`whole_quantiles`), also each combination scaled by
+    :func:`evidence_factors` (keys prefixed ``ev ``), and those factors under ``factors``."""
     from dbgan.nets import build_network
 
     truth = torch.tensor(np.stack([[cam.expected_flat(float(v))[c] for v in qs[c]] for c in range(channels)]),
@@ -287,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="fit the exposure on the photos' values or decoded to linear light (nets.blur_g.args.fit_space)")
     ap.add_argument("--draws", type=int, default=0,
                     help="with --tone-from photos: bootstrap draws of the photos; adds every combination with "
-                         "fit_shares: evidence (columns 'ev ...') and its evidence factors")
+                         "evidence shares (columns 'ev ...') and its evidence factors")
     ap.add_argument("--per-side", type=int, default=0,
                     help="use only this many photos per side (drawn per seed; with --split halves the same photos' "
                          "halves on both sides): how the fit's error shrinks with more photos")
