@@ -276,3 +276,36 @@ def test_tone_fit_curve_errors_against_a_known_camera():
     warm_real = (warm * wb).clamp(0, 1)
     e2 = T.curve_errors(cam, args, 3, qs, warm_real, warm_real)
     assert "1/1/wb0.5" in e2["target"] and "1/1/wb0.5" not in T.curve_errors(C.get("microscope_grey"), args, 1, qs[:1], truth[:1], truth[:1])["fit"]
+
+
+def test_gap_rescore_variants_interpolate_weights_and_make_bgan_pairs(tmp_path):
+    """--variants: the weights move the asked share of the way from the start; BGAN's pairs are crops of
+    the seed's sharp photos and their 8-bit degradation; a run without its BGAN gives none."""
+    import gap_rescore as R
+
+    from dbgan.checkpoint import save_checkpoint
+    from dbgan.config import load_config
+    from dbgan.io import write_image
+    from dbgan.train.networks import build_nets
+
+    nets, specs = build_nets(load_config("tiny"), torch.device("cpu"))
+    run = tmp_path / "s0" / "runs" / "separate_compact_s0"
+    ckpt = run / "checkpoints" / "latest.safetensors"
+    ckpt.parent.mkdir(parents=True)
+    save_checkpoint(ckpt, {r: nets[r] for r in ("blur_g", "deblur_g")}, {"stage": "dbgan", "iter": 1, "nets": specs})
+    own = nets["deblur_g"].state_dict()
+    start = {k: torch.zeros_like(v) for k, v in own.items()}
+    moved = R.interpolated(ckpt, start, 0.25).state_dict()
+    key = next(k for k, v in own.items() if v.is_floating_point() and v.abs().sum() > 0)
+    assert torch.allclose(moved[key], 0.25 * own[key])
+    assert torch.allclose(R.interpolated(ckpt, start, 1.0).state_dict()[key], own[key])
+
+    assert R.bgan_pairs(run, tmp_path / "s0") is None  # no bgan_*.safetensors kept
+    save_checkpoint(run / "checkpoints" / "bgan_000001.safetensors", {"blur_g": nets["blur_g"]},
+                    {"stage": "bgan", "iter": 1, "nets": specs})
+    for k in range(2):
+        write_image(tmp_path / "s0" / "sharp_colour" / f"p{k}.png", _smooth(k + 3)[:, :48, :48])
+    sharp, fake = R.bgan_pairs(run, tmp_path / "s0", per_photo=3, crop=32)
+    assert sharp.shape == fake.shape == (6, 3, 32, 32)
+    assert torch.equal(fake, (fake * 255).round() / 255)
+    assert not torch.equal(sharp[0], sharp[3])  # crops of both photos
