@@ -157,3 +157,63 @@ def test_tone_from_is_checked(overrides, match):
 def test_tone_from_photos_needs_both_folders(camera_stage):
     with pytest.raises(ConfigError, match="needs 'data.real_blur_dir'"):
         camera_stage("stages.bgan.tone_from=photos", "data.real_blur_dir=")
+
+
+def test_photo_log_means_average_each_photos_power_means_in_logs():
+    """Rows are powers 1 and 8; each photo counts once (a geometric mean over photos); a transform applies first."""
+    from dbgan.degradation_stats import photo_log_means
+
+    a, b = torch.full((3, 4, 4), 0.2), torch.full((3, 8, 8), 0.8)
+    b[0] = 0.4
+    m = photo_log_means([a, b])
+    assert m.shape == (2, 3)
+    torch.testing.assert_close(m[0], torch.tensor([(math.log(0.2) + math.log(0.4)) / 2] + [(math.log(0.2) + math.log(0.8)) / 2] * 2))
+    c = torch.zeros(1, 4, 4)
+    c[0, 0, 0] = 1.0  # one bright pixel in 16: the 8th-power mean follows the bright part far more than the mean
+    g = photo_log_means([c])
+    assert g[1, 0] - g[0, 0] > 2.0
+    torch.testing.assert_close(photo_log_means([a], transform=lambda x: 2 * x)[0], torch.full((3,), math.log(0.4)))
+    with pytest.raises(ValueError, match="no photos"):
+        photo_log_means([])
+    with pytest.raises(ValueError, match="1 channels among photos with 3"):
+        photo_log_means([a, c])
+
+
+def test_fit_from_means_recovers_a_cameras_exposure_and_white_balance_through_blur():
+    """A camera: exposure 1.3 and white balance (1.1, 1, 0.85) in linear light, a 5 px box blur, the sRGB
+    curve. Fitted from the two sets' linear means, both come out close; fit_strength and fit_wb scale them."""
+    from dbgan.degradation_stats import photo_log_means
+
+    sharp = _textured(6) * 0.7
+    wb = torch.tensor([1.1, 1.0, 0.85])
+    lin = (ops.srgb_to_linear(sharp) * 1.3 * wb[None, :, None, None]).clamp(0, 1)
+    real = ops.linear_to_srgb(torch.nn.functional.avg_pool2d(lin, 5, stride=1, padding=2, count_include_pad=False))
+    for share in (1.0, 0.5):
+        g = build_network("camera_blur", tone="fit", learn_wb=False, fit_from="means", fit_strength=share, fit_wb=share)
+        assert g.wants_photo_means
+        views = g.linear_views(sharp, real)
+        means = [photo_log_means(list(v)) for v in views]
+        g.fit_tone(tone_quantiles(sharp), tone_quantiles(real), sharp_means=means[0], real_means=means[1])
+        assert abs(float(g.log_gain) - share * math.log(1.3)) < 0.03 * share + 1e-6
+        want = wb.log() - wb.log().mean()
+        assert (g.log_wb - share * want).abs().max() < 0.03
+    with pytest.raises(ValueError, match="tone_from: photos"):
+        g.fit_tone(tone_quantiles(sharp), tone_quantiles(real))
+    with pytest.raises(ValueError, match="fit_from must be one of"):
+        build_network("camera_blur", tone="fit", fit_from="medians")
+
+
+def test_bgan_stage_gives_fit_from_means_the_folders_linear_means(camera_stage, sample_images, one_torch_thread):
+    from dbgan.degradation_stats import photo_log_means
+    from dbgan.io import read_image
+
+    means = ("nets.blur_g.args.tone=fit", "nets.blur_g.args.learn_wb=false", "nets.blur_g.args.fit_from=means",
+             "nets.blur_g.args.fit_wb=1")
+    with pytest.raises(ConfigError, match="fit_from: means needs 'stages.bgan.tone_from: photos'"):
+        camera_stage(*means)
+    _, stage, g = camera_stage("stages.bgan.w_adv=0", "stages.bgan.w_diversity=0", "stages.bgan.tone_from=photos", *means)
+    photos = [read_image(p, channels=3) for p in sorted(sample_images[0].parent.iterdir())]
+    torch.testing.assert_close(stage.camera_stats.stats["means_real"], photo_log_means(photos, transform=ops.srgb_to_linear))
+    gen = torch.Generator().manual_seed(0)
+    stage.step({"sharp": torch.rand(4, 3, 48, 48, generator=gen), "real_blur": torch.rand(4, 3, 48, 48, generator=gen)}, 0)
+    assert abs(float(g.log_gain)) < 1e-5 and g.log_wb.abs().max() < 1e-5  # the same folder on both sides

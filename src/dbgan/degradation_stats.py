@@ -210,6 +210,33 @@ def photo_quantiles(images, levels: int = 64, scale: int = 8, bins: int = 4096, 
     return histogram_quantiles(total, levels)
 
 
+#: the powers of :func:`photo_log_means`: 1 (grey world: the exposure) and 8 (shades of grey: the white balance)
+MEAN_POWERS = (1.0, 8.0)
+
+
+def photo_log_means(images, powers: tuple[float, ...] = MEAN_POWERS, transform=None) -> Tensor:
+    """``len(powers) x C``: for each power ``p``, ``log(mean(x ** p)) / p`` of each channel of each photo,
+    averaged over the photos (each photo weighted once: a geometric mean of their power means).
+
+    ``images`` is an iterable of ``C x H x W`` tensors (read one at a time); ``transform`` (e.g. a
+    decoding to linear light) is applied to each first. Between two photo sets of one scene
+    distribution, the difference of these rows estimates a camera's gains in linear light: ``p = 1``
+    (grey world) its exposure, which a kernel summing to 1 cannot move; ``p = 8`` (shades of grey,
+    Finlayson and Trezzi, 2004) its white balance, led by the brighter parts of each photo, whose colour
+    varies less from scene to scene than the average's (docs/benchmarks.md, section 2, session 18).
+    """
+    rows = []
+    for img in images:
+        x = img.float()[None]
+        x = (transform(x) if transform is not None else x)[0].clamp_min(0.0)
+        rows.append(torch.stack([(x.pow(p).mean((1, 2)) + 1e-12).log() / p for p in powers]))
+        if rows[-1].shape != rows[0].shape:
+            raise ValueError(f"photo_log_means: a photo with {x.shape[0]} channels among photos with {rows[0].shape[1]}")
+    if not rows:
+        raise ValueError("photo_log_means: no photos")
+    return torch.stack(rows).mean(0)
+
+
 def interp_monotone(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     """Piecewise-linear ``f`` through ``(xp, fp)`` (1-D, ``xp`` non-decreasing) at ``x``, held constant outside."""
     xp = xp.cummax(0).values + torch.arange(len(xp), device=xp.device, dtype=xp.dtype) * 1e-7

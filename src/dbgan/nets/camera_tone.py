@@ -38,6 +38,12 @@ class ToneFit:
         return (values[None] * log_gains.exp()[:, None, None] * self.log_wb.exp()[None, :, None]).clamp(0.0, 1.0)
 
     @property
+    def wants_photo_means(self) -> bool:
+        """Whether :meth:`fit_tone` fits the exposure and white balance to the photo sets' linear means
+        (``fit_from="means"``: the bgan stage computes them once, with ``tone_from: photos``)."""
+        return self.tone == "fit" and self.fit_from == "means"
+
+    @property
     def wants_output_quantiles(self) -> bool:
         """Whether :meth:`fit_tone` uses the quantiles of the generator's own outputs (``fit_offset``)."""
         return self.tone == "fit" and self.fit_offset > 0
@@ -45,7 +51,8 @@ class ToneFit:
     @torch.no_grad()
     def fit_tone(self, sharp_quantiles: Tensor, real_quantiles: Tensor, fake_quantiles: Tensor | None = None,
                  clean_quantiles: Tensor | None = None, sharp_linear: Tensor | None = None,
-                 real_linear: Tensor | None = None) -> None:
+                 real_linear: Tensor | None = None, sharp_means: Tensor | None = None,
+                 real_means: Tensor | None = None) -> None:
         """Set the exposure gain (and with ``fit_curve`` the response curve) from brightness
         quantiles (``tone="fit"``; otherwise nothing happens).
 
@@ -69,6 +76,12 @@ class ToneFit:
         With ``fit_space="linear"`` and the quantiles of the photos decoded to linear light
         (``sharp_linear``, ``real_linear``; :meth:`linear_views`), the exposure and white balance are
         fitted on those through :meth:`linear_tone_map` instead (the pipeline offset is then not used).
+
+        With ``fit_from="means"`` the exposure and white balance come from ``sharp_means`` and
+        ``real_means`` instead (``2 x C``: :func:`dbgan.degradation_stats.photo_log_means` of the two
+        sets in linear light, powers 1 and 8): the log exposure is the mean over channels of the
+        difference of the first rows, the white balance the centred difference of the second rows,
+        times ``fit_strength`` and ``fit_wb``.
         """
         if self.tone != "fit":
             return
@@ -79,9 +92,17 @@ class ToneFit:
             offsets = (fake_quantiles.to(ref), clean_quantiles.to(ref))
         start = self.start_response().to(ref)[None].expand(self.black.shape[0], -1)
         self._set_response(start)  # the exposure is fitted through the start curve: no feedback
-        if self.fit_wb > 0:
-            self.log_wb.copy_(self.fit_wb * self.wb_estimate(sample, offsets))
-        self.log_gain.copy_(self.fit_strength * self.gain_estimate(sample, False, offsets))
+        if self.wants_photo_means:
+            if sharp_means is None or real_means is None:
+                raise ValueError("camera_blur fit_from='means' needs the photo sets' linear means: set stages.bgan.tone_from: photos")
+            diff = real_means.to(ref) - sharp_means.to(ref)
+            if self.fit_wb > 0:
+                self.log_wb.copy_(self.fit_wb * (diff[1] - diff[1].mean()))
+            self.log_gain.copy_(self.fit_strength * diff[0].mean())
+        else:
+            if self.fit_wb > 0:
+                self.log_wb.copy_(self.fit_wb * self.wb_estimate(sample, offsets))
+            self.log_gain.copy_(self.fit_strength * self.gain_estimate(sample, False, offsets))
         if self.fit_curve > 0:
             fitted = self.curve_estimate(sample, start)
             self._set_response(start + self.fit_curve * (fitted - start))

@@ -231,11 +231,15 @@ class FitsTone(Protocol):
     @property
     def wants_linear_quantiles(self) -> bool: ...
 
+    @property
+    def wants_photo_means(self) -> bool: ...
+
     def linear_views(self, sharp: Tensor, real: Tensor) -> tuple[Tensor, Tensor]: ...
 
     def fit_tone(self, sharp_quantiles: Tensor, real_quantiles: Tensor, fake_quantiles: Tensor | None = None,
                  clean_quantiles: Tensor | None = None, sharp_linear: Tensor | None = None,
-                 real_linear: Tensor | None = None) -> None: ...
+                 real_linear: Tensor | None = None, sharp_means: Tensor | None = None,
+                 real_means: Tensor | None = None) -> None: ...
 
 
 class ImageGenerator(nn.Module):

@@ -29,7 +29,7 @@ from torch import nn
 from dbgan import losses as L
 from dbgan.blur.kernels import random_kernel
 from dbgan.config import ConfigError, StageConfig
-from dbgan.degradation_stats import CameraStats, photo_quantiles
+from dbgan.degradation_stats import CameraStats, photo_log_means, photo_quantiles
 from dbgan.nets.common import FitsTone, ImageGenerator, PredictsKernels, SwapsKernels
 from dbgan.train.context import StepContext
 from dbgan.train.optim import scale_grad, set_requires_grad
@@ -90,11 +90,15 @@ class _BlurStage(Stage):
                                             spectrum_max_freq=stage_cfg.spectrum_max_freq)
             if stage_cfg.tone_from == "photos":
                 self.fix_photo_tone(blur_g, linear)
+            elif isinstance(blur_g, FitsTone) and blur_g.wants_photo_means:
+                raise ConfigError(f"nets.blur_g.args.fit_from: means needs 'stages.{self.config_key}.tone_from: photos' "
+                                  "(the photo sets' linear means are computed once from whole photos)")
         self.finish_setup()
 
     def fix_photo_tone(self, blur_g: nn.Module, linear: bool) -> None:
         """``tone_from: photos``: hold the brightness quantiles at those of every photo of the two
-        folders (each weighted once), in display units and, for a linear-light fit, in linear light."""
+        folders (each weighted once), in display units and, for a linear-light fit, in linear light;
+        and, for a generator that fits to them (``fit_from: means``), the folders' linear means."""
         from dbgan.data.factories import make_unpaired_dataset
 
         data = self.cfg.data
@@ -110,6 +114,8 @@ class _BlurStage(Stage):
             self.camera_stats.fix(f"tone_{name}", self._photo_quantiles(ds))
             if linear:
                 self.camera_stats.fix(f"tone_{name}_linear", self._photo_quantiles(ds, views[side]))
+            if isinstance(blur_g, FitsTone) and blur_g.wants_photo_means:
+                self.camera_stats.fix(f"means_{name}", photo_log_means(_whole_images(ds), transform=views[side]).to(self.device))
 
     def _photo_quantiles(self, ds, transform=None) -> torch.Tensor:
         """The folder's brightness quantiles, weighted as the training crops see its photos (their
@@ -140,7 +146,8 @@ class _BlurStage(Stage):
         if isinstance(g_net, FitsTone):
             st = self.camera_stats.stats
             g_net.fit_tone(st["tone_sharp"], st["tone_real"], st.get("tone_fake"), st.get("tone_clean"),
-                           st.get("tone_sharp_linear"), st.get("tone_real_linear"))
+                           st.get("tone_sharp_linear"), st.get("tone_real_linear"), st.get("means_sharp"),
+                           st.get("means_real"))
 
     def observe_outputs(self, fake: torch.Tensor) -> None:
         """For a generator whose tone fit removes its own pipeline offset (``fit_offset``): fold the
