@@ -32,6 +32,11 @@ once; ``stages.bgan.tone_from: photos``) instead of running means over random cr
 (``nets.blur_g.args.fit_space: linear``); compare each against the defaults on the validation
 cameras.
 
+``--fit-from means`` (with ``--tone-from photos``) fits the exposure and white balance to the two sets'
+linear-light means instead (``nets.blur_g.args.fit_from: means``: each photo's mean for the exposure, its
+8th-power mean for the white balance; ``dbgan.degradation_stats.photo_log_means``); the curve is still
+matched on the quantiles. Its rows' ``fit`` and ``wb_fit`` are those estimates.
+
 The same for the **white balance** (colour cameras): one gain per channel
 (``fit_log_gain(..., per_channel=True)``), less their mean (the log white balance); the
 error is the RMS over channels and seeds. The `camera` preset keeps it neutral
@@ -131,13 +136,13 @@ def subsample(split: dict, per_side: int, seed: int, aligned: bool) -> dict:
 
 
 def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], split: dict, batches: int,
-             tone_from: str = "crops", fit_space: str = "display", draws: int = 0) -> dict:
+             tone_from: str = "crops", fit_space: str = "display", draws: int = 0, fit_from: str = "quantiles") -> dict:
     from dbgan.config import load_config
     from dbgan.nets import build_network
     from dbgan.nets import camera_ops as ops
 
     cam = CAMS.get(cam_name)
-    args = dict(load_config("camera").nets.blur_g.args) | {"tone": "fit", "fit_space": fit_space}
+    args = dict(load_config("camera").nets.blur_g.args) | {"tone": "fit", "fit_space": fit_space, "fit_from": fit_from}
     if cam.decode == "identity":  # linear data: what domain_gap.py states for such a camera
         args |= {"input_encoding": "linear", "init_response": "linear"}
     net = build_network("camera_blur", in_channels=1 if cam.grey else 3, **args)
@@ -165,33 +170,47 @@ def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], s
     tmap, fs = (net.linear_tone_map, ls) if linear else (net.tone_map, qs)
     fit = float(ops.fit_log_gain(tmap, fs, lr if linear else qr))
     best = float(ops.fit_log_gain(tmap, fs, lt if linear else qt))
+    means = None
+    if fit_from == "means":
+        from dbgan.degradation_stats import photo_log_means
+
+        means = [photo_log_means((torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1) for a in p),
+                                 transform=lambda x, k=k: net.linear_views(x, x)[min(k, 1)])
+                 for k, p in enumerate((sharp, real, target))]
+        fit, best = (float((m[0] - means[0][0]).mean()) for m in means[1:])
     row = {"seed": seed, "camera": cam_name, "fit": fit, "target": best, "truth_exposure": cam.truth()["exposure"]}
-    row["curve"] = curve_errors(cam, args, 1 if cam.grey else 3, qs, qr, qt, (ls, lr, lt) if linear else None, boot)
+    row["curve"] = curve_errors(cam, args, 1 if cam.grey else 3, qs, qr, qt, (ls, lr, lt) if linear else None, boot, means)
     if not cam.grey:
-        wb_fit, wb_best = (ops.fit_log_gain(tmap, fs, q, per_channel=True) for q in ((lr, lt) if linear else (qr, qt)))
+        if means is not None:
+            wb_fit, wb_best = (m[1] - means[0][1] for m in means[1:])
+        else:
+            wb_fit, wb_best = (ops.fit_log_gain(tmap, fs, q, per_channel=True) for q in ((lr, lt) if linear else (qr, qt)))
         row["wb_fit"] = (wb_fit - wb_fit.mean()).tolist()
         row["wb_target"] = (wb_best - wb_best.mean()).tolist()
     return row
 
 
 def curve_errors(cam, args: dict, channels: int, qs: torch.Tensor, qr: torch.Tensor, qt: torch.Tensor,
-                 linear: tuple | None = None, boot: dict | None = None) -> dict:
+                 linear: tuple | None = None, boot: dict | None = None, means: tuple | None = None) -> dict:
     """``{"fit"|"target": {"exposure/curve": squared error}}``: the mean squared difference between the
     fitted tone map and the camera's true one at the sharp quantiles ``qs``, for every combination
     (``linear``: the sharp, real and target quantiles in linear light, for ``fit_space: linear``).
     With ``boot`` (bootstrap draws per key, :func:`whole_quantiles`), also each combination scaled by
-    :func:`evidence_factors` (keys prefixed ``ev ``), and those factors under ``factors``."""
+    :func:`evidence_factors` (keys prefixed ``ev ``), and those factors under ``factors``. ``means``: the
+    sharp, real and target sets' :func:`photo_log_means` in linear light, for ``fit_from: means``."""
     from dbgan.nets import build_network
 
     truth = torch.tensor(np.stack([[cam.expected_flat(float(v))[c] for v in qs[c]] for c in range(channels)]),
                          dtype=torch.float32)
     out: dict = {"fit": {}, "target": {}}
     lin = {"fit": (None, None), "target": (None, None)} if linear is None else {"fit": linear[:2], "target": linear[::2]}
+    avg = {"fit": (None, None), "target": (None, None)} if means is None else {"fit": means[:2], "target": means[::2]}
     for key, q in (("fit", qr), ("target", qt)):
         for e, k, w in _combos(channels):
             net = build_network("camera_blur", in_channels=channels,
                                 **(args | {"fit_strength": e, "fit_curve": k, "fit_wb": w}))
-            net.fit_tone(qs, q, sharp_linear=lin[key][0], real_linear=lin[key][1])
+            net.fit_tone(qs, q, sharp_linear=lin[key][0], real_linear=lin[key][1], sharp_means=avg[key][0],
+                         real_means=avg[key][1])
             out[key][_combo_key(e, k, w)] = float(((net.tone_map(qs)[0] - truth) ** 2).mean())
             if boot is None:
                 continue
@@ -290,8 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-side", type=int, default=0,
                     help="use only this many photos per side (drawn per seed; with --split halves the same photos' "
                          "halves on both sides): how the fit's error shrinks with more photos")
+    ap.add_argument("--fit-from", default="quantiles", choices=("quantiles", "means"),
+                    help="with --tone-from photos: fit the exposure and white balance to the quantiles or to the sets' "
+                         "linear means (nets.blur_g.args.fit_from)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.fit_from == "means" and (args.tone_from != "photos" or args.draws):
+        ap.error("--fit-from means needs --tone-from photos (and no --draws)")
     torch.set_num_threads(1)
     from dbgan.cpu_caps import detect
 
@@ -306,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         photos = DG.train_photos(split["sharp"] + split["real"], args.train_side)
         for ci, cam in enumerate(cams):
             rows.append(fit_case(seed, cam, ci, photos, split, args.batches, args.tone_from, args.fit_space,
-                                 args.draws if args.tone_from == "photos" else 0))
+                                 args.draws if args.tone_from == "photos" else 0, args.fit_from))
             r = rows[-1]
             print(f"seed {seed} {cam:16s} fitted log gain {r['fit']:+.3f}  target {r['target']:+.3f}  "
                   f"(camera exposure {r['truth_exposure']})", flush=True)

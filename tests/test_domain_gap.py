@@ -309,3 +309,23 @@ def test_gap_rescore_variants_interpolate_weights_and_make_bgan_pairs(tmp_path):
     assert sharp.shape == fake.shape == (6, 3, 32, 32)
     assert torch.equal(fake, (fake * 255).round() / 255)
     assert not torch.equal(sharp[0], sharp[3])  # crops of both photos
+
+
+def test_tone_fit_benchmark_fits_to_the_linear_means(tmp_path):
+    """--fit-from means: the exposure and white balance rows are the sets' linear-mean ratios; the
+    scene-free target is near the camera's exposure and white balance; it needs --tone-from photos."""
+    import json
+
+    import cameras as C
+    import tone_fit as T
+
+    out = tmp_path / "m.json"
+    assert T.main(["--seeds", "0", "--cameras", "compact", "--train-side", "256", "--tone-from", "photos",
+                   "--fit-from", "means", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert abs(row["target"] - math.log(1.15)) < 0.05  # compact: exposure 1.15
+    wb = np.log(C.get("compact").wb)
+    assert np.abs(np.array(row["wb_target"]) - (wb - wb.mean())).max() < 0.03
+    assert row["fit"] != row["target"]  # the two sides' scenes differ
+    with pytest.raises(SystemExit):
+        T.main(["--cameras", "compact", "--fit-from", "means"])  # needs --tone-from photos
