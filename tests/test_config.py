@@ -134,12 +134,11 @@ def test_channels_last_modes():
 
 
 def test_adapt_matched_differs_from_adapt_only_in_the_tone_fit_shares():
-    """configs/adapt_matched.yaml: `adapt` with a larger share of the closed-form tone fit (curve), its quantiles
-    from the whole photos, and the exposure and white balance fitted whole to the photos' linear means."""
+    """configs/adapt_matched.yaml: `adapt` with a larger share of the closed-form tone fit (curve and white balance),
+    its quantiles from the whole photos, and the exposure fitted in display units."""
     a, m = load_config("adapt").to_dict(), load_config("adapt_matched").to_dict()
     am, mm = a["nets"]["blur_g"].pop("args"), m["nets"]["blur_g"].pop("args")
-    assert {k: v for k, v in mm.items() if am.get(k) != v} == {"fit_strength": 1.0, "fit_curve": 0.5, "fit_wb": 1.0,
-                                                                 "fit_space": "display", "fit_from": "means"}
+    assert {k: v for k, v in mm.items() if am.get(k) != v} == {"fit_curve": 0.5, "fit_wb": 0.5, "fit_space": "display"}
     assert set(am) <= set(mm)
     a.pop("name"), m.pop("name")
     assert (a["stages"]["bgan"].pop("tone_from"), m["stages"]["bgan"].pop("tone_from")) == ("crops", "photos")
