@@ -98,8 +98,9 @@ def bgan_pairs(run_dir: Path, seed_dir: Path, per_photo: int = 4, crop: int = 12
     return sharp, G.quantise(fake)
 
 
-def variant_rows(ckpt: Path, seed_dir: Path, start: dict, share: float) -> dict:
-    """``{suffix: restore}`` of :data:`VARIANTS` for one kept adapted run (empty without its BGAN)."""
+def variant_rows(ckpt: Path, own, seed_dir: Path, start: dict, share: float) -> dict:
+    """``{suffix: restore}`` of :data:`VARIANTS` for one kept adapted run (``own``: its deblurrer, loaded
+    from ``ckpt``); empty without its BGAN."""
     import torch
 
     from dbgan.infer import Deblurrer
@@ -108,7 +109,6 @@ def variant_rows(ckpt: Path, seed_dir: Path, start: dict, share: float) -> dict:
     if pairs is None:
         return {}
     sharp, fake = pairs
-    own = Deblurrer.from_checkpoint(ckpt, device="cpu", tile=None)
     wise = Deblurrer(interpolated(ckpt, start, share), device="cpu", tile=None)
     out = {"+wise": wise}
     for suffix, net in (("+lut", own), ("+wise+lut", wise)):
@@ -166,7 +166,7 @@ def rescore(specs: list[str], general: bool = False, variants: float | None = No
                 print(f"{c} s{seed} {method}: PSNR {s['psnr']:.2f}, tone-aligned {s['psnr_tone']:.2f} ({ckpt.parent.parent.name})",
                       flush=True)
                 if variants is not None and method in ADAPTED:
-                    for suffix, restore in variant_rows(ckpt, folder / f"s{seed}", start, variants).items():
+                    for suffix, restore in variant_rows(ckpt, net, folder / f"s{seed}", start, variants).items():
                         by_seed[c].setdefault(method + suffix, {})[seed] = s = G.score(tests[c, seed], restore)
                         print(f"{c} s{seed} {method}{suffix}: PSNR {s['psnr']:.2f}, tone-aligned {s['psnr_tone']:.2f}", flush=True)
     return {c: {m: [v[s] for s in sorted(v)] for m, v in rows.items()} for c, rows in by_seed.items()}

@@ -174,7 +174,7 @@ def fit_case(seed: int, cam_name: str, ci: int, photos: dict[str, np.ndarray], s
     if fit_from == "means":
         from dbgan.degradation_stats import photo_log_means
 
-        means = [photo_log_means((torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1) for a in p),
+        means = [photo_log_means((DG.to_chw(a) for a in p),
                                  transform=lambda x, k=k: net.linear_views(x, x)[min(k, 1)])
                  for k, p in enumerate((sharp, real, target))]
         fit, best = (float((m[0] - means[0][0]).mean()) for m in means[1:])
