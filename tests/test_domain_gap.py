@@ -329,3 +329,30 @@ def test_tone_fit_benchmark_fits_to_the_linear_means(tmp_path):
     assert row["fit"] != row["target"]  # the two sides' scenes differ
     with pytest.raises(SystemExit):
         T.main(["--cameras", "compact", "--fit-from", "means"])  # needs --tone-from photos
+
+
+def test_scene_gap_benchmark_summarises_seeds_and_attributes_the_bias(tmp_path):
+    import scene_gap as SG
+
+    gaps = SG.seed_gaps(2, [], "photos", side=48)  # skimage photos only, small
+    assert gaps.shape == (2, 3) and np.isfinite(gaps).all()
+    assert np.allclose(gaps[1], G.scene_gap(G.split_photos(1, [], "photos"),
+                                            G.train_photos(sum(G.split_photos(1, [], "photos").values(), []), 48)))
+    assert not SG.seed_gaps(1, [], "shared", side=48).any()  # the control: no scene gap
+    s = SG.summarise(np.array([[0.01] * 3, [-0.01] * 3, [0.02, 0.0, 0.04]]), over=2)
+    assert s["seeds"] == 3 and math.isclose(s["sd"], np.std([0.01, -0.01, 0.02]))
+    assert 0 < s["abs_mean_of_2"] < s["abs_one"] + 1e-12 and s["colour_spread"] > 0
+    # attribution: a method whose bias is the oracle's - 0.5 x the seed's gap + 0.01 on camera "a"
+    runs = []
+    for seed, g in ((0, -0.02), (1, 0.01), (2, 0.03)):
+        res = {c: {"separate": [{"bias": 0.001 - 0.5 * g + off}], "oracle": [{"bias": 0.001}]}
+               for c, off in (("a", 0.01), ("b", -0.01))}
+        runs.append({"seeds": [seed], "scene_gap": {str(seed): [g] * 3}, "results": res})
+    att = SG.attribution(runs)
+    assert att["n"] == 6 and math.isclose(att["slope"], -0.5, abs_tol=1e-9)
+    assert math.isclose(att["systematic"]["a"], 0.01, abs_tol=1e-9) and math.isclose(att["systematic"]["b"], -0.01, abs_tol=1e-9)
+    with pytest.raises(ValueError, match="at least 3 camera-seeds"):
+        SG.attribution(runs[:1])
+    out = tmp_path / "g.json"
+    assert SG.main(["--seeds", "2", "--splits", "photos", "--train-side", "48", "--json", str(out)]) == 0
+    assert out.exists() and "photos" in __import__("json").loads(out.read_text())["splits"]
