@@ -85,11 +85,15 @@ def _scores(sharp: torch.Tensor, img: torch.Tensor) -> tuple[float, float, float
     return psnr(a, b), ssim(a, b), psnr(toned, b)
 
 
-def cameras(adapted: str | None, model: str | None = None, draws: int = 1) -> dict:
-    """Every camera's held-out photos, each degraded ``draws`` times (the first draw is the one the
-    model card's table was made with); mean PSNR / SSIM / tone-aligned PSNR of each row."""
+def cameras(adapted: str | None, model: str | None = None, draws: int = 1, only: list[str] | None = None,
+            blind: list[float] | None = None) -> dict:
+    """Every camera's (or ``only`` these cameras') held-out photos, each degraded ``draws`` times (the
+    first draw is the one the model card's table was made with); mean PSNR / SSIM / tone-aligned PSNR
+    of each row. ``blind``: also blind deconvolution (:mod:`dbgan.blind`, one kernel estimated per
+    photo) at each of these ``tv`` weights, alone and followed by the general model."""
     if draws < 1:
         raise ValueError(f"--draws must be >= 1, got {draws}")
+    from dbgan.blind import BlindSetting, deconvolve, photo_kernel
     from dbgan.classical import fit_wiener, wiener_deconvolve
     from dbgan.infer import Deblurrer
     from dbgan.models import bundled_model_path
@@ -99,7 +103,13 @@ def cameras(adapted: str | None, model: str | None = None, draws: int = 1) -> di
     test = [(n, _photo(n)) for n in HELDOUT]
     calib = [(n, _photo(n)) for n in CALIBRATION]
     results = {}
-    for ci, (cam, degrade) in enumerate(_cameras().items()):
+    cams = _cameras()
+    unknown = sorted(set(only or []) - set(cams))
+    if unknown:
+        raise ValueError(f"--cameras: unknown {', '.join(unknown)}; known: {', '.join(cams)}")
+    for ci, (cam, degrade) in enumerate(cams.items()):
+        if only and cam not in only:
+            continue  # ci stays the camera's place in the full list, so its draws do not change
         pairs = [degrade(img, np.random.default_rng([ci, 1000 + i])) for i, (_, img) in enumerate(calib)]
         setting = fit_wiener([(s[:, :192, :192], _quantise(b[:, :192, :192])) for s, b in pairs])
         rows = {"input": [], "wiener": [], "general": []} | ({"adapted": []} if adapt else {})
@@ -112,6 +122,12 @@ def cameras(adapted: str | None, model: str | None = None, draws: int = 1) -> di
             rows["general"].append(_scores(sharp, _quantise(general(b))))
             if adapt:
                 rows["adapted"].append(_scores(sharp, _quantise(adapt(b))))
+            if blind:
+                kernel = photo_kernel(b, BlindSetting())
+                for tv in blind:
+                    d = _quantise(deconvolve(b, kernel, tv))
+                    rows.setdefault(f"blind {tv:g}", []).append(_scores(sharp, d))
+                    rows.setdefault(f"blind {tv:g} + general", []).append(_scores(sharp, _quantise(general(d))))
         results[cam] = {k: {"psnr": float(np.mean([r[0] for r in v])), "ssim": float(np.mean([r[1] for r in v])),
                             "psnr_tone": float(np.mean([r[2] for r in v])),
                             "psnr_each": [round(r[0], 2) for r in v]} for k, v in rows.items()}
@@ -119,7 +135,8 @@ def cameras(adapted: str | None, model: str | None = None, draws: int = 1) -> di
         r = results[cam]
         print(f"{cam:16s} (PSNR / SSIM / tone-aligned PSNR) input " + _fmt(r["input"]) + "  wiener "
               + _fmt(r["wiener"]) + f" ({setting})  general " + _fmt(r["general"])
-              + ("  adapted " + _fmt(r["adapted"]) if adapt else ""), flush=True)
+              + ("  adapted " + _fmt(r["adapted"]) if adapt else "")
+              + "".join(f"  {k} " + _fmt(v) for k, v in r.items() if k.startswith("blind")), flush=True)
     for key, label in (("psnr", "PSNR"), ("psnr_tone", "tone-aligned PSNR")):
         margins_in = [r["general"][key] - r["input"][key] for r in results.values()]
         margins_w = [r["general"][key] - r["wiener"][key] for r in results.values()]
@@ -189,6 +206,9 @@ def main() -> None:
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8"))
     ap.add_argument("--coarse-levels", type=int, default=0, help="speed: deblur coarse to fine (dbgan.infer.pyramid)")
+    ap.add_argument("--cameras", default=None, help="cameras: only these (comma list; default: all)")
+    ap.add_argument("--blind", default=None, metavar="TV,TV",
+                    help="cameras: add blind deconvolution (dbgan.blind) at these tv weights, alone and + general")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -200,7 +220,8 @@ def main() -> None:
     out = {}
     parts = args.only.split(",")
     if "cameras" in parts:
-        out["cameras"] = cameras(args.adapted, args.model, args.draws)
+        out["cameras"] = cameras(args.adapted, args.model, args.draws, args.cameras.split(",") if args.cameras else None,
+                                 [float(t) for t in args.blind.split(",")] if args.blind else None)
     if "speed" in parts:
         out["speed"] = speed(args.threads, args.tile, args.dtype, args.coarse_levels)
     if "onnx" in parts:

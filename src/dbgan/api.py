@@ -99,8 +99,9 @@ class Deblurrer:
         model: a bundled model name (see :func:`dbgan.models.available_models`), a
             checkpoint ``.safetensors`` file or run folder, or a ready
             :class:`dbgan.infer.Deblurrer`.
-        device, dtype, tile, overlap, memory_budget_mb, coarse_levels: see :class:`dbgan.infer.Deblurrer`
-            (``coarse_levels=2``: coarse to fine, for blur wider than the model knows).
+        device, dtype, tile, overlap, memory_budget_mb, coarse_levels, blind: see :class:`dbgan.infer.Deblurrer`
+            (``coarse_levels=2``: coarse to fine, for blur wider than the model knows; ``blind=31``: camera
+            shake up to 31 px estimated from each image and deconvolved before the model).
 
     Example (see the README)::
 
@@ -118,16 +119,17 @@ class Deblurrer:
         overlap: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
         coarse_levels: int = 0,
+        blind: int = 0,
     ):
         if isinstance(model, infer.Deblurrer):
-            refuse_for_ready_runner(coarse_levels)
+            refuse_for_ready_runner(coarse_levels, blind)
             self.runner = model
             self.source = type(model).__name__
         else:
             path = resolve_model(model)
             self.runner = infer.Deblurrer.from_checkpoint(
                 path, device=device, dtype=dtype, tile=tile, overlap=overlap, memory_budget_mb=memory_budget_mb,
-                coarse_levels=coarse_levels,
+                coarse_levels=coarse_levels, blind=blind,
             )
             self.source = str(model)
 

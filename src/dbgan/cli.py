@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="deblur at N coarser scales (1/2, 1/4, ...) first, coarse to fine: for blur wider than "
                                 "the model knows (the bundled general model: about 40 px), e.g. high-resolution "
                                 "photos; costs on mildly blurred ones (default 0: off; at most 4)")
+            d.add_argument("--blind", type=int, default=0, metavar="N",
+                           help="camera shake: estimate one motion kernel of up to N px (odd, e.g. 31) from each "
+                                "photo and deconvolve it before the model (classical blind deconvolution, "
+                                "dbgan.blind); sharpens long shake the model alone leaves, may ring where the "
+                                "blur varies over the frame (default 0: off)")
         else:
             d.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same blur")
 
@@ -198,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
             overlap=args.overlap, device=args.device, onnx=getattr(args, "onnx", False),
             overwrite=args.overwrite, seed=getattr(args, "seed", 0), skip_bad=args.skip_bad,
             dtype=args.dtype, max_pixels=args.max_pixels, quality=args.quality,
-            coarse_levels=getattr(args, "coarse_levels", 0),
+            coarse_levels=getattr(args, "coarse_levels", 0), blind=getattr(args, "blind", 0),
         )
         for path in res.written:
             print(f"wrote {path}")

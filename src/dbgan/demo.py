@@ -252,7 +252,8 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, config: str 
     if real_dir is not None and not quick:
         log.info("4/5 deblurring the real photos in %s", real_dir)
         coarse = Deblurrer(models["general"].backend, coarse_levels=REAL_COARSE_LEVELS)  # the loaded network, reused
-        real_rows = deblur_real_photos(real_dir, out / "realblur", {**methods, COARSE_COLUMN: coarse})
+        blind = Deblurrer(models["general"].backend, blind=REAL_BLIND)
+        real_rows = deblur_real_photos(real_dir, out / "realblur", {**methods, COARSE_COLUMN: coarse, BLIND_COLUMN: blind})
     log.info("5/5 writing the report")
     return write_report(out, dirs, columns, report, res.run_dir, real_dir if real_rows else None, real_rows,
                         time.time() - t0, quick)
@@ -262,6 +263,10 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, config: str 
 #: photos with blur 25-80 px wide, benchmarks/coarse_levels.py): their blur is wider than the held-out images'
 REAL_COARSE_LEVELS = 1
 COARSE_COLUMN = f"general-coarse{REAL_COARSE_LEVELS}"
+#: and with camera shake of up to this many px estimated from each photo and deconvolved first (dbgan.blind;
+#: the street scenes' shake is 10-20 px long)
+REAL_BLIND = 31
+BLIND_COLUMN = f"general-blind{REAL_BLIND}"
 
 
 def adaptation_note(mean: dict[str, float]) -> str | None:
@@ -367,11 +372,16 @@ def write_report(out: Path, dirs, columns: list[str], report: dict, run_dir: Pat
         parts.append(f"<h2>Real blurred photos ({html.escape(str(real_dir))})</h2><p>No ground truth. 100% crops "
                      "(256 x 256 pixels, not resized, where the blurred input has the most edges; the same place for "
                      "every column): " + " | ".join(real_cols) + ". Wiener uses the "
-                     "stand-in camera's PSF (these photos come from other cameras). The last column runs the general "
+                     "stand-in camera's PSF (these photos come from other cameras). The next column runs the general "
                      f"model coarse to fine (<code>dbgan deblur --coarse-levels {REAL_COARSE_LEVELS}</code>, the level "
                      "chosen on validation photos with blur 25-80 px wide): for blur wider than the model handles at full "
                      "size, as in the 2048 px grey series and the defocused portraits; on mild blur it over-sharpens "
-                     "(benchmarks/coarse_levels.py). No-reference sharpness (mean gradient energy) below each.</p>")
+                     "(benchmarks/coarse_levels.py). The last column first estimates one camera-shake kernel of up to "
+                     f"{REAL_BLIND} px from each photo and deconvolves it, then runs the general model "
+                     f"(<code>dbgan deblur --blind {REAL_BLIND}</code>, classical blind deconvolution, dbgan.blind): "
+                     "long camera shake, as in the street scenes, comes out sharper; where the blur varies over the frame "
+                     "(moving people, depth) it can ring, and on the benchmark's cameras it scores below the model alone "
+                     "(docs/benchmarks.md, section 6). No-reference sharpness (mean gradient energy) below each.</p>")
         for row in real_rows:
             cols = row.get("columns", columns)
             png = _side_by_side(row["crops"], figs / f"real_{Path(row['name']).stem}.png")
@@ -392,6 +402,7 @@ def write_report(out: Path, dirs, columns: list[str], report: dict, run_dir: Pat
         "<h2>Do the same on your own data</h2><pre>"
         "dbgan deblur my_blurry/ deblurred/                   # the bundled general model, no training\n"
         "dbgan deblur --coarse-levels 1 my_blurry/ deblurred/  # blur wider than ~25 px: coarse to fine\n"
+        "dbgan deblur --blind 31 my_blurry/ deblurred/         # long camera shake: estimate the kernel first\n"
         "dbgan train adapt name=mine data.sharp_dir=my_sharp data.real_blur_dir=my_blurry   # adapt it to your camera\n"
         "dbgan deblur runs/mine/checkpoints/latest.safetensors my_blurry/ deblurred/\n"
         "dbgan eval runs/mine/checkpoints/latest.safetensors --pairs my_heldout_pairs/ --out report.json\n"

@@ -97,6 +97,7 @@ def run_folder(
     max_pixels: Optional[int] = None,
     quality: Optional[int] = None,
     coarse_levels: int = 0,
+    blind: int = 0,
 ) -> RunResult:
     """Deblur (or blur) an image file or a folder of images into OUTPUT.
 
@@ -120,6 +121,8 @@ def run_folder(
             ``dbgan.io.DEFAULT_MAX_PIXELS``; 0: no limit), for huge scans.
         quality: JPEG / WebP quality 1..100 (None: 95).
         coarse_levels: deblur mode: coarse-to-fine levels (:mod:`dbgan.infer.pyramid`; 0: none).
+        blind: deblur mode: the largest camera shake (px, odd) to estimate and deconvolve first
+            (:mod:`dbgan.blind`; 0: off).
 
     Files are read and written by :mod:`dbgan.imagefile`: a multi-page TIFF is
     processed page by page into a stack of the same length; EXIF and ICC profiles
@@ -143,6 +146,8 @@ def run_folder(
         raise InferenceError(f"quality must lie in [1, 100], got {quality}")
     if coarse_levels and mode != "deblur":
         raise InferenceError(f"coarse_levels is for deblurring, not mode {mode!r}")
+    if blind and mode != "deblur":
+        raise InferenceError(f"blind is for deblurring, not mode {mode!r}")
     inp, out = Path(input), Path(output)
     pairs = _plan_files(inp, out, str(output))
 
@@ -163,10 +168,10 @@ def run_folder(
         want = Deblurrer if mode == "deblur" else Blurrer
         if not isinstance(runner, want):
             raise InferenceError(f"mode {mode!r} needs a {want.__name__}, got a {type(runner).__name__}")
-        refuse_for_ready_runner(coarse_levels)
+        refuse_for_ready_runner(coarse_levels, blind)
     else:
         cls = Deblurrer if mode == "deblur" else Blurrer
-        extra = {"coarse_levels": coarse_levels} if mode == "deblur" else {}
+        extra = {"coarse_levels": coarse_levels, "blind": blind} if mode == "deblur" else {}
         runner = cls.from_checkpoint(
             checkpoint, device=device, dtype=dtype, tile=tile, overlap=overlap, onnx=onnx,
             memory_budget_mb=memory_budget_mb, **extra,

@@ -51,11 +51,20 @@ def check_levels(levels: int) -> int:
     return levels
 
 
-def refuse_for_ready_runner(levels: int) -> None:
-    """Where a ready :class:`dbgan.infer.Deblurrer` is given, its own ``coarse_levels`` holds:
-    a second, different setting beside it is an error, not silently dropped."""
-    if levels:
-        raise InferenceError("coarse_levels is set on the ready Deblurrer (Deblurrer(..., coarse_levels=N)), not here")
+def check_blind(blind: int) -> int:
+    """``blind`` (the largest camera shake to estimate, px) as 0 (off) or an odd int in [3, 151];
+    :class:`InferenceError` naming the setting otherwise."""
+    if isinstance(blind, bool) or not isinstance(blind, int) or not (blind == 0 or (3 <= blind <= 151 and blind % 2)):
+        raise InferenceError(f"blind must be 0 (off) or an odd integer in [3, 151] (the largest camera shake, px), got {blind!r}")
+    return blind
+
+
+def refuse_for_ready_runner(levels: int, blind: int = 0) -> None:
+    """Where a ready :class:`dbgan.infer.Deblurrer` is given, its own ``coarse_levels`` and ``blind``
+    hold: a second, different setting beside it is an error, not silently dropped."""
+    for name, value in (("coarse_levels", levels), ("blind", blind)):
+        if value:
+            raise InferenceError(f"{name} is set on the ready Deblurrer (Deblurrer(..., {name}=N)), not here")
 
 
 def usable_levels(height: int, width: int, levels: int) -> int:

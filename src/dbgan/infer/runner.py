@@ -15,7 +15,7 @@ from dbgan.device import pick_device
 from dbgan.infer.backends import Backend, OnnxBackend, OnnxRunner, TorchBackend, int8_path_for, onnx_path_for
 from dbgan.infer.common import DEFAULT_OVERLAP, DType, InferenceError, MAX_AUTO_TILE_BATCH, MAX_TILES, MAX_TILE_WORK, MIN_TILE, PathLike
 from dbgan.infer.memprofile import default_memory_budget_mb
-from dbgan.infer.pyramid import check_levels, coarse_to_fine
+from dbgan.infer.pyramid import check_blind, check_levels, coarse_to_fine
 from dbgan.infer.tiling import TilePlan, _auto_axis, _round_down, _round_up, blend_weights, pad_image, tile_starts
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,8 @@ class _ImageRunner:
         return (
             f"{type(self).__name__}(backend={type(self.backend).__name__}, device={self.backend.device}, "
             f"tile={self.tile}, overlap={self.overlap}, memory_budget_mb={self.memory_budget_mb:.0f}"
-            + (f", coarse_levels={self.coarse_levels}" if getattr(self, "coarse_levels", 0) else "") + ")"
+            + (f", coarse_levels={self.coarse_levels}" if getattr(self, "coarse_levels", 0) else "")
+            + (f", blind={self.blind}" if getattr(self, "blind", 0) else "") + ")"
         )
 
 
@@ -320,6 +321,9 @@ class Deblurrer(_ImageRunner):
         coarse_levels: deblur at that many coarser scales (1/2, 1/4, ...) first, coarse
             to fine (:mod:`dbgan.infer.pyramid`), for blur wider than the network's
             training range; 0 (default) runs the network once, at full size.
+        blind: camera shake of up to this many pixels (odd, >= 3) is first estimated from
+            each image as one motion kernel and deconvolved (:mod:`dbgan.blind`), then the
+            network runs on the result; 0 (default): off.
 
     Call it on a ``C x H x W`` float tensor in ``[0, 1]`` (on the CPU; C = 1 or 3)
     to get the deblurred image of the same size and channel count.
@@ -327,12 +331,17 @@ class Deblurrer(_ImageRunner):
 
     role = "deblur_g"
 
-    def __init__(self, net: Union[nn.Module, Backend], *, coarse_levels: int = 0, **kwargs: Any):
+    def __init__(self, net: Union[nn.Module, Backend], *, coarse_levels: int = 0, blind: int = 0, **kwargs: Any):
         super().__init__(net, **kwargs)
         self.coarse_levels = check_levels(coarse_levels)
+        self.blind = check_blind(blind)
 
     def __call__(self, img: Tensor) -> Tensor:
         """Deblur one ``C x H x W`` image in ``[0, 1]``; returns ``C x H x W`` on the CPU."""
+        if self.blind:
+            from dbgan.blind import BlindSetting, blind_deblur
+
+            img = blind_deblur(self._checked(img).float(), BlindSetting(kernel_size=self.blind))[0]
         if self.coarse_levels:
             return coarse_to_fine(self._checked(img), self._run, self.coarse_levels)
         return self._run(img)
