@@ -86,11 +86,12 @@ def _scores(sharp: torch.Tensor, img: torch.Tensor) -> tuple[float, float, float
 
 
 def cameras(adapted: str | None, model: str | None = None, draws: int = 1, only: list[str] | None = None,
-            blind: list[float] | None = None) -> dict:
+            blind: list[float] | None = None, blind_after: bool = False) -> dict:
     """Every camera's (or ``only`` these cameras') held-out photos, each degraded ``draws`` times (the
     first draw is the one the model card's table was made with); mean PSNR / SSIM / tone-aligned PSNR
     of each row. ``blind``: also blind deconvolution (:mod:`dbgan.blind`, one kernel estimated per
-    photo) at each of these ``tv`` weights, alone and followed by the general model."""
+    photo) at each of these ``tv`` weights, alone and followed by the general model; ``blind_after``:
+    also the other order, the kernel estimated on the general model's output and deconvolved there."""
     if draws < 1:
         raise ValueError(f"--draws must be >= 1, got {draws}")
     from dbgan.blind import BlindSetting, deconvolve, photo_kernel
@@ -128,6 +129,11 @@ def cameras(adapted: str | None, model: str | None = None, draws: int = 1, only:
                     d = _quantise(deconvolve(b, kernel, tv))
                     rows.setdefault(f"blind {tv:g}", []).append(_scores(sharp, d))
                     rows.setdefault(f"blind {tv:g} + general", []).append(_scores(sharp, _quantise(general(d))))
+                if blind_after:
+                    g = _quantise(general(b))
+                    k_after = photo_kernel(g, BlindSetting())
+                    for tv in blind:
+                        rows.setdefault(f"general + blind {tv:g}", []).append(_scores(sharp, _quantise(deconvolve(g, k_after, tv))))
         results[cam] = {k: {"psnr": float(np.mean([r[0] for r in v])), "ssim": float(np.mean([r[1] for r in v])),
                             "psnr_tone": float(np.mean([r[2] for r in v])),
                             "psnr_each": [round(r[0], 2) for r in v]} for k, v in rows.items()}
@@ -209,6 +215,7 @@ def main() -> None:
     ap.add_argument("--cameras", default=None, help="cameras: only these (comma list; default: all)")
     ap.add_argument("--blind", default=None, metavar="TV,TV",
                     help="cameras: add blind deconvolution (dbgan.blind) at these tv weights, alone and + general")
+    ap.add_argument("--blind-after", action="store_true", help="with --blind: also the general model first, then blind")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -221,7 +228,7 @@ def main() -> None:
     parts = args.only.split(",")
     if "cameras" in parts:
         out["cameras"] = cameras(args.adapted, args.model, args.draws, args.cameras.split(",") if args.cameras else None,
-                                 [float(t) for t in args.blind.split(",")] if args.blind else None)
+                                 [float(t) for t in args.blind.split(",")] if args.blind else None, args.blind_after)
     if "speed" in parts:
         out["speed"] = speed(args.threads, args.tile, args.dtype, args.coarse_levels)
     if "onnx" in parts:
