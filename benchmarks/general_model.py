@@ -163,22 +163,22 @@ from dbgan.models import bundled_model_path
 from dbgan.demo import _photo
 img = torch.nn.functional.interpolate(_photo("chelsea")[None], size=(3000, 4000), mode="bilinear")[0].clamp(0, 1)
 d = Deblurrer.from_checkpoint(bundled_model_path("general"), device="cpu", tile=int(sys.argv[2]), overlap=32,
-                              dtype=sys.argv[3], coarse_levels=int(sys.argv[4]))
+                              dtype=sys.argv[3], coarse_levels=int(sys.argv[4]), blind=int(sys.argv[5]))
 d(img[:, :256, :256])  # warm-up
 t0 = time.perf_counter(); out = d(img); dt = time.perf_counter() - t0
 print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, tuple(out.shape))
 """
 
 
-def speed(threads: int, tile: int, dtype: str, coarse_levels: int = 0) -> dict:
+def speed(threads: int, tile: int, dtype: str, coarse_levels: int = 0, blind: int = 0) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    res = subprocess.run([sys.executable, "-c", _SPEED_CHILD, str(threads), str(tile), dtype, str(coarse_levels)],
+    res = subprocess.run([sys.executable, "-c", _SPEED_CHILD, str(threads), str(tile), dtype, str(coarse_levels), str(blind)],
                          capture_output=True, text=True, env=env, check=True)
     dt, peak, shape = res.stdout.strip().splitlines()[-1].split(" ", 2)
     out = {"seconds": float(dt), "peak_rss_gib": float(peak), "shape": shape, "threads": threads, "tile": tile,
-           "dtype": dtype, "coarse_levels": coarse_levels}
+           "dtype": dtype, "coarse_levels": coarse_levels, "blind": blind}
     print(f"12 MP (4000x3000) deblur: {float(dt):.1f} s, peak RSS {float(peak):.2f} GiB "
-          f"({threads} threads, tile {tile}, {dtype}, coarse_levels {coarse_levels})", flush=True)
+          f"({threads} threads, tile {tile}, {dtype}, coarse_levels {coarse_levels}, blind {blind})", flush=True)
     return out
 
 
@@ -215,6 +215,7 @@ def main() -> None:
     ap.add_argument("--cameras", default=None, help="cameras: only these (comma list; default: all)")
     ap.add_argument("--blind", default=None, metavar="TV,TV",
                     help="cameras: add blind deconvolution (dbgan.blind) at these tv weights, alone and + general")
+    ap.add_argument("--speed-blind", type=int, default=0, metavar="N", help="speed: with dbgan deblur --blind N")
     ap.add_argument("--blind-after", action="store_true", help="with --blind: also the general model first, then blind")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -230,7 +231,7 @@ def main() -> None:
         out["cameras"] = cameras(args.adapted, args.model, args.draws, args.cameras.split(",") if args.cameras else None,
                                  [float(t) for t in args.blind.split(",")] if args.blind else None, args.blind_after)
     if "speed" in parts:
-        out["speed"] = speed(args.threads, args.tile, args.dtype, args.coarse_levels)
+        out["speed"] = speed(args.threads, args.tile, args.dtype, args.coarse_levels, args.speed_blind)
     if "onnx" in parts:
         out["onnx"] = onnx_agreement()
     if args.json:
