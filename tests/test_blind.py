@@ -125,3 +125,6 @@ def test_deblur_cli_and_api_run_blind_deconvolution_before_the_model(tmp_path):
         load_model("general", device="cpu", blind=16)
     with pytest.raises(InferenceError, match="blind is for deblurring"):
         run_folder("general", tmp_path / "shaken.png", tmp_path / "b.png", mode="blur", blind=15)
+    with pytest.raises(InferenceError, match=r"blind is set on the ready Deblurrer"):
+        run_folder(api.runner, tmp_path / "shaken.png", tmp_path / "c.png", blind=15)
+    assert not (tmp_path / "c.png").exists()
