@@ -379,9 +379,10 @@ def write_report(out: Path, dirs, columns: list[str], report: dict, run_dir: Pat
                      "(benchmarks/coarse_levels.py). The last column first estimates one camera-shake kernel of up to "
                      f"{REAL_BLIND} px from each photo and deconvolves it, then runs the general model "
                      f"(<code>dbgan deblur --blind {REAL_BLIND}</code>, classical blind deconvolution, dbgan.blind): "
-                     "long camera shake, as in the street scenes, comes out sharper; where the blur varies over the frame "
-                     "(moving people, depth) it can ring, and on the benchmark's cameras it scores below the model alone "
-                     "(docs/benchmarks.md, section 6). No-reference sharpness (mean gradient energy) below each.</p>")
+                     "the camera shake of the street scenes comes out visibly sharper, and defocus too; moving people "
+                     "stay smeared (one kernel fits the camera's shake only), strong edges get a light halo, and on noisy "
+                     "photos it costs PSNR, so it is off by default (docs/benchmarks.md, section 6). No-reference "
+                     "sharpness (mean gradient energy) below each.</p>")
         for row in real_rows:
             cols = row.get("columns", columns)
             png = _side_by_side(row["crops"], figs / f"real_{Path(row['name']).stem}.png")
