@@ -74,9 +74,11 @@ class Server:
         except urllib.error.HTTPError as e:
             return e.code, e.read(), dict(e.headers)
 
-    def upload(self, data: bytes, filename: str, model: str | None = None, coarse: str | None = None) -> tuple[int, dict]:
+    def upload(self, data: bytes, filename: str, model: str | None = None, coarse: str | None = None,
+               blind: str | None = None) -> tuple[int, dict]:
         q = f"/api/jobs?filename={urllib.request.quote(filename)}" + (f"&model={urllib.request.quote(model)}" if model else "")
         q += f"&coarse_levels={urllib.request.quote(coarse)}" if coarse is not None else ""
+        q += f"&blind={urllib.request.quote(blind)}" if blind is not None else ""
         status, body, _ = self.request(q, data=data, method="POST")
         return status, json.loads(body)
 
@@ -149,6 +151,22 @@ def test_wide_blur_choice_runs_coarse_to_fine(server):
     for bad in ("7", "wide"):
         status, err = server.upload(_png(arr), "x.png", coarse=bad)
         assert status == 400 and "coarse_levels must be one of 0, 1, 2" in err["error"]
+
+
+def test_camera_shake_box_runs_blind_deconvolution_first(server):
+    from dbgan.api import load_model
+
+    arr = _photo()
+    assert json.loads(server.request("/api/models")[1])["shake_px"] == 31
+    status, job = server.upload(_png(arr), "shaken.png", blind="31")
+    assert status == 201 and job["blind"] == 31
+    assert server.wait(job["id"])[-1]["state"] == "done"
+    out = np.asarray(Image.open(io.BytesIO(server.request(f"/api/jobs/{job['id']}/result")[1])))
+    ckpt = server.service.models["tiny"]
+    np.testing.assert_array_equal(out, load_model(ckpt, device="cpu", tile=32, blind=31)(arr))
+    assert not np.array_equal(out, load_model(ckpt, device="cpu", tile=32)(arr))
+    status, err = server.upload(_png(arr), "x.png", blind="16")
+    assert status == 400 and "blind must be 0 or 31" in err["error"]
 
 
 def test_deblur_job_with_tile_progress(server, tmp_path):

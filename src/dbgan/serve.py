@@ -6,7 +6,8 @@ checkpoint given on the command line, watch the tile progress of large images,
 compare before and after with a slider, download the result (same format, bit
 depth, EXIF and ICC profile as the upload, via :mod:`dbgan.imagefile`). A "blur width"
 choice runs the model coarse to fine (``coarse_levels`` 1 or 2, :mod:`dbgan.infer.pyramid`)
-for blur wider than it handles at full size.
+for blur wider than it handles at full size; a "camera shake" box first estimates and deconvolves
+one motion kernel of up to :data:`SHAKE_PX` px (``blind``, :mod:`dbgan.blind`).
 
 Safety:
 
@@ -21,7 +22,7 @@ Safety:
   removed when the server stops.
 
 HTTP API (what the page uses): ``GET /api/models``; ``POST /api/jobs?model=ID&filename=NAME``
-(and optionally ``&coarse_levels=N``) with the image bytes as the body -> ``{"id"}``; ``GET /api/jobs/ID`` ->
+(and optionally ``&coarse_levels=N``, ``&blind=31``) with the image bytes as the body -> ``{"id"}``; ``GET /api/jobs/ID`` ->
 ``{"state": queued|running|done|error, "progress": 0..1, "tiles_done", "tiles_total",
 "pages", "error"}``; ``GET /api/jobs/ID/before.png``, ``/after.png`` (8-bit previews of
 the first page), ``/result`` (the download).
@@ -80,6 +81,7 @@ class Job:
     model: str
     folder: Path
     coarse_levels: int = 0
+    blind: int = 0
     state: str = "queued"
     pages: int = 1
     page: int = 0
@@ -98,7 +100,7 @@ class Job:
             return {
                 "id": self.id, "name": self.name, "state": self.state, "progress": round(frac, 4),
                 "tiles_done": self.tiles_done, "tiles_total": self.tiles_total, "pages": self.pages,
-                "page": self.page, "coarse_levels": self.coarse_levels, "error": self.error,
+                "page": self.page, "coarse_levels": self.coarse_levels, "blind": self.blind, "error": self.error,
             }
 
     @property
@@ -174,16 +176,18 @@ class DeblurService:
 
     # ------------------------------------------------------------------ jobs
 
-    def deblurrer(self, model: str, coarse_levels: int = 0) -> Any:
+    def deblurrer(self, model: str, coarse_levels: int = 0, blind: int = 0) -> Any:
         from dbgan.api import Deblurrer
 
-        key = (model, coarse_levels)
+        key = (model, coarse_levels, blind)
         with self._lock:
             if key not in self._deblurrers:
-                self._deblurrers[key] = Deblurrer(self.models[model], coarse_levels=coarse_levels, **self.settings)
+                self._deblurrers[key] = Deblurrer(self.models[model], coarse_levels=coarse_levels, blind=blind,
+                                                  **self.settings)
             return self._deblurrers[key]
 
-    def create(self, data: bytes, filename: str, model: Optional[str], coarse_levels: Union[int, str, None] = 0) -> Job:
+    def create(self, data: bytes, filename: str, model: Optional[str], coarse_levels: Union[int, str, None] = 0,
+               blind: Union[int, str, None] = 0) -> Job:
         """Check an upload, store it, and queue its deblurring.
 
         Raises:
@@ -196,6 +200,7 @@ class DeblurService:
         if model not in self.models:
             raise _http(400, f"unknown model {model!r}; choose one of: {', '.join(self.models)}")
         levels = _coarse_levels(coarse_levels)
+        shake = _blind(blind)
         ext = Path(filename or "").suffix.lower()
         if ext not in IMAGE_EXTENSIONS:
             raise _http(415, f"{filename or 'the upload'}: not an image file this server reads; accepted: "
@@ -206,7 +211,7 @@ class DeblurService:
             raise _http(400, f"{filename}: the upload is empty")
         job_id = uuid.uuid4().hex
         job = Job(id=job_id, name=Path(filename).name, ext=".jpg" if ext == ".jpeg" else ext, model=model,
-                  folder=self.folder / job_id, coarse_levels=levels)
+                  folder=self.folder / job_id, coarse_levels=levels, blind=shake)
         job.folder.mkdir()
         src = job.folder / f"input{ext}"
         src.write_bytes(data)
@@ -239,7 +244,7 @@ class DeblurService:
         try:
             with job.lock:
                 job.state = "running"
-            deblur = self.deblurrer(job.model, job.coarse_levels)
+            deblur = self.deblurrer(job.model, job.coarse_levels, job.blind)
 
             def progress(done: int, total: int) -> None:
                 with job.lock:
@@ -289,6 +294,19 @@ def _coarse_levels(value: Union[int, str, None]) -> int:
     return levels
 
 
+#: the page's "camera shake" box: the largest shake estimated (dbgan.blind; the model card's figures)
+SHAKE_PX = 31
+
+
+def _blind(value: Union[int, str, None]) -> int:
+    """The job's ``blind`` from the query (absent: 0): 0 or :data:`SHAKE_PX`, else HTTP 400."""
+    if value in (None, "", "0", 0):
+        return 0
+    if str(value) != str(SHAKE_PX):
+        raise _http(400, f"blind must be 0 or {SHAKE_PX} (camera shake up to {SHAKE_PX} px), got {value!r}")
+    return SHAKE_PX
+
+
 def _too_big(name: str, size: int, limit: int) -> str:
     return f"{name}: {size / 2**20:.1f} MiB is over this server's upload limit of {limit / 2**20:.0f} MiB (--max-upload-mb)"
 
@@ -333,6 +351,7 @@ def build_app(service: DeblurService) -> Any:
             "default": next(iter(service.models)),
             "max_upload_mb": service.max_upload_bytes / 2**20,
             "blur_widths": [{"coarse_levels": k, "label": v} for k, v in BLUR_WIDTHS.items()],
+            "shake_px": SHAKE_PX,
         })
 
     async def create(request: Request) -> Response:
@@ -350,7 +369,7 @@ def build_app(service: DeblurService) -> Any:
             return error(413, _too_big(filename or "the upload", size, service.max_upload_bytes))
         try:
             job = await run_in_threadpool(service.create, b"".join(chunks), filename, request.query_params.get("model"),
-                                          request.query_params.get("coarse_levels"))
+                                          request.query_params.get("coarse_levels"), request.query_params.get("blind"))
         except ValueError as exc:
             return error(getattr(exc, "status", 400), str(exc))
         return JSONResponse(job.status(), status_code=201)

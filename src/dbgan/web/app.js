@@ -4,6 +4,7 @@ const $ = (id) => document.getElementById(id);
 let queue = [];
 let busy = false;
 let maxUploadMb = Infinity;
+let shakePx = 31;
 
 function showError(msg) { const e = $("error"); e.textContent = msg; e.hidden = !msg; }
 function setStatus(text, value) { $("status").textContent = text; if (value !== undefined) $("progress").value = value; }
@@ -24,6 +25,7 @@ async function loadModels() {
   }
   coarse.value = "0";
   maxUploadMb = info.max_upload_mb;
+  shakePx = info.shake_px || shakePx;
   $("limits").textContent = "Images stay on this computer. Up to " + Math.round(info.max_upload_mb) + " MiB per image.";
 }
 
@@ -41,7 +43,8 @@ async function deblur(file) {
   }
   setStatus("uploading " + file.name, 0);
   const url = "/api/jobs?model=" + encodeURIComponent($("model").value) + "&filename=" + encodeURIComponent(file.name)
-    + "&coarse_levels=" + encodeURIComponent($("coarse").value || "0");
+    + "&coarse_levels=" + encodeURIComponent($("coarse").value || "0")
+    + ($("shake").checked ? "&blind=" + String(shakePx) : "");
   const r = await fetch(url, { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } });
   const job = await r.json();
   if (!r.ok) { setStatus("failed", 0); showError(job.error || ("upload failed: HTTP " + r.status)); return; }
