@@ -96,6 +96,10 @@ def test_bad_settings_and_shapes_are_named():
         BlindSetting(edges=1.5)
     with pytest.raises(ValueError, match="at least 62 px"):
         estimate_kernel(np.zeros((40, 40)))
+    tiny = torch.rand(3, 20, 40)
+    k = photo_kernel(tiny)  # too small to estimate: a delta, the image kept
+    assert k.shape == (31, 31) and k[15, 15] == 1 and k.sum() == 1
+    torch.testing.assert_close(blind_deblur(tiny)[0], tiny, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="1 x H x W or 3 x H x W"):
         photo_kernel(torch.zeros(2, 64, 64))
     with pytest.raises(ValueError, match="C x H x W"):

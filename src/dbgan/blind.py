@@ -24,11 +24,14 @@ depth) is undone where the kernel fits and may ring elsewhere. Pure functions on
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import ndimage
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BlindSetting", "estimate_kernel", "photo_kernel", "deconvolve", "blind_deblur", "physical_kernel", "EST_SIDE"]
 
@@ -129,7 +132,8 @@ def _resize(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def estimate_kernel(gray: np.ndarray, setting: BlindSetting = BlindSetting()) -> np.ndarray:
     """One ``kernel_size`` square motion kernel (non-negative, summing to 1) for a grey ``H x W``
-    photo in [0, 1], coarse to fine (levels halve down to a kernel of 3-5 px)."""
+    photo in [0, 1], coarse to fine (for 31 px: kernels of 3, 7, 15 and 31 px on the photo at 1/8 to
+    full size). The latent image between kernel steps is a quick quadratic deconvolution."""
     if gray.ndim != 2 or min(gray.shape) < 2 * setting.kernel_size:
         raise ValueError(f"estimate_kernel needs a grey H x W image at least {2 * setting.kernel_size} px "
                          f"on each side for kernel_size {setting.kernel_size}; got shape {gray.shape}")
@@ -223,16 +227,23 @@ def _window(gray: np.ndarray, side: int) -> np.ndarray:
 
 def photo_kernel(img: torch.Tensor, setting: BlindSetting = BlindSetting()) -> np.ndarray:
     """:func:`estimate_kernel` on a ``C x H x W`` photo's luma, in its most textured window of at most
-    :data:`EST_SIDE` px per side."""
+    :data:`EST_SIDE` px per side; a photo under twice the kernel size gets no kernel (a delta, with a
+    warning), so a folder with a thumbnail in it still runs."""
     if img.ndim != 3 or img.shape[0] not in (1, 3):
         raise ValueError(f"photo_kernel wants a 1 x H x W or 3 x H x W image, got shape {tuple(img.shape)}")
     x = img.detach().float().cpu()
+    if min(x.shape[1:]) < 2 * setting.kernel_size:
+        log.warning("image %s x %s is too small to estimate a %s px shake kernel: left as it is",
+                    x.shape[1], x.shape[2], setting.kernel_size)
+        return _delta(setting.kernel_size)
     luma = x[0] if x.shape[0] == 1 else 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
     return estimate_kernel(_window(luma.numpy().astype(np.float64), EST_SIDE), setting)
 
 
 def blind_deblur(img: torch.Tensor, setting: BlindSetting = BlindSetting()) -> tuple[torch.Tensor, np.ndarray]:
     """``(deblurred, kernel)`` for a ``C x H x W`` photo in [0, 1]: :func:`photo_kernel`, then
-    :func:`deconvolve` of the whole photo with it."""
+    :func:`deconvolve` of the whole photo with it (the photo as it is when the kernel is a delta)."""
     kernel = photo_kernel(img, setting)
+    if kernel.max() >= 1 - 1e-6:  # no blur found (or none looked for): nothing to deconvolve
+        return img.clone(), kernel
     return deconvolve(img, kernel, setting.tv), kernel
