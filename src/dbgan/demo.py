@@ -334,7 +334,7 @@ def write_report(out: Path, dirs, columns: list[str], report: dict, run_dir: Pat
     figs.mkdir(exist_ok=True)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>dbgan demo report</title>",
-        "<style>body{font-family:sans-serif;max-width:1400px;margin:1em auto;padding:0 1em}"
+        "<style>body{font-family:sans-serif;max-width:1700px;margin:1em auto;padding:0 1em}"
         "img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
         "code,pre{background:#f4f4f4}</style></head><body>",
         "<h1>dbgan demo: the bundled general deblurrer, and its adaptation to a camera</h1>",
