@@ -134,39 +134,28 @@ def test_page_and_models(server):
     assert server.request("/static/../serve.py")[0] == 404
     models = json.loads(server.request("/api/models")[1])
     assert models["default"] == "tiny" and [m["id"] for m in models["models"]] == ["tiny"]
-    assert [w["coarse_levels"] for w in models["blur_widths"]] == [0, 1, 2]
+    assert [w["coarse_levels"] for w in models["blur_widths"]] == [0, 1, 2] and models["shake_px"] == 31
 
 
-def test_wide_blur_choice_runs_coarse_to_fine(server):
+@pytest.mark.parametrize("key, value, bad, message", [
+    ("coarse_levels", 1, ("7", "wide"), "coarse_levels must be one of 0, 1, 2"),  # the "blur width" choice
+    ("blind", 31, ("16",), "blind must be 0 or 31"),  # the "camera shake" box
+])
+def test_page_choices_reach_the_deblurrer(server, key, value, bad, message):
     from dbgan.api import load_model
 
     arr = _photo()
-    status, job = server.upload(_png(arr), "wide.png", coarse="1")
-    assert status == 201 and job["coarse_levels"] == 1
+    arg = {"coarse_levels": "coarse", "blind": "blind"}[key]
+    status, job = server.upload(_png(arr), "choice.png", **{arg: str(value)})
+    assert status == 201 and job[key] == value
     assert server.wait(job["id"])[-1]["state"] == "done"
     out = np.asarray(Image.open(io.BytesIO(server.request(f"/api/jobs/{job['id']}/result")[1])))
     ckpt = server.service.models["tiny"]
-    np.testing.assert_array_equal(out, load_model(ckpt, device="cpu", tile=32, coarse_levels=1)(arr))
+    np.testing.assert_array_equal(out, load_model(ckpt, device="cpu", tile=32, **{key: value})(arr))
     assert not np.array_equal(out, load_model(ckpt, device="cpu", tile=32)(arr))
-    for bad in ("7", "wide"):
-        status, err = server.upload(_png(arr), "x.png", coarse=bad)
-        assert status == 400 and "coarse_levels must be one of 0, 1, 2" in err["error"]
-
-
-def test_camera_shake_box_runs_blind_deconvolution_first(server):
-    from dbgan.api import load_model
-
-    arr = _photo()
-    assert json.loads(server.request("/api/models")[1])["shake_px"] == 31
-    status, job = server.upload(_png(arr), "shaken.png", blind="31")
-    assert status == 201 and job["blind"] == 31
-    assert server.wait(job["id"])[-1]["state"] == "done"
-    out = np.asarray(Image.open(io.BytesIO(server.request(f"/api/jobs/{job['id']}/result")[1])))
-    ckpt = server.service.models["tiny"]
-    np.testing.assert_array_equal(out, load_model(ckpt, device="cpu", tile=32, blind=31)(arr))
-    assert not np.array_equal(out, load_model(ckpt, device="cpu", tile=32)(arr))
-    status, err = server.upload(_png(arr), "x.png", blind="16")
-    assert status == 400 and "blind must be 0 or 31" in err["error"]
+    for b in bad:
+        status, err = server.upload(_png(arr), "x.png", **{arg: b})
+        assert status == 400 and message in err["error"]
 
 
 def test_deblur_job_with_tile_progress(server, tmp_path):
