@@ -1,5 +1,7 @@
 """dbgan.blind: blind camera-shake kernel estimation and TV deconvolution."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -125,6 +127,13 @@ def test_deblur_cli_and_api_run_blind_deconvolution_before_the_model(tmp_path):
     api = load_model("general", device="cpu", blind=15)
     np.testing.assert_allclose(api(read_image(tmp_path / "shaken.png")).numpy(), out, atol=1.5 / 255)
     assert "blind=15" in repr(api)
+    # dbgan eval --blind measures the same pipeline on pairs
+    write_image(tmp_path / "pairs" / "sharp" / "a.png", torch.from_numpy(truth).float())
+    write_image(tmp_path / "pairs" / "blur" / "a.png", rgb)
+    assert main(["eval", "general", "--pairs", str(tmp_path / "pairs"), "--blind", "15", "--device", "cpu",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["blind"] == 15 and report["mean"]["psnr_out"] > report["mean"]["psnr_in"] + 0.5
     with pytest.raises(InferenceError, match=r"blind must be 0 \(off\) or an odd integer"):
         load_model("general", device="cpu", blind=16)
     with pytest.raises(InferenceError, match="blind is for deblurring"):

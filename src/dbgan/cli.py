@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("--blind", type=int, default=0, metavar="N",
                            help="camera shake: estimate one motion kernel of up to N px (odd, e.g. 31) from each "
                                 "photo and deconvolve it before the model (classical blind deconvolution, "
-                                "dbgan.blind); sharpens long shake the model alone leaves, may ring where the "
-                                "blur varies over the frame (default 0: off)")
+                                "dbgan.blind); sharpens long shake the model alone leaves; may ring where the "
+                                "blur varies over the frame, and costs on noisy photos (default 0: off)")
         else:
             d.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same blur")
 
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--tile", type=int, default=None)
     e.add_argument("--coarse-levels", type=int, default=0, metavar="N", help="as for deblur (default 0: off)")
+    e.add_argument("--blind", type=int, default=0, metavar="N", help="as for deblur (default 0: off)")
     e.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit (0 = none)")
     e.add_argument("--ssim-window", choices=("gaussian", "uniform"), default="gaussian",
                    help="gaussian: 11x11, sigma 1.5, as published deblurring tables (default); "
@@ -233,12 +234,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.pairs:
             report = E.evaluate(args.checkpoint, args.pairs, out_paired, device=args.device, tile=args.tile,
                                 max_pixels=args.max_pixels, ssim_window=args.ssim_window, overwrite=args.overwrite,
-                                coarse_levels=args.coarse_levels)
+                                coarse_levels=args.coarse_levels, blind=args.blind)
             print(E.format_table(report))
         if args.unpaired:
             report = E.evaluate_unpaired(args.checkpoint, args.unpaired, out_unpaired, device=args.device,
                                          tile=args.tile, max_pixels=args.max_pixels, overwrite=args.overwrite,
-                                         coarse_levels=args.coarse_levels)
+                                         coarse_levels=args.coarse_levels, blind=args.blind)
             print(E.format_table(report))
         for path in written:
             print(f"wrote {path}")

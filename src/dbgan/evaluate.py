@@ -47,14 +47,15 @@ SSIM_WINDOWS = {"gaussian": "11x11 Gaussian window, sigma 1.5 (Wang et al. 2004;
                 "uniform": "7x7 uniform window (scikit-image default)"}
 
 
-def _deblurrer(checkpoint: Any, device: str, tile: Optional[int], dtype: str, coarse_levels: int = 0):
+def _deblurrer(checkpoint: Any, device: str, tile: Optional[int], dtype: str, coarse_levels: int = 0, blind: int = 0):
     from dbgan.infer import Deblurrer
     from dbgan.infer.pyramid import refuse_for_ready_runner
 
     if isinstance(checkpoint, Deblurrer):
-        refuse_for_ready_runner(coarse_levels)
+        refuse_for_ready_runner(coarse_levels, blind)
         return checkpoint
-    return Deblurrer.from_checkpoint(checkpoint, device=device, tile=tile, dtype=dtype, coarse_levels=coarse_levels)
+    return Deblurrer.from_checkpoint(checkpoint, device=device, tile=tile, dtype=dtype, coarse_levels=coarse_levels,
+                                     blind=blind)
 
 
 def quantise(img: Tensor, bit_depth: int) -> Tensor:
@@ -150,6 +151,7 @@ def evaluate(
     ssim_window: str = "gaussian",
     overwrite: bool = False,
     coarse_levels: int = 0,
+    blind: int = 0,
 ) -> dict[str, Any]:
     """PSNR/SSIM of a deblurrer on held-out pairs (see the module docstring for layouts).
 
@@ -159,7 +161,7 @@ def evaluate(
         out: report ``.json`` to write (atomically), with a ``.csv`` of the same stem beside it
             (see :func:`report_paths`); never inside ``pairs_dir``.
         overwrite: replace existing report files (otherwise refused before any work).
-        device, tile, dtype, coarse_levels: inference settings (see :class:`dbgan.infer.Deblurrer`).
+        device, tile, dtype, coarse_levels, blind: inference settings (see :class:`dbgan.infer.Deblurrer`).
         channels: read images as 1 (grey) or 3 (RGB) channels; None keeps each
             blurred file's own (the sharp image is converted to match).
         progress: tqdm progress bar.
@@ -184,7 +186,7 @@ def evaluate(
     layout, unmatched = found.layout, found.unmatched
     if unmatched:
         log.warning("%s: %d file(s) without a partner: %s", pairs_dir, len(unmatched), ", ".join(unmatched[:5]))
-    runner = _deblurrer(checkpoint, device, tile, dtype, coarse_levels)
+    runner = _deblurrer(checkpoint, device, tile, dtype, coarse_levels, blind)
     rows: list[dict[str, Any]] = []
     for pair in tqdm(found.pairs, desc="eval", unit="img", disable=not progress or len(found.pairs) < 2):
         name, sharp_path, blur_path = pair.name, pair.sharp, pair.blur
@@ -217,6 +219,7 @@ def evaluate(
         "pairs_dir": str(pairs_dir),
         "checkpoint": _describe(checkpoint),
         "coarse_levels": runner.coarse_levels,
+        "blind": getattr(runner, "blind", 0),
         "count": len(rows),
         "images": rows,
         "mean": mean,
@@ -240,6 +243,7 @@ def evaluate_unpaired(
     max_pixels: Optional[int] = None,
     overwrite: bool = False,
     coarse_levels: int = 0,
+    blind: int = 0,
 ) -> dict[str, Any]:
     """No-reference sharpness of real blurred photos before and after deblurring.
 
@@ -256,7 +260,7 @@ def evaluate_unpaired(
     if out is not None:
         check_report_paths(out, [folder], overwrite)
     files = list_images(folder)
-    runner = _deblurrer(checkpoint, device, tile, dtype, coarse_levels)
+    runner = _deblurrer(checkpoint, device, tile, dtype, coarse_levels, blind)
     rows = []
     for path in tqdm(files, desc="eval", unit="img", disable=not progress or len(files) < 2):
         img, info = read_image_with_info(path, channels=channels, max_pixels=max_pixels)
@@ -281,6 +285,7 @@ def evaluate_unpaired(
         "folder": str(folder),
         "checkpoint": _describe(checkpoint),
         "coarse_levels": runner.coarse_levels,
+        "blind": getattr(runner, "blind", 0),
         "count": len(rows),
         "images": rows,
         "mean": mean,
