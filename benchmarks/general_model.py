@@ -142,7 +142,7 @@ def cameras(adapted: str | None, model: str | None = None, draws: int = 1, only:
         print(f"{cam:16s} (PSNR / SSIM / tone-aligned PSNR) input " + _fmt(r["input"]) + "  wiener "
               + _fmt(r["wiener"]) + f" ({setting})  general " + _fmt(r["general"])
               + ("  adapted " + _fmt(r["adapted"]) if adapt else "")
-              + "".join(f"  {k} " + _fmt(v) for k, v in r.items() if k.startswith("blind")), flush=True)
+              + "".join(f"  {k} " + _fmt(v) for k, v in r.items() if "blind" in k), flush=True)
     for key, label in (("psnr", "PSNR"), ("psnr_tone", "tone-aligned PSNR")):
         margins_in = [r["general"][key] - r["input"][key] for r in results.values()]
         margins_w = [r["general"][key] - r["wiener"][key] for r in results.values()]

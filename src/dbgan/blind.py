@@ -62,16 +62,21 @@ class BlindSetting:
             raise ValueError(f"edges must be in (0, 1), got {self.edges}")
 
 
-def _otf(k: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The kernel's transfer function on an ``shape`` grid, its centre moved to the origin."""
+def _centred(k: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``k`` zero-padded to ``shape`` with its centre moved to the origin (for circular FFTs)."""
     pad = np.zeros(shape)
     kh, kw = k.shape
     pad[:kh, :kw] = k
-    return np.fft.fft2(np.roll(pad, (-(kh // 2), -(kw // 2)), (0, 1)))
+    return np.roll(pad, (-(kh // 2), -(kw // 2)), (0, 1))
+
+
+def _otf(k: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The kernel's transfer function on a ``shape`` grid."""
+    return np.fft.fft2(_centred(k, shape))
 
 
 def _grad(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Forward differences (circular), the pair that :func:`_otf` of ``[-1, 1]`` transforms."""
+    """Forward differences (circular); :func:`_otf` of ``[-1, 1]`` is minus this, the same ``|.|^2``."""
     return np.roll(x, -1, 1) - x, np.roll(x, -1, 0) - x
 
 
@@ -163,10 +168,7 @@ def _delta(size: int) -> np.ndarray:
 
 def _otf_t(k: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
     """:func:`_otf` as a half-spectrum (``rfft2``) in complex64 torch."""
-    pad = torch.zeros(shape)
-    kh, kw = k.shape
-    pad[:kh, :kw] = torch.from_numpy(np.ascontiguousarray(k, dtype=np.float32))
-    return torch.fft.rfft2(torch.roll(pad, (-(kh // 2), -(kw // 2)), (0, 1)))
+    return torch.fft.rfft2(torch.from_numpy(_centred(k, shape).astype(np.float32)))
 
 
 def deconvolve(img: torch.Tensor, kernel: np.ndarray, tv: float = BlindSetting.tv, steps: int = 8) -> torch.Tensor:
