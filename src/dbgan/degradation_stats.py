@@ -39,6 +39,9 @@ SPECTRUM_BANDS = 12
 _LAPLACE = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
 
 
+#: the average pooling of the brightness quantiles (pooled values: the tone, less the noise)
+TONE_POOL = 8
+
 def luma(x: Tensor) -> Tensor:
     """``N x 1 x H x W`` luma (Rec. 601 weights for 3 channels, the mean otherwise)."""
     if x.shape[1] == 3:
@@ -134,7 +137,7 @@ def band_power(x: Tensor, bands: int = SPECTRUM_BANDS) -> Tensor:
     return spectrum_shape(x, bands).exp().mean(0)
 
 
-def tone_quantiles(x: Tensor, levels: int = 64, scale: int = 8) -> Tensor:
+def tone_quantiles(x: Tensor, levels: int = 64, scale: int = TONE_POOL) -> Tensor:
     """``C x levels`` quantiles of each channel's ``scale``-pooled values."""
     s = max(1, min(scale, x.shape[-1], x.shape[-2]))
     p = F.avg_pool2d(x.float(), s).transpose(0, 1).flatten(1)
@@ -151,7 +154,7 @@ def crop_coverage(size: int, crop: int) -> Tensor:
     return ((idx.clamp(max=size - crop) - (idx - crop + 1).clamp(min=0)) + 1).float()
 
 
-def photo_histogram(img: Tensor, scale: int = 8, bins: int = 4096, transform=None, crop: int | None = None) -> Tensor:
+def photo_histogram(img: Tensor, scale: int = TONE_POOL, bins: int = 4096, transform=None, crop: int | None = None) -> Tensor:
     """``C x bins`` histogram of one ``C x H x W`` photo's ``scale``-pooled values, normalised to 1 per
     channel (the part each photo adds to :func:`photo_quantiles`; see there for ``transform`` and ``crop``)."""
     x = img.float()[None]
@@ -176,7 +179,7 @@ def histogram_quantiles(hist: Tensor, levels: int = 64) -> Tensor:
     return torch.stack([interp_monotone(probs, c, edges) for c in cdf])
 
 
-def photo_histograms(images, scale: int = 8, bins: int = 4096, transform=None, crop: int | None = None) -> Tensor:
+def photo_histograms(images, scale: int = TONE_POOL, bins: int = 4096, transform=None, crop: int | None = None) -> Tensor:
     """``N x C x bins``: :func:`photo_histogram` of each of ``N`` photos (read one at a time)."""
     hists = [photo_histogram(img, scale, bins, transform, crop) for img in images]
     if not hists:
@@ -186,7 +189,7 @@ def photo_histograms(images, scale: int = 8, bins: int = 4096, transform=None, c
     return torch.stack(hists)
 
 
-def photo_quantiles(images, levels: int = 64, scale: int = 8, bins: int = 4096, transform=None,
+def photo_quantiles(images, levels: int = 64, scale: int = TONE_POOL, bins: int = 4096, transform=None,
                     crop: int | None = None) -> Tensor:
     """``C x levels`` quantiles of each channel's ``scale``-pooled values over whole photos, each photo
     weighted once (as random crops of random photos weight them), with no sampling noise.
@@ -269,7 +272,7 @@ class CameraStats:
     :meth:`state_dict` / :meth:`load_state_dict` make a resumed run exact.
     """
 
-    def __init__(self, decay: float = 0.99, tone_scale: int = 8, levels: int = 64, linearise=None,
+    def __init__(self, decay: float = 0.99, tone_scale: int = TONE_POOL, levels: int = 64, linearise=None,
                  spectrum_max_freq: float = 0.5):
         if not 0.0 < spectrum_max_freq <= 0.5:
             raise ValueError(f"spectrum_max_freq must be in (0, 0.5] cycles per pixel, got {spectrum_max_freq}")

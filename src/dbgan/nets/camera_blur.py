@@ -142,6 +142,17 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             the quantiles, at the exposure found here. No preset uses it: end to end, over two validation
             seeds, ``adapt_matched`` with it scored 0.31 dB below the quantile fit (one seed's photos
             pulled the whole fit far off, where the quantile fit keeps only half).
+        fit_means: ``tone="fit"`` with ``learn_wb=False`` only: after the fit above, correct each
+            channel's gain so that the generator's *own outputs* (blur, noise, saturation, response,
+            JPEG: the whole camera) of the sharp photos have this share of the way from the start
+            camera's mean brightness to the real photos' (a geometric blend per channel; 1 = the real
+            photos' means). The fit above compares quantiles through a noiseless, unblurred tone map
+            and reads the white balance through the start curve, so even with the same scenes on both
+            sides its outputs missed the camera's per-channel means by up to 0.016 (docs/benchmarks.md,
+            section 2, session 20); the deblurrer trained on them inherits that error as a brightness
+            and colour bias. The correction is a per-channel log gain (the ``mean_cal`` buffer) found
+            by a few Newton steps on a fixed sample of sharp crops (:meth:`calibrate_means`, run by the
+            bgan stage; it needs ``stages.bgan.tone_from: photos``). 0 (default) leaves the fit as it is.
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
@@ -175,6 +186,7 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
         fit_offset: float = 0.0,
         fit_space: str = "display",
         fit_from: str = "quantiles",
+        fit_means: float = 0.0,
         physical_lr_scale: float = 10.0,
     ):
         super().__init__()
@@ -209,6 +221,11 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
         if fit_from not in FIT_SOURCES:
             raise ValueError(f"fit_from must be one of {', '.join(FIT_SOURCES)}, got {fit_from!r}")
         self.fit_from = fit_from
+        if not 0.0 <= fit_means <= 1.0:
+            raise ValueError(f"fit_means must be in [0, 1], got {fit_means}")
+        if fit_means > 0 and (tone != "fit" or learn_wb):
+            raise ValueError("fit_means corrects the closed-form tone fit: it needs tone: fit and learn_wb: false")
+        self.fit_means = float(fit_means)
         if input_encoding not in ENCODINGS or init_response not in ENCODINGS:
             raise ValueError(f"input_encoding and init_response must be one of {', '.join(ENCODINGS)}")
         if not (init_length > 0 and init_radius >= 0 and init_shot > 0 and init_read > 0 and physical_lr_scale > 0):
@@ -256,6 +273,8 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             self.log_wb = nn.Parameter(torch.zeros(c))
         else:  # a buffer: it keeps its checkpoint key, and no optimiser or freeze/unfreeze can move it
             self.register_buffer("log_wb", torch.zeros(c))
+        if self.fit_means > 0:  # only then: other checkpoints keep their keys
+            self.register_buffer("mean_cal", torch.zeros(c))
         self.log_shot = nn.Parameter(torch.tensor(math.log(init_shot)))
         self.log_read = nn.Parameter(torch.tensor(math.log(init_read)))
         delta = torch.zeros(3, 3)
@@ -455,4 +474,5 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             f"fit_strength={self.fit_strength}, fit_curve={self.fit_curve}, fit_wb={self.fit_wb}"
             + (f", fit_offset={self.fit_offset}" if self.fit_offset else "")
             + (f", fit_space={self.fit_space!r}" if self.fit_space != "display" else "")
+            + (f", fit_means={self.fit_means}" if self.fit_means else "")
         )

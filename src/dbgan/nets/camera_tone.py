@@ -10,8 +10,10 @@ buffers (``log_gain``, ``log_wb``, ``black``, ``raw_steps``).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from dbgan.degradation_stats import TONE_POOL
 from dbgan.nets import camera_ops as ops
 
 
@@ -106,6 +108,65 @@ class ToneFit:
         if self.fit_curve > 0:
             fitted = self.curve_estimate(sample, start)
             self._set_response(start + self.fit_curve * (fitted - start))
+        if self.wants_mean_calibration:  # the last correction (calibrate_means), after the curve
+            if self.fit_wb == 0 and not self.wants_photo_means:
+                self.log_wb.zero_()  # nothing above rewrote it: the correction must not pile up
+            self._shift_gains(self.mean_cal)
+
+    @property
+    def wants_mean_calibration(self) -> bool:
+        """Whether the bgan stage should run :meth:`calibrate_means` (``fit_means`` > 0)."""
+        return self.tone == "fit" and getattr(self, "fit_means", 0.0) > 0
+
+    def _shift_gains(self, delta: Tensor) -> None:
+        """Add per-channel log gains ``delta`` (``C``): their mean to the exposure, the rest to the white balance."""
+        self.log_gain.add_(delta.mean())
+        self.log_wb.add_(delta - delta.mean())
+
+    def predicted_means(self, sample: Tensor, noise: Tensor, sharp_quantiles: Tensor) -> Tensor:
+        """``C``: the mean brightness of the generator's outputs over the whole sharp photo set.
+
+        The noiseless tone map's mean over the set's pooled quantiles (exact), plus the pipeline's offset
+        (blur, noise, saturation, JPEG) measured on ``sample`` (``N x C x H x W`` sharp crops, with the
+        fixed ``noise``): its outputs' mean less its tone map's mean of the same crops, pooled as the
+        quantiles are. The offset is a difference on one sample, so the sample's own scenes cancel.
+        """
+        out = self(sample, noise).float().mean((0, 2, 3))
+        pooled = F.avg_pool2d(sample.float(), TONE_POOL).transpose(0, 1).flatten(1)
+        clean = self.tone_map(pooled)[0].mean(1)
+        return self.tone_map(sharp_quantiles)[0].mean(1) + out - clean
+
+    @torch.no_grad()
+    def calibrate_means(self, sample: Tensor, noise: Tensor, sharp_quantiles: Tensor, real_quantiles: Tensor,
+                        steps: int = 3, probe: float = 0.05) -> Tensor:
+        """Move ``mean_cal`` (and the gains it is added to) so that :meth:`predicted_means` is
+        ``fit_means`` of the way (geometrically, per channel) from the start camera's means to the real
+        photos' (the mean of their ``C x levels`` quantiles), by ``steps`` Newton steps with a slope
+        from a ``probe`` log-gain difference; returns the remaining per-channel error.
+
+        Call it right after :meth:`fit_tone` (which adds ``mean_cal`` to the fitted gains).
+        """
+        ref = self.log_wb
+        sample, noise = sample.to(ref), noise.to(ref)
+        qs, target = sharp_quantiles.to(ref), real_quantiles.to(ref).mean(1)
+        if self.fit_means < 1:
+            keep = [t.clone() for t in (self.log_gain, self.log_wb, self.black, self.raw_steps)]
+            self.log_gain.zero_()
+            self.log_wb.zero_()
+            self._set_response(self.start_response().to(ref)[None].expand(self.black.shape[0], -1))
+            start = self.predicted_means(sample, noise, qs)
+            for t, v in zip((self.log_gain, self.log_wb, self.black, self.raw_steps), keep):
+                t.copy_(v)
+            target = (start.clamp_min(1e-4).log() * (1 - self.fit_means)
+                      + target.clamp_min(1e-4).log() * self.fit_means).exp()
+        for _ in range(steps):
+            err = self.predicted_means(sample, noise, qs) - target
+            self._shift_gains(torch.full_like(err, probe))
+            slope = ((self.predicted_means(sample, noise, qs) - target - err) / probe).clamp_min(1e-3)
+            step = (-err / slope - probe).clamp(-0.5 - probe, 0.5 - probe)  # from the probed point
+            self._shift_gains(step)
+            self.mean_cal.add_(step + probe)
+        return self.predicted_means(sample, noise, qs) - target
 
     def tone_sample(self, qs: Tensor, qr: Tensor, ls: Tensor | None = None, lr: Tensor | None = None) -> tuple:
         """The quantiles on the generator's device; the linear pair only where ``fit_space="linear"`` uses it."""

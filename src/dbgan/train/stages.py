@@ -45,6 +45,9 @@ def _lr_d(s: StageConfig) -> float:
 #: kernels per step in the kernel-prior term, and the size of the synthetic bank they come from
 KERNEL_PRIOR_BATCH = 64
 KERNEL_PRIOR_BANK = 2048
+#: ``fit_means``: the sharp crops of the fixed calibration sample, and how often (iterations) it is rerun
+CALIBRATION_CROPS = 32
+CALIBRATION_EVERY = 25
 
 
 def fit_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
@@ -84,6 +87,10 @@ class _BlurStage(Stage):
                 f"vector (kernel_blur, camera_blur), got {type(blur_g).__name__}"
             )
         self.camera_stats = None
+        if isinstance(blur_g, FitsTone) and blur_g.wants_mean_calibration and (
+                stage_cfg.w_stats <= 0 or stage_cfg.tone_from != "photos"):
+            raise ConfigError(f"nets.blur_g.args.fit_means needs 'stages.{self.config_key}.tone_from: photos' and "
+                              f"'stages.{self.config_key}.w_stats' > 0 (it corrects the tone fitted to the photos)")
         if stage_cfg.w_stats > 0:
             linear = isinstance(blur_g, FitsTone) and blur_g.wants_linear_quantiles
             self.camera_stats = CameraStats(linearise=blur_g.linear_views if linear else None,
@@ -116,6 +123,23 @@ class _BlurStage(Stage):
                 self.camera_stats.fix(f"tone_{name}_linear", self._photo_quantiles(ds, views[side]))
             if isinstance(blur_g, FitsTone) and blur_g.wants_photo_means:
                 self.camera_stats.fix(f"means_{name}", photo_log_means(_whole_images(ds), transform=views[side]).to(self.device))
+        if isinstance(blur_g, FitsTone) and blur_g.wants_mean_calibration:
+            self.mean_sample = self._calibration_sample(sets["sharp"], blur_g)
+
+    def _calibration_sample(self, ds, blur_g: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """``fit_means``: a fixed sample of :data:`CALIBRATION_CROPS` random crops of the sharp photos (the
+        training crop size, or less for small photos) and a fixed noise vector for each, seeded by the run."""
+        gen = torch.Generator().manual_seed(self.seed * 7919 + 17)
+        photos = [ds.whole_image(i % ds.num_files)[: blur_g.in_channels] for i in range(min(ds.num_files, CALIBRATION_CROPS))]
+        size = min([self.cfg.data.crop_size] + [min(p.shape[-2:]) for p in photos])
+        crops = []
+        for i in range(CALIBRATION_CROPS):
+            img = photos[i % len(photos)]
+            y, x = (int(torch.randint(0, n - size + 1, (), generator=gen)) for n in img.shape[-2:])
+            crops.append(img[:, y : y + size, x : x + size])
+        sample = torch.stack(crops).float()
+        noise = blur_g.noise_input.sample(sample, generator=gen)
+        return sample.to(self.device), noise.to(self.device)
 
     def _photo_quantiles(self, ds, transform=None) -> torch.Tensor:
         """The folder's brightness quantiles, weighted as the training crops see its photos (their
@@ -136,9 +160,11 @@ class _BlurStage(Stage):
         logs["kernel_diversity"] = -div
         return self.scfg.w_diversity * div
 
-    def observe_camera(self, batch: Batch) -> None:
+    def observe_camera(self, batch: Batch, it: int = 0) -> None:
         """Fold the batch into the running camera statistics, and let a generator that fits
-        its tone in closed form (:class:`FitsTone`) fit it to them (before it blurs)."""
+        its tone in closed form (:class:`FitsTone`) fit it to them (before it blurs); with
+        ``fit_means``, every :data:`CALIBRATION_EVERY` iterations and at the stage's last one, correct
+        the fit so that its outputs have the real photos' mean brightness (``calibrate_means``)."""
         if self.camera_stats is None:
             return
         self.camera_stats.observe(batch["sharp"], batch["real_blur"])
@@ -148,6 +174,10 @@ class _BlurStage(Stage):
             g_net.fit_tone(st["tone_sharp"], st["tone_real"], st.get("tone_fake"), st.get("tone_clean"),
                            st.get("tone_sharp_linear"), st.get("tone_real_linear"), st.get("means_sharp"),
                            st.get("means_real"))
+            if g_net.wants_mean_calibration and (it % CALIBRATION_EVERY == 0 or it == self.scfg.iters - 1):
+                err = g_net.calibrate_means(*self.mean_sample, st["tone_sharp"], st["tone_real"])
+                _LOG.debug("%s it %d: mean calibration %s, error left %s", self.name, it,
+                           g_net.mean_cal.tolist(), err.tolist())
 
     def observe_outputs(self, fake: torch.Tensor) -> None:
         """For a generator whose tone fit removes its own pipeline offset (``fit_offset``): fold the
@@ -282,7 +312,7 @@ class BganStage(_BlurStage):
         """(generated blur, G_blur loss, D_blur loss); shared with :class:`JointStage`."""
         g_net, d_net = self.generators["blur_g"], self.discriminators["blur_d"]
         sharp = batch["sharp"]
-        self.observe_camera(batch)
+        self.observe_camera(batch, it)
         fake, clean = blur_with_clean(g_net, sharp)
         self.observe_outputs(fake)
         g_adv, d = self.adversarial(d_net, batch["real_blur"], fake, "blur", logs, "blur")
