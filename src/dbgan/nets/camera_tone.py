@@ -94,6 +94,8 @@ class ToneFit:
             offsets = (fake_quantiles.to(ref), clean_quantiles.to(ref))
         start = self.start_response().to(ref)[None].expand(self.black.shape[0], -1)
         self._set_response(start)  # the exposure is fitted through the start curve: no feedback
+        if self.wants_mean_calibration and self.fit_wb == 0:
+            self.log_wb.zero_()  # nothing below rewrites it: the last call's correction must not pile up
         if self.wants_photo_means:
             if sharp_means is None or real_means is None:
                 raise ValueError("camera_blur fit_from='means' needs the photo sets' linear means: set stages.bgan.tone_from: photos")
@@ -109,8 +111,6 @@ class ToneFit:
             fitted = self.curve_estimate(sample, start)
             self._set_response(start + self.fit_curve * (fitted - start))
         if self.wants_mean_calibration:  # the last correction (calibrate_means), after the curve
-            if self.fit_wb == 0 and not self.wants_photo_means:
-                self.log_wb.zero_()  # nothing above rewrote it: the correction must not pile up
             self._shift_gains(self.mean_cal)
 
     @property

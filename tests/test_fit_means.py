@@ -1,0 +1,142 @@
+"""``camera_blur`` ``fit_means``: the generator's own outputs (the whole camera) calibrated to the real
+photos' per-channel mean brightness, after the closed-form tone fit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dbgan.config import ConfigError
+from dbgan.degradation_stats import photo_quantiles, tone_quantiles
+from dbgan.nets import build_network
+from dbgan.nets import camera_ops as ops
+
+
+def _scenes(n: int = 8, size: int = 96, seed: int = 0) -> torch.Tensor:
+    """Smooth random colour scenes in display units, ``n x 3 x size x size``."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 6, 6, generator=gen) * 0.8 + 0.1
+    fine = torch.rand(n, 3, size, size, generator=gen) * 0.1
+    return (F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False) + fine).clamp(0, 1)
+
+
+def _filmic_camera(sharp: torch.Tensor) -> torch.Tensor:
+    """A camera outside the generator's start: warm white balance, exposure 1.5 with clipped highlights, a
+    9 px box blur in linear light and an S-shaped (filmic) response, not sRGB."""
+    wb = torch.tensor([1.15, 1.0, 0.8])[None, :, None, None]
+    lin = (ops.srgb_to_linear(sharp) * 1.5 * wb).clamp(0, 1)
+    lin = F.avg_pool2d(lin, 9, stride=1, padding=4, count_include_pad=False)
+    return torch.sigmoid(6 * (ops.linear_to_srgb(lin) - 0.5))
+
+
+def _generator(**args):
+    torch.manual_seed(0)
+    base = dict(tone="fit", learn_wb=False, kernel_size=15, fit_strength=1.0, fit_wb=1.0)
+    return build_network("camera_blur", **(base | args)).eval()
+
+
+def _output_means(g, sharp: torch.Tensor, seed: int) -> torch.Tensor:
+    with torch.no_grad():
+        return g(sharp, g.noise_input.sample(sharp, torch.Generator().manual_seed(seed))).mean((0, 2, 3))
+
+
+def test_calibration_puts_the_generators_outputs_at_the_real_photos_means():
+    """The fit reads exposure and white balance through the sRGB start curve, so on a filmic camera its
+    outputs miss the real photos' channel means (by 0.02-0.03 here); the calibration brings them within a few thousandths,
+    measured on other noise vectors than it used."""
+    sharp = _scenes()
+    real = _filmic_camera(sharp)
+    qs, qr = tone_quantiles(sharp), tone_quantiles(real)
+    target = real.mean((0, 2, 3))
+    g = _generator(fit_means=1.0)
+    assert g.wants_mean_calibration and "mean_cal" in g.state_dict()
+    g.fit_tone(qs, qr)
+    before = (_output_means(g, sharp, 1) - target).abs().max()
+    sample = sharp[:4]
+    err = g.calibrate_means(sample, g.noise_input.sample(sample, torch.Generator().manual_seed(2)), qs, qr)
+    assert err.abs().max() < 1e-3  # what it aimed at, on its own sample
+    after = (_output_means(g, sharp, 1) - target).abs().max()
+    assert before > 0.01, before
+    assert after < 0.004 and after < before / 3, (before, after)
+    # the correction lives in mean_cal and survives the next fit (which the stage runs every step)
+    cal = g.mean_cal.clone()
+    g.fit_tone(qs, qr)
+    assert (_output_means(g, sharp, 1) - target).abs().max() < 0.004
+    torch.testing.assert_close(g.mean_cal, cal)
+    assert float(cal.abs().max()) > 0.02  # it did move the gains
+
+
+def test_the_correction_does_not_pile_up_without_a_white_balance_fit():
+    sharp = _scenes()
+    qs, qr = tone_quantiles(sharp), tone_quantiles(_filmic_camera(sharp))
+    g = _generator(fit_wb=0.0, fit_means=1.0)
+    g.mean_cal.copy_(torch.tensor([0.1, 0.0, -0.1]))
+    g.fit_tone(qs, qr)
+    first = (g.log_gain.clone(), g.log_wb.clone())
+    g.fit_tone(qs, qr)
+    torch.testing.assert_close(g.log_wb, first[1])
+    torch.testing.assert_close(g.log_gain, first[0])
+    torch.testing.assert_close(g.log_wb, torch.tensor([0.1, 0.0, -0.1]))
+
+
+def test_a_share_below_one_stops_between_the_start_camera_and_the_real_photos():
+    sharp = _scenes()
+    real = _filmic_camera(sharp)
+    qs, qr = tone_quantiles(sharp), tone_quantiles(real)
+    sample = sharp[:4]
+    noise = torch.randn(4, 8, generator=torch.Generator().manual_seed(3))
+    means = {}
+    for share in (0.5, 1.0):
+        g = _generator(fit_means=share)
+        g.fit_tone(qs, qr)
+        g.calibrate_means(sample, noise, qs, qr)
+        means[share] = g.predicted_means(sample, noise, qs)
+    start = _generator(tone="fixed", fit_strength=1.0, fit_wb=0.0).predicted_means(sample, noise, qs)
+    torch.testing.assert_close(means[1.0], qr.mean(1), atol=1e-3, rtol=0)
+    torch.testing.assert_close(means[0.5], (start.log() / 2 + qr.mean(1).log() / 2).exp(), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("args, match", [
+    ({"fit_means": 1.5}, "fit_means must be in"),
+    ({"fit_means": 0.5, "learn_wb": True, "fit_wb": 0.0}, "needs tone: fit and learn_wb: false"),
+    ({"fit_means": 0.5, "tone": "learn"}, "needs tone: fit and learn_wb: false"),
+])
+def test_fit_means_arguments_are_checked(args, match):
+    with pytest.raises(ValueError, match=match):
+        _generator(**args)
+
+
+def test_without_fit_means_the_checkpoint_keys_are_unchanged():
+    assert "mean_cal" not in _generator().state_dict()
+    assert not _generator().wants_mean_calibration
+
+
+def test_bgan_stage_calibrates_on_a_fixed_sample(camera_stage, sample_images, one_torch_thread):
+    from dbgan.io import read_image
+
+    means = ("nets.blur_g.args.tone=fit", "nets.blur_g.args.learn_wb=false", "nets.blur_g.args.fit_means=1")
+    with pytest.raises(ConfigError, match="fit_means needs 'stages.bgan.tone_from: photos'"):
+        camera_stage(*means)
+    overrides = ("stages.bgan.w_adv=0", "stages.bgan.w_diversity=0", "stages.bgan.tone_from=photos",
+                 "stages.bgan.iters=40", *means)
+    _, stage, g = camera_stage(*overrides)
+    _, again, _ = camera_stage(*overrides)
+    for a, b in zip(stage.mean_sample, again.mean_sample):  # seeded by the run: a resume draws the same
+        torch.testing.assert_close(a, b)
+    assert stage.mean_sample[0].shape[0] >= 8
+    photos = [read_image(p, channels=3) for p in sorted(sample_images[0].parent.iterdir())]
+    gen = torch.Generator().manual_seed(0)
+    batch = lambda: {"sharp": torch.rand(4, 3, 48, 48, generator=gen), "real_blur": torch.rand(4, 3, 48, 48, generator=gen)}  # noqa: E731
+    stage.step(batch(), 0)
+    cal = g.mean_cal.clone()
+    assert float(cal.abs().max()) > 0  # the blur and noise move the means: something to correct
+    qs = photo_quantiles(photos, crop=48)
+    err = g.predicted_means(*stage.mean_sample, qs) - qs.mean(1)  # the same folder on both sides
+    assert err.abs().max() < 1e-3
+    g.mean_cal.add_(0.2)  # knocked off: only every CALIBRATION_EVERY iterations ...
+    stage.step(batch(), 1)
+    torch.testing.assert_close(g.mean_cal, cal + 0.2)
+    stage.step(batch(), 39)  # ... and at the stage's last one is it put back
+    assert (g.predicted_means(*stage.mean_sample, qs) - qs.mean(1)).abs().max() < 1e-3
+    assert (g.mean_cal - cal).abs().max() < 0.05
