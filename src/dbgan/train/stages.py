@@ -87,11 +87,10 @@ class _BlurStage(Stage):
                 f"vector (kernel_blur, camera_blur), got {type(blur_g).__name__}"
             )
         self.camera_stats = None
-        if isinstance(blur_g, FitsTone) and blur_g.wants_mean_calibration and (
-                stage_cfg.w_stats <= 0 or stage_cfg.tone_from != "photos"):
-            raise ConfigError(f"nets.blur_g.args.fit_means needs 'stages.{self.config_key}.tone_from: photos' and "
-                              f"'stages.{self.config_key}.w_stats' > 0 (it corrects the tone fitted to the photos)")
-        if stage_cfg.w_stats > 0:
+        if stage_cfg.w_stats > 0:  # the stages that fit a tone (bgan); blur_pretrain has no camera statistics
+            if isinstance(blur_g, FitsTone) and blur_g.wants_mean_calibration and stage_cfg.tone_from != "photos":
+                raise ConfigError(f"nets.blur_g.args.fit_means needs 'stages.{self.config_key}.tone_from: photos' "
+                                  "(it corrects the tone fitted to the photo folders)")
             linear = isinstance(blur_g, FitsTone) and blur_g.wants_linear_quantiles
             self.camera_stats = CameraStats(linearise=blur_g.linear_views if linear else None,
                                             spectrum_max_freq=stage_cfg.spectrum_max_freq)
