@@ -80,27 +80,35 @@ def test_the_correction_does_not_pile_up_without_a_white_balance_fit():
     torch.testing.assert_close(g.log_wb, torch.tensor([0.1, 0.0, -0.1]))
 
 
-def test_a_share_below_one_stops_between_the_start_camera_and_the_real_photos():
+def test_a_share_below_one_stops_between_the_anchor_and_the_real_photos():
+    """``fit_means`` 0.5 ends at the geometric mean of the anchor and the real photos' means: the start
+    camera's outputs (``means_anchor: start``) or the closed-form fit's noiseless prediction (``fit``)."""
     sharp = _scenes()
     real = _filmic_camera(sharp)
     qs, qr = tone_quantiles(sharp), tone_quantiles(real)
     sample = sharp[:4]
     noise = torch.randn(4, 8, generator=torch.Generator().manual_seed(3))
-    means = {}
-    for share in (0.5, 1.0):
-        g = _generator(fit_means=share)
-        g.fit_tone(qs, qr)
-        g.calibrate_means(sample, noise, qs, qr)
-        means[share] = g.predicted_means(sample, noise, qs)
     start = _generator(tone="fixed", fit_strength=1.0, fit_wb=0.0).predicted_means(sample, noise, qs)
-    torch.testing.assert_close(means[1.0], qr.mean(1), atol=1e-3, rtol=0)
-    torch.testing.assert_close(means[0.5], (start.log() / 2 + qr.mean(1).log() / 2).exp(), atol=1e-3, rtol=0)
+    plain = _generator()
+    plain.fit_tone(qs, qr)
+    anchors = {"start": start, "fit": plain.tone_map(qs)[0].mean(1)}
+    for anchor, want in anchors.items():
+        means = {}
+        for share in (0.5, 1.0):
+            g = _generator(fit_means=share, means_anchor=anchor)
+            g.fit_tone(qs, qr)
+            g.calibrate_means(sample, noise, qs, qr)
+            means[share] = g.predicted_means(sample, noise, qs)
+        torch.testing.assert_close(means[1.0], qr.mean(1), atol=1e-3, rtol=0)
+        torch.testing.assert_close(means[0.5], (want.log() / 2 + qr.mean(1).log() / 2).exp(), atol=1e-3, rtol=0)
+    assert (anchors["start"] - anchors["fit"]).abs().max() > 0.02  # two different anchors
 
 
 @pytest.mark.parametrize("args, match", [
     ({"fit_means": 1.5}, "fit_means must be in"),
     ({"fit_means": 0.5, "learn_wb": True, "fit_wb": 0.0}, "needs tone: fit and learn_wb: false"),
     ({"fit_means": 0.5, "tone": "learn"}, "needs tone: fit and learn_wb: false"),
+    ({"fit_means": 0.5, "means_anchor": "real"}, "means_anchor must be one of"),
 ])
 def test_fit_means_arguments_are_checked(args, match):
     with pytest.raises(ValueError, match=match):

@@ -45,6 +45,8 @@ TONE_MODES = ("learn", "fit", "fixed")
 FIT_SPACES = ("display", "linear")
 #: what ``tone="fit"`` fits the exposure and white balance to: brightness quantiles, or the photos' linear means
 FIT_SOURCES = ("quantiles", "means")
+#: where ``fit_means`` below 1 blends from (:meth:`ToneFit.anchor_means`)
+MEANS_ANCHORS = ("start", "fit")
 
 #: the parameters of the physical model (as opposed to the kernel MLP); they take
 #: ``physical_lr_scale`` x the stage's learning rate (Adam moves each by about lr a step)
@@ -153,6 +155,10 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             and colour bias. The correction is a per-channel log gain (the ``mean_cal`` buffer) found
             by a few Newton steps on a fixed sample of sharp crops (:meth:`calibrate_means`, run by the
             bgan stage; it needs ``stages.bgan.tone_from: photos``). 0 (default) leaves the fit as it is.
+        means_anchor: where a ``fit_means`` below 1 blends from: ``start`` (default), the start camera's
+            output means (no exposure, neutral white balance, the start curve); ``fit``, the closed-form fit's
+            own noiseless prediction (so the fit's shares keep their shrinkage and a small ``fit_means``
+            mostly removes what blur, noise, saturation and JPEG add to it).
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
@@ -187,6 +193,7 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
         fit_space: str = "display",
         fit_from: str = "quantiles",
         fit_means: float = 0.0,
+        means_anchor: str = "start",
         physical_lr_scale: float = 10.0,
     ):
         super().__init__()
@@ -226,6 +233,9 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
         if fit_means > 0 and (tone != "fit" or learn_wb):
             raise ValueError("fit_means corrects the closed-form tone fit: it needs tone: fit and learn_wb: false")
         self.fit_means = float(fit_means)
+        if means_anchor not in MEANS_ANCHORS:
+            raise ValueError(f"means_anchor must be one of {', '.join(MEANS_ANCHORS)}, got {means_anchor!r}")
+        self.means_anchor = means_anchor
         if input_encoding not in ENCODINGS or init_response not in ENCODINGS:
             raise ValueError(f"input_encoding and init_response must be one of {', '.join(ENCODINGS)}")
         if not (init_length > 0 and init_radius >= 0 and init_shot > 0 and init_read > 0 and physical_lr_scale > 0):
@@ -474,5 +484,5 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             f"fit_strength={self.fit_strength}, fit_curve={self.fit_curve}, fit_wb={self.fit_wb}"
             + (f", fit_offset={self.fit_offset}" if self.fit_offset else "")
             + (f", fit_space={self.fit_space!r}" if self.fit_space != "display" else "")
-            + (f", fit_means={self.fit_means}" if self.fit_means else "")
+            + (f", fit_means={self.fit_means}, means_anchor={self.means_anchor!r}" if self.fit_means else "")
         )

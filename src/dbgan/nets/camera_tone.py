@@ -136,12 +136,31 @@ class ToneFit:
         clean = self.tone_map(pooled)[0].mean(1)
         return self.tone_map(sharp_quantiles)[0].mean(1) + out - clean
 
+    def anchor_means(self, sample: Tensor, noise: Tensor, sharp_quantiles: Tensor) -> Tensor:
+        """``C``: where ``fit_means`` below 1 blends from. ``means_anchor="start"``: the start camera's
+        :meth:`predicted_means` (no exposure, neutral white balance, the start curve). ``"fit"``: the closed-form
+        fit's own noiseless prediction, the mean of its tone map of the sharp quantiles (so a small share only
+        removes what blur, noise, saturation and JPEG add to the fit, and keeps its shrinkage)."""
+        if self.means_anchor == "fit":
+            self._shift_gains(-self.mean_cal)
+            anchor = self.tone_map(sharp_quantiles)[0].mean(1)
+            self._shift_gains(self.mean_cal)
+            return anchor
+        keep = [t.clone() for t in (self.log_gain, self.log_wb, self.black, self.raw_steps)]
+        self.log_gain.zero_()
+        self.log_wb.zero_()
+        self._set_response(self.start_response().to(self.log_wb)[None].expand(self.black.shape[0], -1))
+        anchor = self.predicted_means(sample, noise, sharp_quantiles)
+        for t, v in zip((self.log_gain, self.log_wb, self.black, self.raw_steps), keep):
+            t.copy_(v)
+        return anchor
+
     @torch.no_grad()
     def calibrate_means(self, sample: Tensor, noise: Tensor, sharp_quantiles: Tensor, real_quantiles: Tensor,
                         steps: int = 3, probe: float = 0.05) -> Tensor:
         """Move ``mean_cal`` (and the gains it is added to) so that :meth:`predicted_means` is
-        ``fit_means`` of the way (geometrically, per channel) from the start camera's means to the real
-        photos' (the mean of their ``C x levels`` quantiles), by ``steps`` Newton steps with a slope
+        ``fit_means`` of the way (geometrically, per channel) from :meth:`anchor_means` to the real
+        photos' means (the mean of their ``C x levels`` quantiles), by ``steps`` Newton steps with a slope
         from a ``probe`` log-gain difference; returns the remaining per-channel error.
 
         Call it right after :meth:`fit_tone` (which adds ``mean_cal`` to the fitted gains).
@@ -150,14 +169,8 @@ class ToneFit:
         sample, noise = sample.to(ref), noise.to(ref)
         qs, target = sharp_quantiles.to(ref), real_quantiles.to(ref).mean(1)
         if self.fit_means < 1:
-            keep = [t.clone() for t in (self.log_gain, self.log_wb, self.black, self.raw_steps)]
-            self.log_gain.zero_()
-            self.log_wb.zero_()
-            self._set_response(self.start_response().to(ref)[None].expand(self.black.shape[0], -1))
-            start = self.predicted_means(sample, noise, qs)
-            for t, v in zip((self.log_gain, self.log_wb, self.black, self.raw_steps), keep):
-                t.copy_(v)
-            target = (start.clamp_min(1e-4).log() * (1 - self.fit_means)
+            anchor = self.anchor_means(sample, noise, qs)
+            target = (anchor.clamp_min(1e-4).log() * (1 - self.fit_means)
                       + target.clamp_min(1e-4).log() * self.fit_means).exp()
         for _ in range(steps):
             err = self.predicted_means(sample, noise, qs) - target
