@@ -356,3 +356,36 @@ def test_scene_gap_benchmark_summarises_seeds_and_attributes_the_bias(tmp_path):
     out = tmp_path / "g.json"
     assert SG.main(["--seeds", "2", "--splits", "photos", "--train-side", "48", "--json", str(out)]) == 0
     assert out.exists() and "photos" in __import__("json").loads(out.read_text())["splits"]
+
+
+def test_tone_decompose_reads_a_kept_run(tmp_path):
+    """benchmarks/tone_decompose.py: the camera's row is the pairs' own shift; BGAN's error is its row less
+    the camera's; a run without its BGAN is skipped; --calibrate needs a camera_blur BGAN."""
+    import tone_decompose as T
+
+    from dbgan.checkpoint import save_checkpoint
+    from dbgan.config import load_config
+    from dbgan.train.networks import build_nets
+
+    nets, specs = build_nets(load_config("tiny"), torch.device("cpu"))
+    run = tmp_path / "s0" / "runs" / "separate_compact_s0" / "checkpoints"
+    run.mkdir(parents=True)
+    save_checkpoint(run / "latest.safetensors", {r: nets[r] for r in ("blur_g", "deblur_g")},
+                    {"stage": "dbgan", "iter": 1, "nets": specs})
+    sharp = [_smooth(k + 3)[:, :32, :32] for k in range(4)]
+    for part in ("oracle", "test"):
+        for k, s in enumerate(sharp):
+            G.write_pair(tmp_path / "s0" / "compact" / part, f"p{k}.png", s.permute(1, 2, 0).numpy(),
+                         (0.8 * s).permute(1, 2, 0).numpy())
+    with pytest.raises(SystemExit, match="no kept separate run with its BGAN"):
+        T.main([str(tmp_path)])
+    save_checkpoint(run / "bgan_000001.safetensors", {"blur_g": nets["blur_g"]}, {"stage": "bgan", "iter": 1, "nets": specs})
+    rows = T.decompose(tmp_path, 0, "compact", every=1)
+    stored = [G.read_pairs(tmp_path / "s0" / "compact" / "oracle")[k] for k in range(4)]
+    want = np.mean([(b.double() - s.double()).mean((1, 2)).numpy() for _, s, b in stored], 0)
+    np.testing.assert_allclose(rows["camera"], want, atol=1e-9)
+    assert max(rows["camera"]) < -0.05  # the pairs' camera darkens by a fifth
+    np.testing.assert_allclose(rows["bgan - camera"], np.array(rows["bgan"]) - np.array(rows["camera"]), atol=1e-9)
+    assert {"D(bgan)", "D(camera)", "test D", "test LUT"} <= set(rows) and "test oracle" not in set(rows)
+    with pytest.raises(SystemExit, match="needs a camera_blur BGAN"):
+        T.decompose(tmp_path, 0, "compact", calibrate=1.0)
