@@ -50,6 +50,7 @@ def calibrated(bgan, spec: dict, seed_dir: Path, camera: str, share: float, anch
     from dbgan.degradation_stats import photo_quantiles
     from dbgan.io import read_image
     from dbgan.nets import build_network
+    from dbgan.train.stages import fixed_crops
 
     if spec["name"] != "camera_blur" or spec["args"].get("tone") != "fit":
         raise SystemExit(f"tone_decompose: --calibrate needs a camera_blur BGAN with tone: fit, got {spec['name']}")
@@ -62,13 +63,7 @@ def calibrated(bgan, spec: dict, seed_dir: Path, camera: str, share: float, anch
     real = [read_image(p, channels=3)[: net.in_channels] for p in sorted((seed_dir / camera / "real_blur").glob("*.png"))]
     qs, qr = photo_quantiles(sharp, crop=128), photo_quantiles(real, crop=128)
     gen = torch.Generator().manual_seed(seed)
-    size = min([128] + [min(p.shape[-2:]) for p in sharp])
-    sample = []
-    for i in range(crops):
-        img = sharp[i % len(sharp)]
-        y, x = (int(torch.randint(0, n - size + 1, (), generator=gen)) for n in img.shape[-2:])
-        sample.append(img[:, y : y + size, x : x + size])
-    sample = torch.stack(sample)
+    sample = fixed_crops(sharp, crops, 128, gen)
     with torch.no_grad():
         net.fit_tone(qs, qr)
         net.calibrate_means(sample, net.noise_input.sample(sample, generator=gen), qs, qr)

@@ -63,6 +63,20 @@ def fit_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
     return (kernel / total if total > 0 else kernel).astype(np.float32)
 
 
+def fixed_crops(photos: list[torch.Tensor], count: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``count x C x s x s`` float crops, the photos taken in turn, each at a position drawn by ``generator``;
+    ``s`` is ``size``, or the smallest photo side where that is less (``fit_means``' calibration sample)."""
+    if not photos:
+        raise ValueError("fixed_crops: no photos")
+    size = min([size] + [min(p.shape[-2:]) for p in photos])
+    crops = []
+    for i in range(count):
+        img = photos[i % len(photos)]
+        y, x = (int(torch.randint(0, n - size + 1, (), generator=generator)) for n in img.shape[-2:])
+        crops.append(img[:, y : y + size, x : x + size])
+    return torch.stack(crops).float()
+
+
 def _whole_images(ds):
     """Every photo of a folder dataset, whole, one at a time."""
     return (ds.whole_image(i) for i in range(ds.num_files))
@@ -126,17 +140,11 @@ class _BlurStage(Stage):
             self.mean_sample = self._calibration_sample(sets["sharp"], blur_g)
 
     def _calibration_sample(self, ds, blur_g: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """``fit_means``: a fixed sample of :data:`CALIBRATION_CROPS` random crops of the sharp photos (the
-        training crop size, or less for small photos) and a fixed noise vector for each, seeded by the run."""
+        """``fit_means``: :func:`fixed_crops` of the sharp photos (the training crop size, or less for small
+        photos) and a fixed noise vector for each, seeded by the run."""
         gen = torch.Generator().manual_seed(self.seed * 7919 + 17)
-        photos = [ds.whole_image(i % ds.num_files)[: blur_g.in_channels] for i in range(min(ds.num_files, CALIBRATION_CROPS))]
-        size = min([self.cfg.data.crop_size] + [min(p.shape[-2:]) for p in photos])
-        crops = []
-        for i in range(CALIBRATION_CROPS):
-            img = photos[i % len(photos)]
-            y, x = (int(torch.randint(0, n - size + 1, (), generator=gen)) for n in img.shape[-2:])
-            crops.append(img[:, y : y + size, x : x + size])
-        sample = torch.stack(crops).float()
+        photos = [ds.whole_image(i)[: blur_g.in_channels] for i in range(min(ds.num_files, CALIBRATION_CROPS))]
+        sample = fixed_crops(photos, CALIBRATION_CROPS, self.cfg.data.crop_size, gen)
         noise = blur_g.noise_input.sample(sample, generator=gen)
         return sample.to(self.device), noise.to(self.device)
 
