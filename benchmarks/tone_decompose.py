@@ -50,7 +50,7 @@ def calibrated(bgan, spec: dict, seed_dir: Path, camera: str, share: float, anch
     from dbgan.degradation_stats import photo_quantiles
     from dbgan.io import read_image
     from dbgan.nets import build_network
-    from dbgan.train.stages import fixed_crops
+    from dbgan.train.camera_fit import fixed_crops
 
     if spec["name"] != "camera_blur" or spec["args"].get("tone") != "fit":
         raise SystemExit(f"tone_decompose: --calibrate needs a camera_blur BGAN with tone: fit, got {spec['name']}")

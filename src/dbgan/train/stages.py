@@ -14,6 +14,7 @@ Stages:
 
 Each declares what the loop needs (config key, data, networks, losses; see
 :class:`dbgan.train.stage.Stage`) and is listed in :data:`dbgan.train.registry.STAGES`.
+The blur stages' camera statistics and tone fit are :class:`dbgan.train.camera_fit.CameraFit`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from torch import nn
 
 from dbgan import losses as L
 from dbgan.blur.kernels import random_kernel
-from dbgan.config import ConfigError, StageConfig
-from dbgan.degradation_stats import CameraStats, photo_log_means, photo_quantiles
-from dbgan.nets.common import FitsTone, ImageGenerator, PredictsKernels, SwapsKernels
+from dbgan.config import StageConfig
+from dbgan.nets.common import ImageGenerator, PredictsKernels, SwapsKernels
+from dbgan.train.camera_fit import CameraFit
 from dbgan.train.context import StepContext
 from dbgan.train.optim import scale_grad, set_requires_grad
-from dbgan.train.stage import Batch, DataNeeds, Stage
+from dbgan.train.stage import DataNeeds, Stage
 
 _LOG = logging.getLogger(__name__)
 
@@ -45,11 +46,6 @@ def _lr_d(s: StageConfig) -> float:
 #: kernels per step in the kernel-prior term, and the size of the synthetic bank they come from
 KERNEL_PRIOR_BATCH = 64
 KERNEL_PRIOR_BANK = 2048
-#: ``fit_means``: the sharp crops of the fixed calibration sample, and how often (iterations) it is rerun
-CALIBRATION_CROPS = 32
-CALIBRATION_EVERY = 25
-
-
 def fit_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
     """``kernel`` centre-cropped or zero-padded to ``size x size`` and renormalised to sum 1."""
     k = kernel.shape[0]
@@ -63,26 +59,7 @@ def fit_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
     return (kernel / total if total > 0 else kernel).astype(np.float32)
 
 
-def fixed_crops(photos: list[torch.Tensor], count: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """``count x C x s x s`` float crops, the photos taken in turn, each at a position drawn by ``generator``;
-    ``s`` is ``size``, or the smallest photo side where that is less (``fit_means``' calibration sample)."""
-    if not photos:
-        raise ValueError("fixed_crops: no photos")
-    size = min([size] + [min(p.shape[-2:]) for p in photos])
-    crops = []
-    for i in range(count):
-        img = photos[i % len(photos)]
-        y, x = (int(torch.randint(0, n - size + 1, (), generator=generator)) for n in img.shape[-2:])
-        crops.append(img[:, y : y + size, x : x + size])
-    return torch.stack(crops).float()
-
-
-def _whole_images(ds):
-    """Every photo of a folder dataset, whole, one at a time."""
-    return (ds.whole_image(i) for i in range(ds.num_files))
-
-
-class _BlurStage(Stage):
+class _BlurStage(CameraFit, Stage):
     """A stage that trains G_blur against a blur discriminator (blur_pretrain, bgan)."""
 
     def __init__(self, cfg, stage_cfg, ctx: StepContext, seed, blur_g: nn.Module, blur_d: nn.Module):
@@ -100,60 +77,8 @@ class _BlurStage(Stage):
                 f"stages.{self.name}.w_diversity needs a blur generator that predicts kernels from its noise "
                 f"vector (kernel_blur, camera_blur), got {type(blur_g).__name__}"
             )
-        self.camera_stats = None
-        if stage_cfg.w_stats > 0:  # the stages that fit a tone (bgan); blur_pretrain has no camera statistics
-            if isinstance(blur_g, FitsTone) and blur_g.wants_mean_calibration and stage_cfg.tone_from != "photos":
-                raise ConfigError(f"nets.blur_g.args.fit_means needs 'stages.{self.config_key}.tone_from: photos' "
-                                  "(it corrects the tone fitted to the photo folders)")
-            linear = isinstance(blur_g, FitsTone) and blur_g.wants_linear_quantiles
-            self.camera_stats = CameraStats(linearise=blur_g.linear_views if linear else None,
-                                            spectrum_max_freq=stage_cfg.spectrum_max_freq)
-            if stage_cfg.tone_from == "photos":
-                self.fix_photo_tone(blur_g, linear)
-            elif isinstance(blur_g, FitsTone) and blur_g.wants_photo_means:
-                raise ConfigError(f"nets.blur_g.args.fit_from: means needs 'stages.{self.config_key}.tone_from: photos' "
-                                  "(the photo sets' linear means are computed once from whole photos)")
+        self.setup_camera_stats(stage_cfg, blur_g)
         self.finish_setup()
-
-    def fix_photo_tone(self, blur_g: nn.Module, linear: bool) -> None:
-        """``tone_from: photos``: hold the brightness quantiles at those of every photo of the two
-        folders (each weighted once), in display units and, for a linear-light fit, in linear light;
-        and, for a generator that fits to them (``fit_from: means``), the folders' linear means."""
-        from dbgan.data.factories import make_unpaired_dataset
-
-        data = self.cfg.data
-        for key in ("sharp_dir", "real_blur_dir"):
-            if not getattr(data, key):
-                raise ConfigError(f"'stages.{self.config_key}.tone_from: photos' needs 'data.{key}'")
-        sets = {side: make_unpaired_dataset(getattr(data, f"{side}_dir"), data, self.cfg.seed, key=side)
-                for side in ("sharp", "real_blur")}
-        views = {"sharp": lambda x: blur_g.linear_views(x, x)[0], "real_blur": lambda x: blur_g.linear_views(x, x)[1]}
-        for side, ds in sets.items():
-            name = "sharp" if side == "sharp" else "real"
-            _LOG.info("tone_from photos: brightness quantiles of the %d photos in %s", ds.num_files, ds.root)
-            self.camera_stats.fix(f"tone_{name}", self._photo_quantiles(ds))
-            if linear:
-                self.camera_stats.fix(f"tone_{name}_linear", self._photo_quantiles(ds, views[side]))
-            if isinstance(blur_g, FitsTone) and blur_g.wants_photo_means:
-                self.camera_stats.fix(f"means_{name}", photo_log_means(_whole_images(ds), transform=views[side]).to(self.device))
-        if isinstance(blur_g, FitsTone) and blur_g.wants_mean_calibration:
-            self.mean_sample = self._calibration_sample(sets["sharp"], blur_g)
-
-    def _calibration_sample(self, ds, blur_g: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """``fit_means``: :func:`fixed_crops` of the sharp photos (the training crop size, or less for small
-        photos) and a fixed noise vector for each, seeded by the run."""
-        gen = torch.Generator().manual_seed(self.seed * 7919 + 17)
-        photos = [ds.whole_image(i)[: blur_g.in_channels] for i in range(min(ds.num_files, CALIBRATION_CROPS))]
-        sample = fixed_crops(photos, CALIBRATION_CROPS, self.cfg.data.crop_size, gen)
-        noise = blur_g.noise_input.sample(sample, generator=gen)
-        return sample.to(self.device), noise.to(self.device)
-
-    def _photo_quantiles(self, ds, transform=None) -> torch.Tensor:
-        """The folder's brightness quantiles, weighted as the training crops see its photos (their
-        centres more than their borders)."""
-        data = self.cfg.data
-        crop = None if data.preprocess == "none" else data.crop_size
-        return photo_quantiles(_whole_images(ds), transform=transform, crop=crop).to(self.device)
 
     def diversity(self, it: int, logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """``w_diversity`` x the mode-seeking term on kernels of two noise vectors per pair (seeded by ``it``)."""
@@ -166,46 +91,6 @@ class _BlurStage(Stage):
         div = L.kernel_diversity_loss(k1, k2, z[0], z[1])
         logs["kernel_diversity"] = -div
         return self.scfg.w_diversity * div
-
-    def observe_camera(self, batch: Batch, it: int = 0) -> None:
-        """Fold the batch into the running camera statistics, and let a generator that fits
-        its tone in closed form (:class:`FitsTone`) fit it to them (before it blurs); with
-        ``fit_means``, every :data:`CALIBRATION_EVERY` iterations and at the stage's last one, correct
-        the fit so that its outputs have the real photos' mean brightness (``calibrate_means``)."""
-        if self.camera_stats is None:
-            return
-        self.camera_stats.observe(batch["sharp"], batch["real_blur"])
-        g_net = self.generators["blur_g"]
-        if isinstance(g_net, FitsTone):
-            st = self.camera_stats.stats
-            g_net.fit_tone(st["tone_sharp"], st["tone_real"], st.get("tone_fake"), st.get("tone_clean"),
-                           st.get("tone_sharp_linear"), st.get("tone_real_linear"), st.get("means_sharp"),
-                           st.get("means_real"))
-            if g_net.wants_mean_calibration and (it % CALIBRATION_EVERY == 0 or it == self.scfg.iters - 1):
-                err = g_net.calibrate_means(*self.mean_sample, st["tone_sharp"], st["tone_real"])
-                _LOG.debug("%s it %d: mean calibration %s, error left %s", self.name, it,
-                           g_net.mean_cal.tolist(), err.tolist())
-
-    def observe_outputs(self, fake: torch.Tensor) -> None:
-        """For a generator whose tone fit removes its own pipeline offset (``fit_offset``): fold the
-        generated batch's quantiles, and its noiseless tone map's, into the running statistics."""
-        g_net = self.generators["blur_g"]
-        if self.camera_stats is None or not (isinstance(g_net, FitsTone) and g_net.wants_output_quantiles):
-            return
-        with torch.no_grad():
-            clean = g_net.tone_map(self.camera_stats.stats["tone_sharp"])[0]
-        self.camera_stats.observe_outputs(fake.detach(), clean)
-
-    def statistics(self, fake: torch.Tensor, batch: Batch, logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
-        """``w_stats`` x the camera statistics distances of ``fake`` to the real photos (bgan)."""
-        if self.camera_stats is None:
-            return 0.0
-        terms = self.camera_stats.loss(fake, batch["sharp"])
-        total = fake.new_zeros((), dtype=torch.float32)
-        for (key, value), weight in zip(terms.items(), self.scfg.stats_balance):
-            logs[f"stats_{key}"] = value
-            total = total + weight * value
-        return self.scfg.w_stats * total
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
