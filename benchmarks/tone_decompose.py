@@ -63,7 +63,7 @@ def calibrated(bgan, spec: dict, seed_dir: Path, camera: str, share: float, anch
     real = [read_image(p, channels=3)[: net.in_channels] for p in sorted((seed_dir / camera / "real_blur").glob("*.png"))]
     qs, qr = photo_quantiles(sharp, crop=128), photo_quantiles(real, crop=128)
     gen = torch.Generator().manual_seed(seed)
-    sample = fixed_crops(sharp, crops, 128, gen)
+    sample = fixed_crops(lambda i: sharp[i], len(sharp), crops, 128, gen)
     with torch.no_grad():
         net.fit_tone(qs, qr)
         net.calibrate_means(sample, net.noise_input.sample(sample, generator=gen), qs, qr)

@@ -148,3 +148,19 @@ def test_bgan_stage_calibrates_on_a_fixed_sample(camera_stage, sample_images, on
     stage.step(batch(), 39)  # ... and at the stage's last one is it put back
     assert (g.predicted_means(*stage.mean_sample, qs) - qs.mean(1)).abs().max() < 1e-3
     assert (g.mean_cal - cal).abs().max() < 0.05
+
+
+def test_fixed_crops_spread_over_the_folder_and_fit_small_photos():
+    from dbgan.train.camera_fit import fixed_crops
+
+    photos = [torch.full((3, 40, 40), float(i)) for i in range(100)]
+    seen = []
+    got = fixed_crops(lambda i: seen.append(i) or photos[i], 100, 4, 16, torch.Generator().manual_seed(0))
+    assert got.shape == (4, 3, 16, 16) and seen == [0, 25, 50, 75]  # spread, one read each
+    again = fixed_crops(lambda i: photos[i], 100, 4, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(got, again)
+    small = [torch.rand(1, 12, 30), torch.rand(1, 50, 50)]
+    out = fixed_crops(lambda i: small[i], 2, 5, 16, torch.Generator().manual_seed(1))
+    assert out.shape == (5, 1, 12, 12)  # cut to the smallest photo's side
+    with pytest.raises(ValueError, match="no photos"):
+        fixed_crops(lambda i: photos[i], 0, 4, 16, torch.Generator())

@@ -9,6 +9,7 @@ a fixed sample of sharp crops (:func:`fixed_crops`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -25,17 +26,24 @@ CALIBRATION_CROPS = 32
 CALIBRATION_EVERY = 25
 
 
-def fixed_crops(photos: list[torch.Tensor], count: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """``count x C x s x s`` float crops, the photos taken in turn, each at a position drawn by ``generator``;
-    ``s`` is ``size``, or the smallest photo side where that is less (``fit_means``' calibration sample)."""
-    if not photos:
+def fixed_crops(photo_at: Callable[[int], torch.Tensor], n_photos: int, count: int, size: int,
+                generator: torch.Generator) -> torch.Tensor:
+    """``count x C x s x s`` float crops (``fit_means``' calibration sample): crop ``j`` from photo
+    ``photo_at(i)`` of ``min(n_photos, count)`` photos spread evenly over the folder, taken in turn, at a
+    position drawn by ``generator``. ``s`` is ``size``, or the smallest photo side where that is less
+    (the larger crops are then cut down about their centres). One photo is held at a time."""
+    if n_photos < 1:
         raise ValueError("fixed_crops: no photos")
-    size = min([size] + [min(p.shape[-2:]) for p in photos])
+    k = min(n_photos, count)
+    picks = [i * n_photos // k for i in range(k)]
     crops = []
-    for i in range(count):
-        img = photos[i % len(photos)]
-        y, x = (int(torch.randint(0, n - size + 1, (), generator=generator)) for n in img.shape[-2:])
-        crops.append(img[:, y : y + size, x : x + size])
+    for j in range(count):
+        img = photo_at(picks[j % k])
+        s = min(size, *img.shape[-2:])
+        y, x = (int(torch.randint(0, n - s + 1, (), generator=generator)) for n in img.shape[-2:])
+        crops.append(img[:, y : y + s, x : x + s].clone())
+    side = min(c.shape[-1] for c in crops)
+    crops = [c[:, (c.shape[-2] - side) // 2 :, (c.shape[-1] - side) // 2 :][:, :side, :side] for c in crops]
     return torch.stack(crops).float()
 
 
@@ -94,8 +102,8 @@ class CameraFit:
         """``fit_means``: :func:`fixed_crops` of the sharp photos (the training crop size, or less for small
         photos) and a fixed noise vector for each, seeded by the run."""
         gen = torch.Generator().manual_seed(self.seed * 7919 + 17)
-        photos = [ds.whole_image(i)[: blur_g.in_channels] for i in range(min(ds.num_files, CALIBRATION_CROPS))]
-        sample = fixed_crops(photos, CALIBRATION_CROPS, self.cfg.data.crop_size, gen)
+        c = blur_g.in_channels
+        sample = fixed_crops(lambda i: ds.whole_image(i)[:c], ds.num_files, CALIBRATION_CROPS, self.cfg.data.crop_size, gen)
         noise = blur_g.noise_input.sample(sample, generator=gen)
         return sample.to(self.device), noise.to(self.device)
 
