@@ -155,9 +155,10 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             and colour bias. The correction is a per-channel log gain (the ``mean_cal`` buffer) found
             by a few Newton steps on a fixed sample of sharp crops (:meth:`calibrate_means`, run by the
             bgan stage; it needs ``stages.bgan.tone_from: photos``). 0 (default) leaves the fit as it is.
-            No preset uses it: with the same scenes on both sides it halves BGAN's colour error, but with
-            different scenes (halves of photos, ~28 a side) the real photos' means carry the scenes'
-            difference too, and at 0.5 it scored 0.13 dB below ``adapt_matched`` on validation.
+            ``configs/adapt_same_scenes.yaml`` uses it (1): with the same scenes on both sides it halves
+            BGAN's colour error. With different scenes (halves of photos, ~28 a side) the real photos'
+            means carry the scenes' difference too, and at 0.5 it scored 0.13 dB below ``adapt_matched``
+            on validation, so that preset does not use it.
         means_anchor: where a ``fit_means`` below 1 blends from: ``start`` (default), the start camera's
             output means (no exposure, neutral white balance, the start curve); ``fit``, the closed-form fit's
             own noiseless prediction (so the fit's shares keep their shrinkage and a small ``fit_means``
