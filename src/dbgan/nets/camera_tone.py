@@ -116,7 +116,7 @@ class ToneFit:
     @property
     def wants_mean_calibration(self) -> bool:
         """Whether the bgan stage should run :meth:`calibrate_means` (``fit_means`` > 0)."""
-        return self.tone == "fit" and getattr(self, "fit_means", 0.0) > 0
+        return self.tone == "fit" and self.fit_means > 0
 
     def _shift_gains(self, delta: Tensor) -> None:
         """Add per-channel log gains ``delta`` (``C``): their mean to the exposure, the rest to the white balance."""
