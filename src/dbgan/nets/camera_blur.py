@@ -163,6 +163,13 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             output means (no exposure, neutral white balance, the start curve); ``fit``, the closed-form fit's
             own noiseless prediction (so the fit's shares keep their shrinkage and a small ``fit_means``
             mostly removes what blur, noise, saturation and JPEG add to it).
+        fit_curve_offset: ``tone="fit"`` with ``learn_wb=False`` only: the curve counterpart of ``fit_means``.
+            The curve fit matches the real photos' quantiles with a noiseless, unblurred tone map, so what
+            the camera's blur does to them (a wide blur narrows the pooled histogram) is read as a flatter
+            curve, and the generator's own blur then narrows it once more. This share of that offset is
+            taken off the fitted curve: :meth:`calibrate_curve` (run by the bgan stage on ``fit_means``'
+            sample; it needs ``tone_from: photos``) moves the knots until the generator's own pooled
+            output quantiles are the fitted tone map's (the ``curve_cal`` buffer). 0 (default): off.
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
@@ -198,6 +205,7 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
         fit_from: str = "quantiles",
         fit_means: float = 0.0,
         means_anchor: str = "start",
+        fit_curve_offset: float = 0.0,
         physical_lr_scale: float = 10.0,
     ):
         super().__init__()
@@ -212,31 +220,23 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             raise ValueError(f"path_points must be >= 2, got {path_points}")
         if tone not in TONE_MODES:
             raise ValueError(f"tone must be one of {', '.join(TONE_MODES)}, got {tone!r}")
-        if not 0.0 <= fit_strength <= 1.0:
-            raise ValueError(f"fit_strength must be in [0, 1], got {fit_strength}")
-        self.fit_strength = float(fit_strength)
-        if not 0.0 <= fit_curve <= 1.0:
-            raise ValueError(f"fit_curve must be in [0, 1], got {fit_curve}")
-        self.fit_curve = float(fit_curve)
-        if not 0.0 <= fit_wb <= 1.0:
-            raise ValueError(f"fit_wb must be in [0, 1], got {fit_wb}")
+        shares = {"fit_strength": fit_strength, "fit_curve": fit_curve, "fit_wb": fit_wb, "fit_offset": fit_offset,
+                  "fit_means": fit_means, "fit_curve_offset": fit_curve_offset}
+        for name, value in shares.items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+            setattr(self, name, float(value))
         if fit_wb > 0 and learn_wb:
             raise ValueError("fit_wb sets the white balance in closed form: it needs learn_wb: false")
-        self.fit_wb = float(fit_wb)
-        if not 0.0 <= fit_offset <= 1.0:
-            raise ValueError(f"fit_offset must be in [0, 1], got {fit_offset}")
-        self.fit_offset = float(fit_offset)
+        if (fit_means > 0 or fit_curve_offset > 0) and (tone != "fit" or learn_wb):
+            raise ValueError("fit_means and fit_curve_offset correct the closed-form tone fit: "
+                             "they need tone: fit and learn_wb: false")
         if fit_space not in FIT_SPACES:
             raise ValueError(f"fit_space must be one of {', '.join(FIT_SPACES)}, got {fit_space!r}")
         self.fit_space = fit_space
         if fit_from not in FIT_SOURCES:
             raise ValueError(f"fit_from must be one of {', '.join(FIT_SOURCES)}, got {fit_from!r}")
         self.fit_from = fit_from
-        if not 0.0 <= fit_means <= 1.0:
-            raise ValueError(f"fit_means must be in [0, 1], got {fit_means}")
-        if fit_means > 0 and (tone != "fit" or learn_wb):
-            raise ValueError("fit_means corrects the closed-form tone fit: it needs tone: fit and learn_wb: false")
-        self.fit_means = float(fit_means)
         if means_anchor not in MEANS_ANCHORS:
             raise ValueError(f"means_anchor must be one of {', '.join(MEANS_ANCHORS)}, got {means_anchor!r}")
         self.means_anchor = means_anchor
@@ -306,6 +306,9 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
                 setattr(self, name, nn.Parameter(value))  # both starts pass through 0
             else:  # a buffer, as log_wb above
                 self.register_buffer(name, value)
+        if self.fit_curve_offset > 0:  # calibrate_curve's correction, and the fitted curve it is added to
+            self.register_buffer("curve_cal", torch.zeros_like(self.black[:, None].expand(-1, knots + 1)))
+            self.register_buffer("fit_response", torch.zeros_like(self.curve_cal), persistent=False)
         self.min_quality = float(min_quality)
         start_q = (init_quality - min_quality) / (100.0 - min_quality)
         self.quality_logit = nn.Parameter(torch.logit(torch.tensor(start_q)))
@@ -489,4 +492,5 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             + (f", fit_offset={self.fit_offset}" if self.fit_offset else "")
             + (f", fit_space={self.fit_space!r}" if self.fit_space != "display" else "")
             + (f", fit_means={self.fit_means}, means_anchor={self.means_anchor!r}" if self.fit_means else "")
+            + (f", fit_curve_offset={self.fit_curve_offset}" if self.fit_curve_offset else "")
         )

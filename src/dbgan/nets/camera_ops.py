@@ -62,6 +62,11 @@ def monotone_values(offset: Tensor, raw_steps: Tensor) -> Tensor:
     return torch.cat([offset[:, None], offset[:, None] + steps.cumsum(1)], 1)
 
 
+def shifted_curve(values: Tensor, shift: Tensor) -> Tensor:
+    """Knot values ``values + shift`` (both ``C x (K + 1)``), kept in ``[0, 1]`` and non-decreasing."""
+    return (values + shift).clamp(0.0, 1.0).cummax(1).values
+
+
 def inverse_softplus(x: Tensor) -> Tensor:
     """``y`` with ``softplus(y) = x`` for ``x > 0``."""
     x = x.clamp_min(1e-6)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dbgan.degradation_stats import TONE_POOL
+from dbgan.degradation_stats import TONE_POOL, interp_monotone
 from dbgan.nets import camera_ops as ops
 
 
@@ -110,6 +110,9 @@ class ToneFit:
         if self.fit_curve > 0:
             fitted = self.curve_estimate(sample, start)
             self._set_response(start + self.fit_curve * (fitted - start))
+        if self.wants_curve_calibration:  # calibrate_curve's correction, on the curve fitted just now
+            self.fit_response.copy_(self.response_values()[: self.black.shape[0]])
+            self._set_response(ops.shifted_curve(self.fit_response, self.fit_curve_offset * self.curve_cal))
         if self.wants_mean_calibration:  # the last correction (calibrate_means), after the curve
             self._shift_gains(self.mean_cal)
 
@@ -117,6 +120,46 @@ class ToneFit:
     def wants_mean_calibration(self) -> bool:
         """Whether the bgan stage should run :meth:`calibrate_means` (``fit_means`` > 0)."""
         return self.tone == "fit" and self.fit_means > 0
+
+    @property
+    def wants_curve_calibration(self) -> bool:
+        """Whether the bgan stage should run :meth:`calibrate_curve` (``fit_curve_offset`` > 0)."""
+        return self.tone == "fit" and self.fit_curve_offset > 0
+
+    @torch.no_grad()
+    def calibrate_curve(self, sample: Tensor, noise: Tensor, steps: int = 3, levels: int = 64) -> Tensor:
+        """Move ``curve_cal`` so that the generator's own outputs of ``sample`` (``N x C x H x W`` sharp crops,
+        with the fixed ``noise``), pooled as the tone fit's quantiles are, have the ``levels`` quantiles of
+        the fitted curve's noiseless tone map of the same crops; then apply ``fit_curve_offset`` of it.
+
+        Each of the ``steps`` passes measures the outputs' quantiles less that target, reads the error at
+        the curve's knots (interpolated at the crops' quantiles after exposure and white balance, held
+        outside them; averaged over the channels for a shared curve) and takes it off the knots. The
+        sample's scenes cancel: both sides of the difference are the same crops. Returns the error left
+        (``C x levels``, before the share). Call it right after :meth:`fit_tone`.
+        """
+        ref = self.log_wb
+        sample, noise = sample.to(ref), noise.to(ref)
+        probs = (torch.arange(levels, device=ref.device, dtype=torch.float32) + 0.5) / levels
+
+        def pooled_quantiles(x: Tensor) -> Tensor:
+            return torch.quantile(F.avg_pool2d(x.float(), TONE_POOL).transpose(0, 1).flatten(1), probs, dim=1).T
+
+        q = pooled_quantiles(sample)
+        lin = ops.srgb_to_linear(q) if self.input_encoding == "srgb" else q
+        x = (lin * (self.log_gain + self.log_wb[:, None]).exp()).clamp(0.0, 1.0)  # the curve's inputs, C x L
+        fitted = self.fit_response.expand(self.in_channels, -1)
+        target = ops.monotone_curve(x[None, ..., None], fitted)[0, ..., 0]
+        knots = ops.knot_positions(self.knots).to(ref)
+        self._set_response(ops.shifted_curve(self.fit_response, self.curve_cal))
+        for _ in range(steps):
+            err = pooled_quantiles(self(sample, noise)) - target
+            delta = torch.stack([interp_monotone(knots, x[ch], err[ch]) for ch in range(self.in_channels)])
+            self.curve_cal.sub_(delta.mean(0, keepdim=True) if self.shared_response else delta)
+            self._set_response(ops.shifted_curve(self.fit_response, self.curve_cal))
+        err = pooled_quantiles(self(sample, noise)) - target
+        self._set_response(ops.shifted_curve(self.fit_response, self.fit_curve_offset * self.curve_cal))
+        return err
 
     def _shift_gains(self, delta: Tensor) -> None:
         """Add per-channel log gains ``delta`` (``C``): their mean to the exposure, the rest to the white balance."""

@@ -2,8 +2,8 @@
 
 They keep :class:`dbgan.degradation_stats.CameraStats` of the two photo sets, let a generator that fits its
 tone in closed form (:class:`dbgan.nets.common.FitsTone`) fit it at every step, with ``tone_from: photos``
-hold the statistics at those of the whole photo folders, and with ``fit_means`` calibrate the fitted tone on
-a fixed sample of sharp crops (:func:`fixed_crops`).
+hold the statistics at those of the whole photo folders, and with ``fit_means`` or ``fit_curve_offset``
+calibrate the fitted tone on a fixed sample of sharp crops (:func:`fixed_crops`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dbgan.train.stage import Batch
 
 _LOG = logging.getLogger(__name__)
 
-#: ``fit_means``: the sharp crops of the fixed calibration sample, and how often (iterations) it is rerun
+#: ``fit_means`` and ``fit_curve_offset``: the sharp crops of the fixed calibration sample, and how often (iterations) it is rerun
 CALIBRATION_CROPS = 32
 CALIBRATION_EVERY = 25
 
@@ -47,6 +47,14 @@ def fixed_crops(photo_at: Callable[[int], torch.Tensor], n_photos: int, count: i
     return torch.stack(crops).float()
 
 
+def _calibrations(blur_g: nn.Module) -> list[str]:
+    """The settings of ``blur_g`` that calibrate its fitted tone on the fixed sample (none for other generators)."""
+    if not isinstance(blur_g, FitsTone):
+        return []
+    return [key for key, on in (("fit_means", blur_g.wants_mean_calibration),
+                                ("fit_curve_offset", blur_g.wants_curve_calibration)) if on]
+
+
 def _whole_images(ds):
     """Every photo of a folder dataset, whole, one at a time."""
     return (ds.whole_image(i) for i in range(ds.num_files))
@@ -62,9 +70,10 @@ class CameraFit:
         """The statistics the stage's settings ask for (none without ``w_stats``), checked against the generator."""
         self.camera_stats = None
         if stage_cfg.w_stats > 0:  # the stages that fit a tone (bgan); blur_pretrain has no camera statistics
-            if isinstance(blur_g, FitsTone) and blur_g.wants_mean_calibration and stage_cfg.tone_from != "photos":
-                raise ConfigError(f"nets.blur_g.args.fit_means needs 'stages.{self.config_key}.tone_from: photos' "
-                                  "(it corrects the tone fitted to the photo folders)")
+            for key in _calibrations(blur_g):
+                if stage_cfg.tone_from != "photos":
+                    raise ConfigError(f"nets.blur_g.args.{key} needs 'stages.{self.config_key}.tone_from: photos' "
+                                      "(it corrects the tone fitted to the photo folders)")
             linear = isinstance(blur_g, FitsTone) and blur_g.wants_linear_quantiles
             self.camera_stats = CameraStats(linearise=blur_g.linear_views if linear else None,
                                             spectrum_max_freq=stage_cfg.spectrum_max_freq)
@@ -95,11 +104,11 @@ class CameraFit:
                 self.camera_stats.fix(f"tone_{name}_linear", self._photo_quantiles(ds, views[side]))
             if isinstance(blur_g, FitsTone) and blur_g.wants_photo_means:
                 self.camera_stats.fix(f"means_{name}", photo_log_means(_whole_images(ds), transform=views[side]).to(self.device))
-        if isinstance(blur_g, FitsTone) and blur_g.wants_mean_calibration:
+        if _calibrations(blur_g):
             self.mean_sample = self._calibration_sample(sets["sharp"], blur_g)
 
     def _calibration_sample(self, ds, blur_g: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """``fit_means``: :func:`fixed_crops` of the sharp photos (the training crop size, or less for small
+        """``fit_means``, ``fit_curve_offset``: :func:`fixed_crops` of the sharp photos (the training crop size, or less for small
         photos) and a fixed noise vector for each, seeded by the run."""
         gen = torch.Generator().manual_seed(self.seed * 7919 + 17)
         c = blur_g.in_channels
@@ -116,9 +125,11 @@ class CameraFit:
 
     def observe_camera(self, batch: Batch, it: int = 0) -> None:
         """Fold the batch into the running camera statistics, and let a generator that fits
-        its tone in closed form (:class:`FitsTone`) fit it to them (before it blurs); with
-        ``fit_means``, every :data:`CALIBRATION_EVERY` iterations and at the stage's last one, correct
-        the fit so that its outputs have the real photos' mean brightness (``calibrate_means``)."""
+        its tone in closed form (:class:`FitsTone`) fit it to them (before it blurs); every
+        :data:`CALIBRATION_EVERY` iterations and at the stage's last one, correct the fitted curve for
+        what the generator's own blur, noise and JPEG do to it (``fit_curve_offset``: ``calibrate_curve``),
+        then the fit's gains so that its outputs have the real photos' mean brightness (``fit_means``:
+        ``calibrate_means``)."""
         if self.camera_stats is None:
             return
         self.camera_stats.observe(batch["sharp"], batch["real_blur"])
@@ -128,7 +139,12 @@ class CameraFit:
             g_net.fit_tone(st["tone_sharp"], st["tone_real"], st.get("tone_fake"), st.get("tone_clean"),
                            st.get("tone_sharp_linear"), st.get("tone_real_linear"), st.get("means_sharp"),
                            st.get("means_real"))
-            if g_net.wants_mean_calibration and (it % CALIBRATION_EVERY == 0 or it == self.scfg.iters - 1):
+            due = it % CALIBRATION_EVERY == 0 or it == self.scfg.iters - 1
+            if g_net.wants_curve_calibration and due:
+                err = g_net.calibrate_curve(*self.mean_sample)
+                _LOG.debug("%s it %d: curve calibration, largest quantile error left %.4f", self.name, it,
+                           float(err.abs().max()))
+            if g_net.wants_mean_calibration and due:
                 err = g_net.calibrate_means(*self.mean_sample, st["tone_sharp"], st["tone_real"])
                 _LOG.debug("%s it %d: mean calibration %s, error left %s", self.name, it,
                            g_net.mean_cal.tolist(), err.tolist())
