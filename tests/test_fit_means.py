@@ -1,5 +1,6 @@
 """``camera_blur`` ``fit_means``: the generator's own outputs (the whole camera) calibrated to the real
-photos' per-channel mean brightness, after the closed-form tone fit."""
+photos' per-channel mean brightness, after the closed-form tone fit; and ``fit_curve_offset``, the fitted
+curve calibrated for what the generator's own blur, noise and JPEG do to its pooled quantiles."""
 
 from __future__ import annotations
 
@@ -106,8 +107,10 @@ def test_a_share_below_one_stops_between_the_anchor_and_the_real_photos():
 
 @pytest.mark.parametrize("args, match", [
     ({"fit_means": 1.5}, "fit_means must be in"),
-    ({"fit_means": 0.5, "learn_wb": True, "fit_wb": 0.0}, "needs tone: fit and learn_wb: false"),
-    ({"fit_means": 0.5, "tone": "learn"}, "needs tone: fit and learn_wb: false"),
+    ({"fit_means": 0.5, "learn_wb": True, "fit_wb": 0.0}, "need tone: fit and learn_wb: false"),
+    ({"fit_means": 0.5, "tone": "learn"}, "need tone: fit and learn_wb: false"),
+    ({"fit_curve_offset": 0.5, "tone": "learn"}, "need tone: fit and learn_wb: false"),
+    ({"fit_curve_offset": -0.1}, "fit_curve_offset must be in"),
     ({"fit_means": 0.5, "means_anchor": "real"}, "means_anchor must be one of"),
 ])
 def test_fit_means_arguments_are_checked(args, match):
@@ -116,8 +119,52 @@ def test_fit_means_arguments_are_checked(args, match):
 
 
 def test_without_fit_means_the_checkpoint_keys_are_unchanged():
-    assert "mean_cal" not in _generator().state_dict()
-    assert not _generator().wants_mean_calibration
+    keys = _generator().state_dict()
+    assert "mean_cal" not in keys and "curve_cal" not in keys and "fit_response" not in keys
+    assert not _generator().wants_mean_calibration and not _generator().wants_curve_calibration
+    assert "curve_cal" in _generator(fit_curve_offset=1.0).state_dict()
+    assert "fit_response" not in _generator(fit_curve_offset=1.0).state_dict()  # recomputed by every fit
+
+
+def _pooled_error(g, sharp: torch.Tensor, seed: int) -> torch.Tensor:
+    """The generator's pooled output quantiles of ``sharp`` (noise vectors from ``seed``) less its fitted
+    curve's noiseless tone map of the same crops' pooled quantiles (the fit's target)."""
+    probs = (torch.arange(32) + 0.5) / 32
+    pooled = lambda x: F.avg_pool2d(x, 8).transpose(0, 1).flatten(1)  # noqa: E731
+    with torch.no_grad():
+        out = g(sharp, g.noise_input.sample(sharp, torch.Generator().manual_seed(seed)))
+        q = torch.quantile(pooled(sharp), probs, dim=1).T
+        lin = (ops.srgb_to_linear(q) * (g.log_gain + g.log_wb[:, None]).exp()).clamp(0, 1)
+        target = ops.monotone_curve(lin[None, ..., None], g.fit_response.expand(3, -1))[0, ..., 0]
+        return torch.quantile(pooled(out), probs, dim=1).T - target
+
+
+def test_curve_calibration_removes_the_generators_own_pipeline_offset():
+    """A wide blur narrows the pooled histogram: the outputs' dark quantiles come out brighter than the
+    fitted tone map (here by 0.02-0.04). The calibration moves the knots until they are not, on
+    other noise vectors than it used, and keeps the correction over the fits the stage runs every step."""
+    sharp = _scenes(n=8, size=128)
+    qs, qr = tone_quantiles(sharp), tone_quantiles(_filmic_camera(sharp))
+    g = _generator(fit_curve=1.0, fit_curve_offset=1.0, kernel_size=31, init_length=16.0, init_radius=3.0)
+    g.fit_tone(qs, qr)
+    fitted = g.fit_response.clone()
+    torch.testing.assert_close(g.response_values(), fitted)  # no correction yet
+    before = _pooled_error(g, sharp, 1)
+    assert before[:, :4].mean() > 0.01, before  # the shadows brightened by the blur
+    sample = sharp[:6]
+    g.calibrate_curve(sample, g.noise_input.sample(sample, torch.Generator().manual_seed(2)))
+    after = _pooled_error(g, sharp, 1)
+    assert after.abs().mean() < before.abs().mean() / 2, (before.abs().mean(), after.abs().mean())
+    values = g.response_values().clone()
+    assert (values.diff(dim=1) >= 0).all() and values.min() >= 0 and values.max() <= 1
+    assert (values[:, 2] < fitted[:, 2]).all()  # darker shadows: a steeper curve than the fit's
+    g.fit_tone(qs, qr)  # the next fit keeps the correction, once
+    torch.testing.assert_close(g.response_values(), values)
+    torch.testing.assert_close(g.fit_response, fitted)
+    half = _generator(fit_curve=1.0, fit_curve_offset=0.5, kernel_size=31, init_length=16.0, init_radius=3.0)
+    half.load_state_dict(g.state_dict())
+    half.fit_tone(qs, qr)
+    torch.testing.assert_close(half.response_values(), ops.shifted_curve(fitted, 0.5 * g.curve_cal).expand(3, -1))
 
 
 def test_bgan_stage_calibrates_on_a_fixed_sample(camera_stage, sample_images, one_torch_thread):
@@ -148,6 +195,23 @@ def test_bgan_stage_calibrates_on_a_fixed_sample(camera_stage, sample_images, on
     stage.step(batch(), 39)  # ... and at the stage's last one is it put back
     assert (g.predicted_means(*stage.mean_sample, qs) - qs.mean(1)).abs().max() < 1e-3
     assert (g.mean_cal - cal).abs().max() < 0.05
+
+
+def test_bgan_stage_calibrates_the_curve(camera_stage, one_torch_thread):
+    curve = ("nets.blur_g.args.tone=fit", "nets.blur_g.args.learn_wb=false", "nets.blur_g.args.fit_curve=1",
+             "nets.blur_g.args.fit_curve_offset=1")
+    with pytest.raises(ConfigError, match="fit_curve_offset needs 'stages.bgan.tone_from: photos'"):
+        camera_stage(*curve)
+    _, stage, g = camera_stage("stages.bgan.w_adv=0", "stages.bgan.w_diversity=0", "stages.bgan.tone_from=photos",
+                               "stages.bgan.iters=40", *curve)
+    assert not hasattr(g, "mean_cal")  # the sample is there for the curve alone
+    gen = torch.Generator().manual_seed(0)
+    batch = {"sharp": torch.rand(4, 3, 48, 48, generator=gen), "real_blur": torch.rand(4, 3, 48, 48, generator=gen)}
+    stage.step(batch, 0)
+    assert float(g.curve_cal.abs().max()) > 0
+    cal = g.curve_cal.clone()
+    stage.step(batch, 1)  # not between the calibrations
+    torch.testing.assert_close(g.curve_cal, cal)
 
 
 def test_fixed_crops_spread_over_the_folder_and_fit_small_photos():
