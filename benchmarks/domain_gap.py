@@ -271,8 +271,8 @@ def build_seed_data(root: Path, seed: int, cams: list[str], args) -> dict[str, A
         d = {k: root / name / k for k in ("real_blur", "oracle", "test")}
         for i, n in enumerate(split["real"]):
             rng = np.random.default_rng([seed, 1, ci, i])
-            for k in range(args.real_per_photo):
-                _, blurred = degraded_crop(cam, train_imgs[n], args.real_crop, rng)
+            for k in range(args.real_per_photo):  # --real-whole: the camera's whole photo, as a user's folder holds it
+                blurred = cam.degrade(train_imgs[n], rng) if args.real_whole else degraded_crop(cam, train_imgs[n], args.real_crop, rng)[1]
                 write_image(d["real_blur"] / f"{photo_stem(n)}_{k:02d}.png", to_chw(blurred))
         for i, n in enumerate(split["sharp"]):
             rng = np.random.default_rng([seed, 2, ci, i])
@@ -642,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real-crop", type=int, default=None,
                    help="side of the real-blur and oracle crops (default: the preset's data.crop_size + 32, at least 96)")
     p.add_argument("--real-per-photo", type=int, default=None, help="real-blur crops per real-side photo (quick 10, full 24)")
+    p.add_argument("--real-whole", action="store_true",
+                   help="store each of the real side's degradations whole, not as a --real-crop crop (a user's folder "
+                        "holds whole photos; with crops the tone statistics see a random, centre-weighted part of each)")
     p.add_argument("--oracle-per-photo", type=int, default=None, help="oracle pairs per sharp-side photo (quick 10, full 24)")
     p.add_argument("--test-side", type=int, default=None, help="longer side of the test photos (quick 192, full 256)")
     p.add_argument("--test-per-photo", type=int, default=None, help="degradations per test photo (quick 2, full 3)")
@@ -698,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seeds      : {seeds} (data seed = training seed)")
     print(f"cameras    : {cams}; validation cameras {list(CAMS.VALIDATION_CAMERAS)} (Wiener settings chosen on {CAMS.VALIDATION!r}); checks on {test_cams}")
     print(f"photos     : colour {COLOUR_PHOTOS + tuple(args.extra)}; grey {GREY_PHOTOS}; train side {args.train_side}, test side "
-          f"{args.test_side}; split {args.split!r}; {args.real_per_photo} real crops of {args.real_crop} px per real-side photo, "
+          f"{args.test_side}; split {args.split!r}; {args.real_per_photo} real {'whole photos' if args.real_whole else f'crops of {args.real_crop} px'} per real-side photo, "
           f"{args.oracle_per_photo} oracle pairs per sharp-side photo, {args.test_per_photo} degradations per test photo")
     print(f"synthetic  : {json.dumps(base.to_dict()['synth'])}")
     print(flush=True)

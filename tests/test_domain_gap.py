@@ -389,3 +389,26 @@ def test_tone_decompose_reads_a_kept_run(tmp_path):
     assert {"D(bgan)", "D(camera)", "test D", "test LUT"} <= set(rows) and "test oracle" not in set(rows)
     with pytest.raises(SystemExit, match="needs a camera_blur BGAN"):
         T.decompose(tmp_path, 0, "compact", calibrate=1.0)
+
+
+def test_real_side_is_stored_whole_or_as_crops(tmp_path):
+    """``--real-whole``: the real side holds the camera's whole (half) photos, as a user's folder would; by
+    default it holds --real-crop crops. The oracle pairs and test photos are the same either way."""
+    from argparse import Namespace
+
+    from dbgan.io import read_image
+
+    sizes = {}
+    for whole in (False, True):
+        args = Namespace(extra=[], split="halves", train_side=96, real_crop=40, real_per_photo=1, oracle_per_photo=1,
+                         test_side=48, test_per_photo=1, real_whole=whole)
+        root = tmp_path / str(whole)
+        G.build_seed_data(root, 0, ["compact"], args)
+        sizes[whole] = {tuple(read_image(p, channels=3).shape[1:]) for p in (root / "compact" / "real_blur").glob("*.png")}
+        assert sorted(p.name for p in (root / "compact" / "oracle" / "blur").glob("*.png"))
+    assert sizes[False] == {(40, 40)}
+    assert all(max(s) > 40 for s in sizes[True]) and len(sizes[True]) > 1, sizes
+    for part in ("oracle/blur", "test/blur"):
+        a, b = (sorted((tmp_path / str(w) / "compact" / part).glob("*.png")) for w in (False, True))
+        assert [p.name for p in a] == [p.name for p in b]
+        assert all(torch.equal(read_image(x), read_image(y)) for x, y in zip(a, b))
