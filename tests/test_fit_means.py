@@ -129,14 +129,12 @@ def test_without_fit_means_the_checkpoint_keys_are_unchanged():
 def _pooled_error(g, sharp: torch.Tensor, seed: int) -> torch.Tensor:
     """The generator's pooled output quantiles of ``sharp`` (noise vectors from ``seed``) less its fitted
     curve's noiseless tone map of the same crops' pooled quantiles (the fit's target)."""
-    probs = (torch.arange(32) + 0.5) / 32
-    pooled = lambda x: F.avg_pool2d(x, 8).transpose(0, 1).flatten(1)  # noqa: E731
     with torch.no_grad():
         out = g(sharp, g.noise_input.sample(sharp, torch.Generator().manual_seed(seed)))
-        q = torch.quantile(pooled(sharp), probs, dim=1).T
+        q = tone_quantiles(sharp, 32)
         lin = (ops.srgb_to_linear(q) * (g.log_gain + g.log_wb[:, None]).exp()).clamp(0, 1)
         target = ops.monotone_curve(lin[None, ..., None], g.fit_response.expand(3, -1))[0, ..., 0]
-        return torch.quantile(pooled(out), probs, dim=1).T - target
+        return tone_quantiles(out, 32) - target
 
 
 def test_curve_calibration_removes_the_generators_own_pipeline_offset():
@@ -177,9 +175,9 @@ def test_bgan_stage_calibrates_on_a_fixed_sample(camera_stage, sample_images, on
                  "stages.bgan.iters=40", *means)
     _, stage, g = camera_stage(*overrides)
     _, again, _ = camera_stage(*overrides)
-    for a, b in zip(stage.mean_sample, again.mean_sample):  # seeded by the run: a resume draws the same
+    for a, b in zip(stage.calibration_sample, again.calibration_sample):  # seeded by the run: a resume draws the same
         torch.testing.assert_close(a, b)
-    assert stage.mean_sample[0].shape[0] >= 8
+    assert stage.calibration_sample[0].shape[0] >= 8
     photos = [read_image(p, channels=3) for p in sorted(sample_images[0].parent.iterdir())]
     gen = torch.Generator().manual_seed(0)
     batch = lambda: {"sharp": torch.rand(4, 3, 48, 48, generator=gen), "real_blur": torch.rand(4, 3, 48, 48, generator=gen)}  # noqa: E731
@@ -187,13 +185,13 @@ def test_bgan_stage_calibrates_on_a_fixed_sample(camera_stage, sample_images, on
     cal = g.mean_cal.clone()
     assert float(cal.abs().max()) > 0  # the blur and noise move the means: something to correct
     qs = photo_quantiles(photos, crop=48)
-    err = g.predicted_means(*stage.mean_sample, qs) - qs.mean(1)  # the same folder on both sides
+    err = g.predicted_means(*stage.calibration_sample, qs) - qs.mean(1)  # the same folder on both sides
     assert err.abs().max() < 1e-3
     g.mean_cal.add_(0.2)  # knocked off: only every CALIBRATION_EVERY iterations ...
     stage.step(batch(), 1)
     torch.testing.assert_close(g.mean_cal, cal + 0.2)
     stage.step(batch(), 39)  # ... and at the stage's last one is it put back
-    assert (g.predicted_means(*stage.mean_sample, qs) - qs.mean(1)).abs().max() < 1e-3
+    assert (g.predicted_means(*stage.calibration_sample, qs) - qs.mean(1)).abs().max() < 1e-3
     assert (g.mean_cal - cal).abs().max() < 0.05
 
 

@@ -141,8 +141,7 @@ def tone_quantiles(x: Tensor, levels: int = 64, scale: int = TONE_POOL) -> Tenso
     """``C x levels`` quantiles of each channel's ``scale``-pooled values."""
     s = max(1, min(scale, x.shape[-1], x.shape[-2]))
     p = F.avg_pool2d(x.float(), s).transpose(0, 1).flatten(1)
-    probs = (torch.arange(levels, device=x.device, dtype=torch.float32) + 0.5) / levels
-    return torch.quantile(p, probs, dim=1).t()
+    return torch.quantile(p, quantile_probs(levels, x.device), dim=1).t()
 
 
 def crop_coverage(size: int, crop: int) -> Tensor:
@@ -169,13 +168,18 @@ def photo_histogram(img: Tensor, scale: int = TONE_POOL, bins: int = 4096, trans
     return hist / hist.sum(1, keepdim=True)
 
 
+def quantile_probs(levels: int, device=None) -> Tensor:
+    """The probabilities of the ``levels`` brightness quantiles every tone statistic uses: bin centres of ``[0, 1]``."""
+    return (torch.arange(levels, device=device, dtype=torch.float32) + 0.5) / levels
+
+
 def histogram_quantiles(hist: Tensor, levels: int = 64) -> Tensor:
     """``C x levels`` quantiles of a ``C x bins`` histogram over ``[0, 1]`` (any positive scale): the
     distribution function is inverted linearly within a bin."""
     hist = hist.float()
     cdf = torch.cat([torch.zeros(hist.shape[0], 1), (hist / hist.sum(1, keepdim=True)).cumsum(1)], 1)
     edges = torch.linspace(0.0, 1.0, hist.shape[1] + 1)
-    probs = (torch.arange(levels, dtype=torch.float32) + 0.5) / levels
+    probs = quantile_probs(levels)
     return torch.stack([interp_monotone(probs, c, edges) for c in cdf])
 
 

@@ -309,7 +309,7 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             else:  # a buffer, as log_wb above
                 self.register_buffer(name, value)
         if self.fit_curve_offset > 0:  # calibrate_curve's correction, and the fitted curve it is added to
-            self.register_buffer("curve_cal", torch.zeros_like(self.black[:, None].expand(-1, knots + 1)))
+            self.register_buffer("curve_cal", torch.zeros(self.black.shape[0], knots + 1))
             self.register_buffer("fit_response", torch.zeros_like(self.curve_cal), persistent=False)
         self.min_quality = float(min_quality)
         start_q = (init_quality - min_quality) / (100.0 - min_quality)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dbgan.degradation_stats import TONE_POOL, interp_monotone
+from dbgan.degradation_stats import TONE_POOL, interp_monotone, tone_quantiles
 from dbgan.nets import camera_ops as ops
 
 
@@ -140,12 +140,7 @@ class ToneFit:
         """
         ref = self.log_wb
         sample, noise = sample.to(ref), noise.to(ref)
-        probs = (torch.arange(levels, device=ref.device, dtype=torch.float32) + 0.5) / levels
-
-        def pooled_quantiles(x: Tensor) -> Tensor:
-            return torch.quantile(F.avg_pool2d(x.float(), TONE_POOL).transpose(0, 1).flatten(1), probs, dim=1).T
-
-        q = pooled_quantiles(sample)
+        q = tone_quantiles(sample, levels)
         lin = ops.srgb_to_linear(q) if self.input_encoding == "srgb" else q
         x = (lin * (self.log_gain + self.log_wb[:, None]).exp()).clamp(0.0, 1.0)  # the curve's inputs, C x L
         fitted = self.fit_response.expand(self.in_channels, -1)
@@ -153,11 +148,11 @@ class ToneFit:
         knots = ops.knot_positions(self.knots).to(ref)
         self._set_response(ops.shifted_curve(self.fit_response, self.curve_cal))
         for _ in range(steps):
-            err = pooled_quantiles(self(sample, noise)) - target
+            err = tone_quantiles(self(sample, noise), levels) - target
             delta = torch.stack([interp_monotone(knots, x[ch], err[ch]) for ch in range(self.in_channels)])
             self.curve_cal.sub_(delta.mean(0, keepdim=True) if self.shared_response else delta)
             self._set_response(ops.shifted_curve(self.fit_response, self.curve_cal))
-        err = pooled_quantiles(self(sample, noise)) - target
+        err = tone_quantiles(self(sample, noise), levels) - target
         self._set_response(ops.shifted_curve(self.fit_response, self.fit_curve_offset * self.curve_cal))
         return err
 

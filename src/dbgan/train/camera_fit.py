@@ -21,7 +21,8 @@ from dbgan.train.stage import Batch
 
 _LOG = logging.getLogger(__name__)
 
-#: ``fit_means`` and ``fit_curve_offset``: the sharp crops of the fixed calibration sample, and how often (iterations) it is rerun
+#: ``fit_means`` and ``fit_curve_offset``: the sharp crops of the fixed calibration sample, and how often
+#: (iterations) it is rerun
 CALIBRATION_CROPS = 32
 CALIBRATION_EVERY = 25
 
@@ -105,11 +106,11 @@ class CameraFit:
             if isinstance(blur_g, FitsTone) and blur_g.wants_photo_means:
                 self.camera_stats.fix(f"means_{name}", photo_log_means(_whole_images(ds), transform=views[side]).to(self.device))
         if _calibrations(blur_g):
-            self.mean_sample = self._calibration_sample(sets["sharp"], blur_g)
+            self.calibration_sample = self._calibration_sample(sets["sharp"], blur_g)
 
     def _calibration_sample(self, ds, blur_g: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """``fit_means``, ``fit_curve_offset``: :func:`fixed_crops` of the sharp photos (the training crop size, or less for small
-        photos) and a fixed noise vector for each, seeded by the run."""
+        """``fit_means``, ``fit_curve_offset``: :func:`fixed_crops` of the sharp photos (the training crop
+        size, or less for small photos) and a fixed noise vector for each, seeded by the run."""
         gen = torch.Generator().manual_seed(self.seed * 7919 + 17)
         c = blur_g.in_channels
         sample = fixed_crops(lambda i: ds.whole_image(i)[:c], ds.num_files, CALIBRATION_CROPS, self.cfg.data.crop_size, gen)
@@ -141,11 +142,11 @@ class CameraFit:
                            st.get("means_real"))
             due = it % CALIBRATION_EVERY == 0 or it == self.scfg.iters - 1
             if g_net.wants_curve_calibration and due:
-                err = g_net.calibrate_curve(*self.mean_sample)
+                err = g_net.calibrate_curve(*self.calibration_sample)
                 _LOG.debug("%s it %d: curve calibration, largest quantile error left %.4f", self.name, it,
                            float(err.abs().max()))
             if g_net.wants_mean_calibration and due:
-                err = g_net.calibrate_means(*self.mean_sample, st["tone_sharp"], st["tone_real"])
+                err = g_net.calibrate_means(*self.calibration_sample, st["tone_sharp"], st["tone_real"])
                 _LOG.debug("%s it %d: mean calibration %s, error left %s", self.name, it,
                            g_net.mean_cal.tolist(), err.tolist())
 
