@@ -15,6 +15,10 @@ No method that sees only unpaired photos can tell the two apart.
    camera is its mean over the seeds before the absolute value), and the gap's spread over the
    three channels (max - min, like the colour check's; that check averages the spread itself over
    the seeds, so its scene part does not shrink with more seeds). No training, no camera: a few seconds.
+   Beside it, the standard error that :func:`dbgan.tone_uncertainty.folder_tone_gap` (what a user's
+   bgan run logs with ``tone_from: photos``) gives each seed's two folders alone: it should match the
+   spread over seeds where the two folders hold different photos (``photos``), and overstates it where
+   they hold halves of the same photos (``halves``: the halves' scenes are related).
 2. **Attribution** (``--runs``): the ``domain_gap.py --json`` files of kept runs with the
    ``separate`` and ``oracle`` rows. For every camera-seed the method's bias less the oracle's is
    regressed on that seed's scene gap (mean over channels). The slope says how much of the gap
@@ -35,17 +39,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import domain_gap as DG  # noqa: E402
 
 
-def seed_gaps(seeds: int, extra: list[str], split: str, side: int = 384) -> np.ndarray:
-    """``seeds x 3`` scene gaps (``domain_gap.scene_gap``) of data seeds ``0 .. seeds-1``; every photo
-    (or half) is read once."""
+def _seed_splits(seeds: int, extra: list[str], split: str, side: int):
+    """``(split lists, photos)`` of data seeds ``0 .. seeds-1``; every photo (or half) is read once."""
     imgs: dict[str, np.ndarray] = {}
-    out = []
     for seed in range(seeds):
         sp = DG.split_photos(seed, extra, split)
         need = [n for n in sp["sharp"] + sp["real"] if n not in imgs]
         if need:
             imgs.update(DG.train_photos(need, side))
-        out.append(DG.scene_gap(sp, imgs))
+        yield sp, imgs
+
+
+def seed_gaps(seeds: int, extra: list[str], split: str, side: int = 384) -> np.ndarray:
+    """``seeds x 3`` scene gaps (``domain_gap.scene_gap``) of data seeds ``0 .. seeds-1``."""
+    return np.asarray([DG.scene_gap(sp, imgs) for sp, imgs in _seed_splits(seeds, extra, split, side)], dtype=np.float64)
+
+
+def predicted_errors(seeds: int, extra: list[str], split: str, side: int = 384) -> np.ndarray:
+    """Per data seed, the brightness standard error that ``dbgan.tone_uncertainty.folder_tone_gap`` gives
+    that seed's two folders alone (what a user's bgan run logs): to set beside the gap's spread over seeds."""
+    import torch
+
+    from dbgan.tone_uncertainty import folder_tone_gap
+
+    out = []
+    for sp, imgs in _seed_splits(seeds, extra, split, side):
+        means = [torch.tensor(np.array([imgs[n].reshape(-1, imgs[n].shape[-1]).mean(0) for n in sp[k]])) for k in ("sharp", "real")]
+        out.append(folder_tone_gap(*means).brightness_se)
     return np.asarray(out, dtype=np.float64)
 
 
@@ -97,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {"splits": {}}
     for split in args.splits.split(","):
         s = summarise(seed_gaps(args.seeds, extra, split, args.train_side), args.over)
+        se = predicted_errors(args.seeds, extra, split, args.train_side)
+        s["predicted_se"] = float(se.mean())
         out["splits"][split] = s
         sys.stdout.write(f"{split}: {s['seeds']} seeds, brightness gap sd {s['sd']:.4f} (mean {s['mean']:+.4f}), "
                          f"E|gap| one seed {s['abs_one']:.4f}, mean of {args.over} seeds {s[f'abs_mean_of_{args.over}']:.4f}; "
-                         f"colour spread {s['colour_spread']:.4f}\n")
+                         f"colour spread {s['colour_spread']:.4f}; one seed's folders predict sd {s['predicted_se']:.4f} "
+                         f"(dbgan.tone_uncertainty; range {se.min():.4f}-{se.max():.4f})\n")
     if args.runs:
         att = attribution([json.loads(Path(f).read_text()) for f in args.runs])
         out["attribution"] = att

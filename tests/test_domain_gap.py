@@ -339,6 +339,8 @@ def test_scene_gap_benchmark_summarises_seeds_and_attributes_the_bias(tmp_path):
     assert np.allclose(gaps[1], G.scene_gap(G.split_photos(1, [], "photos"),
                                             G.train_photos(sum(G.split_photos(1, [], "photos").values(), []), 48)))
     assert not SG.seed_gaps(1, [], "shared", side=48).any()  # the control: no scene gap
+    se = SG.predicted_errors(2, [], "photos", side=48)  # what dbgan.tone_uncertainty says of each seed's folders
+    assert se.shape == (2,) and (se > 0).all() and (se < 0.2).all()
     s = SG.summarise(np.array([[0.01] * 3, [-0.01] * 3, [0.02, 0.0, 0.04]]), over=2)
     assert s["seeds"] == 3 and math.isclose(s["sd"], np.std([0.01, -0.01, 0.02]))
     assert 0 < s["abs_mean_of_2"] < s["abs_one"] + 1e-12 and s["colour_spread"] > 0
@@ -355,7 +357,7 @@ def test_scene_gap_benchmark_summarises_seeds_and_attributes_the_bias(tmp_path):
         SG.attribution(runs[:1])
     out = tmp_path / "g.json"
     assert SG.main(["--seeds", "2", "--splits", "photos", "--train-side", "48", "--json", str(out)]) == 0
-    assert out.exists() and "photos" in __import__("json").loads(out.read_text())["splits"]
+    assert out.exists() and __import__("json").loads(out.read_text())["splits"]["photos"]["predicted_se"] > 0
 
 
 def test_tone_decompose_reads_a_kept_run(tmp_path):

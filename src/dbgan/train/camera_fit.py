@@ -17,6 +17,7 @@ from torch import nn
 from dbgan.config import ConfigError
 from dbgan.degradation_stats import CameraStats, photo_log_means, photo_quantiles
 from dbgan.nets.common import FitsTone
+from dbgan.tone_uncertainty import FolderToneGap, folder_tone_gap, photo_means
 from dbgan.train.stage import Batch
 
 _LOG = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class CameraFit:
     ``scfg``, ``config_key``, ``name``, ``seed``, ``device`` and ``generators``."""
 
     camera_stats: CameraStats | None = None
+    #: ``tone_from: photos``: how firmly the two folders pin the brightness and colour (their scenes' share)
+    folder_gap: FolderToneGap | None = None
 
     def setup_camera_stats(self, stage_cfg, blur_g: nn.Module) -> None:
         """The statistics the stage's settings ask for (none without ``w_stats``), checked against the generator."""
@@ -97,14 +100,19 @@ class CameraFit:
         sets = {side: make_unpaired_dataset(getattr(data, f"{side}_dir"), data, self.cfg.seed, key=side)
                 for side in ("sharp", "real_blur")}
         views = {"sharp": lambda x: blur_g.linear_views(x, x)[0], "real_blur": lambda x: blur_g.linear_views(x, x)[1]}
+        means: dict[str, list[torch.Tensor]] = {}
         for side, ds in sets.items():
             name = "sharp" if side == "sharp" else "real"
             _LOG.info("tone_from photos: brightness quantiles of the %d photos in %s", ds.num_files, ds.root)
-            self.camera_stats.fix(f"tone_{name}", self._photo_quantiles(ds))
+            photos = photo_means(_whole_images(ds), means.setdefault(name, []))
+            self.camera_stats.fix(f"tone_{name}", self._photo_quantiles(ds, images=photos))
             if linear:
                 self.camera_stats.fix(f"tone_{name}_linear", self._photo_quantiles(ds, views[side]))
             if isinstance(blur_g, FitsTone) and blur_g.wants_photo_means:
                 self.camera_stats.fix(f"means_{name}", photo_log_means(_whole_images(ds), transform=views[side]).to(self.device))
+        self.folder_gap = folder_tone_gap(torch.stack(means["sharp"]), torch.stack(means["real"]))
+        if self.folder_gap is not None:
+            _LOG.info("tone_from photos: %s", self.folder_gap.summary())
         if _calibrations(blur_g):
             self.calibration_sample = self._calibration_sample(sets["sharp"], blur_g)
 
@@ -117,12 +125,13 @@ class CameraFit:
         noise = blur_g.noise_input.sample(sample, generator=gen)
         return sample.to(self.device), noise.to(self.device)
 
-    def _photo_quantiles(self, ds, transform=None) -> torch.Tensor:
+    def _photo_quantiles(self, ds, transform=None, images=None) -> torch.Tensor:
         """The folder's brightness quantiles, weighted as the training crops see its photos (their
-        centres more than their borders)."""
+        centres more than their borders); ``images``: its photos, if not read here."""
         data = self.cfg.data
         crop = None if data.preprocess == "none" else data.crop_size
-        return photo_quantiles(_whole_images(ds), transform=transform, crop=crop).to(self.device)
+        photos = _whole_images(ds) if images is None else images
+        return photo_quantiles(photos, transform=transform, crop=crop).to(self.device)
 
     def observe_camera(self, batch: Batch, it: int = 0) -> None:
         """Fold the batch into the running camera statistics, and let a generator that fits

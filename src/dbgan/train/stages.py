@@ -366,6 +366,11 @@ class JointStage(Stage):
         self.pools = {**self.bgan.pools, **self.dbgan.pools}
         self.emas = {**self.bgan.emas, **self.dbgan.emas}
 
+    @property
+    def folder_gap(self):
+        """The BGAN part's :attr:`CameraFit.folder_gap` (for validation)."""
+        return self.bgan.folder_gap
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         if self.bgan.camera_stats is not None:

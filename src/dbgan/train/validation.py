@@ -31,6 +31,9 @@ def validate(stage: Stage, val_ds: Dataset | None, train_batch: dict, device: to
     blur_g = stage.generators.get("blur_g", stage.frozen.get("blur_g"))
     if isinstance(blur_g, DescribesCamera):
         out["learnt_camera"] = blur_g.describe()  # camera_blur: what BGAN learnt, in physical units
+    folder_gap = getattr(stage, "folder_gap", None)  # tone_from: photos (CameraFit)
+    if folder_gap is not None:
+        out["folder_tone_gap"] = folder_gap.as_dict()  # how firmly the two folders pin the tone
     deblur = stage.generators.get("deblur_g")
     if deblur is not None and val_ds is not None and len(val_ds) > 0:
         deblur.eval()
