@@ -145,12 +145,13 @@ def test_adapt_matched_differs_from_adapt_only_in_the_tone_fit_shares():
     assert a == m
 
 
-def test_adapt_same_scenes_differs_from_adapt_matched_only_in_the_whole_fit_and_fit_means():
-    """configs/adapt_same_scenes.yaml: `adapt_matched` with the whole closed-form fit and the output-mean calibration."""
+def test_adapt_same_scenes_differs_from_adapt_matched_only_in_the_whole_fit_and_the_calibrations():
+    """configs/adapt_same_scenes.yaml: `adapt_matched` with the whole closed-form fit and the output-mean and curve
+    calibrations."""
     m, s = load_config("adapt_matched").to_dict(), load_config("adapt_same_scenes").to_dict()
     mm, sm = m["nets"]["blur_g"].pop("args"), s["nets"]["blur_g"].pop("args")
     assert {k: v for k, v in sm.items() if mm.get(k) != v} == {"fit_strength": 1.0, "fit_curve": 1.0, "fit_wb": 1.0,
-                                                                 "fit_means": 1.0}
+                                                                 "fit_means": 1.0, "fit_curve_offset": 1.0}
     assert set(mm) <= set(sm)
     m.pop("name"), s.pop("name")
     assert m == s

@@ -169,9 +169,10 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             curve, and the generator's own blur then narrows it once more. This share of that offset is
             taken off the fitted curve: :meth:`calibrate_curve` (run by the bgan stage on ``fit_means``'
             sample; it needs ``tone_from: photos``) moves the knots until the generator's own pooled
-            output quantiles are the fitted tone map's (the ``curve_cal`` buffer). 0 (default): off. No preset
-            uses it: on validation it lowered bias and colour spread with the same scenes but cost PSNR, and
-            cost 1.8 dB with halves (docs/benchmarks.md, section 2, session 21).
+            output quantiles are the fitted tone map's (the ``curve_cal`` buffer). 0 (default): off.
+            ``adapt_same_scenes`` uses 1 (with whole photos of the same scenes it brought the bias and colour
+            spread to the oracle's); with halves it cost 1.8 dB on validation (docs/benchmarks.md, section 2,
+            sessions 21-22).
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
 
