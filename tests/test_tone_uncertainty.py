@@ -91,3 +91,13 @@ def test_the_bgan_stage_measures_its_folders_and_validation_reports_it(camera_st
     assert metrics["folder_tone_gap"]["brightness"] == pytest.approx(gap.brightness)
     _, without, _ = camera_stage()  # running quantiles: the folders are not read whole
     assert without.folder_gap is None and "folder_tone_gap" not in validate(without, None, batch, torch.device("cpu"), {})["metrics"]
+
+
+def test_the_samples_page_shows_nested_figures_rounded():
+    from dbgan.train.monitor import render_index
+
+    gap = folder_tone_gap(torch.tensor([[0.2, 0.3, 0.4], [0.4, 0.5, 0.6]]), torch.tensor([[0.5] * 3, [0.7] * 3]))
+    page = render_index("run", [{"stage": "bgan", "iter": 3, "file": "bgan_000003.png", "columns": ["sharp"],
+                                 "metrics": {"folder_tone_gap": gap.as_dict(), "psnr": 1 / 3}}])
+    assert "brightness=0.2," in page and "brightness_se=0.1414," in page and "colour=[0.1, " in page
+    assert "<td>0.3333</td>" in page and "0.30000001" not in page

@@ -177,6 +177,18 @@ def _ends_without_newline(path: Path) -> bool:
         return fh.read(1) != b"\n"
 
 
+def _cell(value: Any) -> str:
+    """A metric as the index page shows it: floats to 4 significant digits, also inside dicts and lists
+    (``learnt_camera``, ``folder_tone_gap``)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    return str(value)
+
+
 def render_index(run_name: str, entries: list[dict[str, Any]]) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -190,11 +202,8 @@ def render_index(run_name: str, entries: list[dict[str, Any]]) -> str:
         parts.append(f"<h2>{html.escape(e['stage'])}, iteration {e['iter']}</h2>")
         parts.append("<p>columns: " + " | ".join(html.escape(c) for c in e["columns"]) + "</p>")
         if e["metrics"]:
-            cells = "".join(
-                f"<tr><td>{html.escape(str(k))}</td><td>{v:.4g}</td></tr>" if isinstance(v, float)
-                else f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-                for k, v in e["metrics"].items()
-            )
+            cells = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_cell(v))}</td></tr>"
+                            for k, v in e["metrics"].items())
             parts.append(f"<table>{cells}</table>")
         parts.append(f"<img src='{html.escape(e['file'])}' alt='{html.escape(e['stage'])} samples'>")
     parts.append("</body></html>")
