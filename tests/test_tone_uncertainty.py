@@ -101,3 +101,19 @@ def test_the_samples_page_shows_nested_figures_rounded():
                                  "metrics": {"folder_tone_gap": gap.as_dict(), "psnr": 1 / 3}}])
     assert "brightness=0.2," in page and "brightness_se=0.1414," in page and "colour=[0.1, " in page
     assert "<td>0.3333</td>" in page and "0.30000001" not in page
+
+
+def test_two_folders_can_be_checked_before_training(sample_images, tmp_path):
+    from dbgan.io import ImageReadError, read_image, write_image
+    from dbgan.tone_uncertainty import folders_tone_gap
+
+    bright = tmp_path / "bright"
+    bright.mkdir()
+    photos = [read_image(p, channels=3) for p in sample_images]
+    for p, img in zip(sample_images, photos):
+        write_image(bright / p.with_suffix(".png").name, (img + 0.1).clamp(0, 1))
+    gap = folders_tone_gap(sample_images[0].parent, bright)
+    assert gap.sharp_photos == gap.real_photos == len(photos) and 0.09 < gap.brightness < 0.1 + 1 / 255  # +0.1, less what the clamp cuts, in 8 bits
+    assert folders_tone_gap(sample_images[0].parent, bright, channels=1).colour == ()
+    with pytest.raises(ImageReadError, match="missing"):
+        folders_tone_gap(tmp_path / "missing", bright)

@@ -14,7 +14,10 @@ against 0.0490) when the two folders hold different photos (its ``photos`` split
 photos are related, such as halves of the same photos or frames of one video, differ less than it
 says (twice less for the ``halves`` split).
 
-Pure functions on per-photo means; :func:`photo_means` reads them one photo at a time.
+Pure functions on per-photo means; :func:`photo_means` takes them as another reader reads the photos
+(the bgan stage), and :func:`folders_tone_gap` reads two folders for a check before training::
+
+    python -c "from dbgan.tone_uncertainty import folders_tone_gap as g; print(g('my_sharp', 'my_blurry').summary())"
 """
 
 from __future__ import annotations
@@ -70,6 +73,20 @@ def photo_means(images: Iterable[Tensor], sink: list[Tensor]) -> Iterator[Tensor
     for img in images:
         sink.append(img.detach().double().mean((-2, -1)).cpu())
         yield img
+
+
+def folders_tone_gap(sharp_dir, real_dir, channels: int = 3, max_pixels: int | None = None) -> FolderToneGap | None:
+    """:func:`folder_tone_gap` of two image folders (``dbgan.io.list_images``; each photo read once, as
+    ``channels``; ``max_pixels`` as :func:`dbgan.io.read_image`)."""
+    from dbgan.io import list_images, read_image
+
+    means = []
+    for folder in (sharp_dir, real_dir):
+        sink: list[Tensor] = []
+        for _ in photo_means((read_image(p, channels=channels, max_pixels=max_pixels) for p in list_images(folder)), sink):
+            pass
+        means.append(torch.stack(sink))
+    return folder_tone_gap(*means)
 
 
 def _diff_se(a: Tensor, b: Tensor) -> tuple[float, float]:
