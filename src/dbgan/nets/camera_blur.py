@@ -170,8 +170,8 @@ class CameraBlurGenerator(ToneFit, ImageGenerator):
             taken off the fitted curve: :meth:`calibrate_curve` (run by the bgan stage on ``fit_means``'
             sample; it needs ``tone_from: photos``) moves the knots until the generator's own pooled
             output quantiles are the fitted tone map's (the ``curve_cal`` buffer). 0 (default): off.
-            ``adapt_same_scenes`` uses 1 (with whole photos of the same scenes it brought the bias and colour
-            spread to the oracle's); with halves it cost 1.8 dB on validation (docs/benchmarks.md, section 2,
+            ``adapt_same_scenes`` uses 1 (with whole photos of the same scenes it lowered bias + colour spread
+            on the test cameras); with halves it cost 1.8 dB on validation (docs/benchmarks.md, section 2,
             sessions 21-22).
         physical_lr_scale: learning-rate factor of the physical parameters.
     """
