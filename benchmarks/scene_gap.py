@@ -50,23 +50,30 @@ def _seed_splits(seeds: int, extra: list[str], split: str, side: int):
         yield sp, imgs
 
 
-def seed_gaps(seeds: int, extra: list[str], split: str, side: int = 384) -> np.ndarray:
-    """``seeds x 3`` scene gaps (``domain_gap.scene_gap``) of data seeds ``0 .. seeds-1``."""
-    return np.asarray([DG.scene_gap(sp, imgs) for sp, imgs in _seed_splits(seeds, extra, split, side)], dtype=np.float64)
-
-
-def predicted_errors(seeds: int, extra: list[str], split: str, side: int = 384) -> np.ndarray:
-    """Per data seed, the brightness standard error that ``dbgan.tone_uncertainty.folder_tone_gap`` gives
-    that seed's two folders alone (what a user's bgan run logs): to set beside the gap's spread over seeds."""
+def seed_figures(seeds: int, extra: list[str], split: str, side: int = 384) -> tuple[np.ndarray, np.ndarray]:
+    """In one pass over data seeds ``0 .. seeds-1``: their ``seeds x 3`` scene gaps (``domain_gap.scene_gap``),
+    and the brightness standard error that ``dbgan.tone_uncertainty.folder_tone_gap`` gives each seed's two
+    folders alone (what a user's bgan run logs), to set beside the gaps' spread over the seeds."""
     import torch
 
     from dbgan.tone_uncertainty import folder_tone_gap
 
-    out = []
+    gaps, ses = [], []
     for sp, imgs in _seed_splits(seeds, extra, split, side):
+        gaps.append(DG.scene_gap(sp, imgs))
         means = [torch.tensor(np.array([imgs[n].reshape(-1, imgs[n].shape[-1]).mean(0) for n in sp[k]])) for k in ("sharp", "real")]
-        out.append(folder_tone_gap(*means).brightness_se)
-    return np.asarray(out, dtype=np.float64)
+        ses.append(folder_tone_gap(*means).brightness_se)
+    return np.asarray(gaps, dtype=np.float64), np.asarray(ses, dtype=np.float64)
+
+
+def seed_gaps(seeds: int, extra: list[str], split: str, side: int = 384) -> np.ndarray:
+    """The scene gaps of :func:`seed_figures`."""
+    return seed_figures(seeds, extra, split, side)[0]
+
+
+def predicted_errors(seeds: int, extra: list[str], split: str, side: int = 384) -> np.ndarray:
+    """The standard errors of :func:`seed_figures`."""
+    return seed_figures(seeds, extra, split, side)[1]
 
 
 def summarise(gaps: np.ndarray, over: int = 3, draws: int = 20000) -> dict[str, float]:
@@ -116,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = sorted(str(f) for f in Path(args.extra_photos).glob("*.jpg")) if args.extra_photos else []
     out: dict = {"splits": {}}
     for split in args.splits.split(","):
-        s = summarise(seed_gaps(args.seeds, extra, split, args.train_side), args.over)
-        se = predicted_errors(args.seeds, extra, split, args.train_side)
+        gaps, se = seed_figures(args.seeds, extra, split, args.train_side)
+        s = summarise(gaps, args.over)
         s["predicted_se"] = float(se.mean())
         out["splits"][split] = s
         sys.stdout.write(f"{split}: {s['seeds']} seeds, brightness gap sd {s['sd']:.4f} (mean {s['mean']:+.4f}), "

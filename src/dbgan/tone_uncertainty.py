@@ -67,11 +67,16 @@ class FolderToneGap:
         return text
 
 
+def photo_mean(img: Tensor) -> Tensor:
+    """The per-channel mean of a ``C x H x W`` photo (float64, ``C``, on the CPU)."""
+    return img.detach().double().mean((-2, -1)).cpu()
+
+
 def photo_means(images: Iterable[Tensor], sink: list[Tensor]) -> Iterator[Tensor]:
-    """Yield each ``C x H x W`` image of ``images`` unchanged, appending its per-channel mean
-    (float64, ``C``) to ``sink``: the means are taken while another reader consumes the photos."""
+    """Yield each ``C x H x W`` image of ``images`` unchanged, appending its :func:`photo_mean` to
+    ``sink``: the means are taken while another reader consumes the photos."""
     for img in images:
-        sink.append(img.detach().double().mean((-2, -1)).cpu())
+        sink.append(photo_mean(img))
         yield img
 
 
@@ -80,12 +85,8 @@ def folders_tone_gap(sharp_dir, real_dir, channels: int = 3, max_pixels: int | N
     ``channels``; ``max_pixels`` as :func:`dbgan.io.read_image`)."""
     from dbgan.io import list_images, read_image
 
-    means = []
-    for folder in (sharp_dir, real_dir):
-        sink: list[Tensor] = []
-        for _ in photo_means((read_image(p, channels=channels, max_pixels=max_pixels) for p in list_images(folder)), sink):
-            pass
-        means.append(torch.stack(sink))
+    means = [torch.stack([photo_mean(read_image(p, channels=channels, max_pixels=max_pixels)) for p in list_images(d)])
+             for d in (sharp_dir, real_dir)]
     return folder_tone_gap(*means)
 
 
