@@ -414,3 +414,30 @@ def test_real_side_is_stored_whole_or_as_crops(tmp_path):
         a, b = (sorted((tmp_path / str(w) / "compact" / part).glob("*.png")) for w in (False, True))
         assert [p.name for p in a] == [p.name for p in b]
         assert all(torch.equal(read_image(x), read_image(y)) for x, y in zip(a, b))
+
+
+def test_tone_statistics_benchmark_measures_each_statistic_through_a_camera(tmp_path):
+    """benchmarks/tone_statistics.py: a fit reading the target's value is right; one reading the brighter camera's
+    value is STEP off in log exposure; a clipped statistic reads as a large error; one tiny run end to end."""
+    import json
+
+    import tone_statistics as TS
+
+    flat = [np.full((16, 16, 3), v) for v in (0.2, 0.4)]
+    stats = TS.folder_statistics(flat)
+    assert set(stats) == set(TS.STATISTICS) and np.allclose(stats["mean"], 0.3) and np.allclose(stats["q0.50"], 0.3)
+    with pytest.raises(ValueError, match="no photos"):
+        TS.folder_statistics([])
+    assert TS.pooled(np.arange(2 * 16 * 3.0).reshape(2, 16, 3)).shape == (8, 3)  # blocks no larger than the photo
+    target, brighter = np.array([0.30, 0.40]), np.array([0.33, 0.44])
+    assert np.allclose(TS.implied_log_errors(target, target, brighter), 0)
+    assert np.allclose(TS.implied_log_errors(brighter, target, brighter), TS.STEP)
+    assert TS.implied_log_errors(np.array([0.5]), np.array([1.0]), np.array([1.0]))[0] < -100  # clipped: no response
+    cam = TS.unblurred(G.CAMS.get("compact"))
+    assert cam.exposure == G.CAMS.get("compact").exposure and cam.draw_kernel(np.random.default_rng(0)).max() > 0.9
+    out = tmp_path / "s.json"
+    assert TS.main(["--seeds", "1", "--cameras", "webcam", "--train-side", "64", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    (row,) = res["rows"]
+    assert row["camera"] == "webcam" and len(row["stats"]["mean"]["scene"]) == 3
+    assert all(np.isfinite(v["exposure_rms"]) and v["exposure_rms"] >= 0 for v in res["summary"].values())
