@@ -117,3 +117,31 @@ def test_two_folders_can_be_checked_before_training(sample_images, tmp_path):
     assert folders_tone_gap(sample_images[0].parent, bright, channels=1).colour == ()
     with pytest.raises(ImageReadError, match="missing"):
         folders_tone_gap(tmp_path / "missing", bright)
+
+
+def test_the_check_folders_command(sample_images, tmp_path, capsys):
+    """``dbgan check-folders SHARP BLURRED``: the summary, ``--json``, ``--grey``, and one-line errors (exit 2)."""
+    import json
+
+    from dbgan.cli import main
+    from dbgan.io import read_image, write_image
+
+    bright = tmp_path / "bright"
+    bright.mkdir()
+    for p in sample_images:
+        write_image(bright / p.with_suffix(".png").name, (read_image(p, channels=3) + 0.1).clamp(0, 1))
+    sharp = str(sample_images[0].parent)
+    assert main(["-q", "check-folders", sharp, str(bright)]) == 0
+    import re
+
+    assert re.search(r"mean brightness less the sharp folder's is \+0\.(09|10)\d\d \+/- ", capsys.readouterr().out)
+    assert main(["-q", "check-folders", sharp, str(bright), "--json", "--grey"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert 0.09 < figures["brightness"] < 0.1 + 1 / 255 and figures["colour"] == [] and figures["sharp_photos"] == len(sample_images)
+    one = tmp_path / "one"
+    one.mkdir()
+    write_image(one / "a.png", read_image(sample_images[0], channels=3))
+    assert main(["-q", "check-folders", sharp, str(one)]) == 2
+    assert "at least two photos" in capsys.readouterr().err
+    assert main(["-q", "check-folders", str(tmp_path / "missing"), str(bright)]) == 2
+    assert "missing" in capsys.readouterr().err

@@ -146,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-upload-mb", type=float, default=100.0, help="largest accepted upload (MiB)")
     w.add_argument("--max-pixels", type=int, default=60_000_000, help="largest accepted image (pixels per page)")
 
+    f = sub.add_parser("check-folders", help="before adapting: how firmly a sharp and a blurred folder pin the "
+                       "camera's brightness and colour (dbgan.tone_uncertainty)")
+    f.add_argument("sharp_dir")
+    f.add_argument("blurred_dir")
+    f.add_argument("--grey", action="store_true", help="read the photos as grey (a grey-scale camera)")
+    f.add_argument("--max-pixels", type=int, default=None,
+                   help="decompression-bomb limit in pixels (raise it for huge scans; 0 = no limit)")
+    f.add_argument("--json", action="store_true", help="print the figures as JSON")
+
     sub.add_parser("nets", help="list the registered architectures with parameter counts")
 
     ph = sub.add_parser("photos", help="build the general model's training tiles from installed photo packages")
@@ -295,6 +304,18 @@ def _run(args: argparse.Namespace) -> int:
 
         serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype, tile=args.tile,
               max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels)
+        return 0
+
+    if args.command == "check-folders":
+        import json
+
+        from dbgan.tone_uncertainty import folders_tone_gap
+
+        gap = folders_tone_gap(args.sharp_dir, args.blurred_dir, channels=1 if args.grey else 3, max_pixels=args.max_pixels)
+        if gap is None:
+            raise ValueError(f"each folder needs at least two photos to measure their spread "
+                             f"({args.sharp_dir}, {args.blurred_dir})")
+        print(json.dumps(gap.as_dict(), indent=1) if args.json else gap.summary())
         return 0
 
     if args.command == "nets":

@@ -17,7 +17,7 @@ says (twice less for the ``halves`` split).
 Pure functions on per-photo means; :func:`photo_means` takes them as another reader reads the photos
 (the bgan stage), and :func:`folders_tone_gap` reads two folders for a check before training::
 
-    python -c "from dbgan.tone_uncertainty import folders_tone_gap as g; print(g('my_sharp', 'my_blurry').summary())"
+    dbgan check-folders my_sharp my_blurry
 """
 
 from __future__ import annotations
