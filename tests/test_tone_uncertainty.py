@@ -142,6 +142,6 @@ def test_the_check_folders_command(sample_images, tmp_path, capsys):
     one.mkdir()
     write_image(one / "a.png", read_image(sample_images[0], channels=3))
     assert main(["-q", "check-folders", sharp, str(one)]) == 2
-    assert "at least two photos" in capsys.readouterr().err
+    assert f"{one}: the check needs at least two photos" in capsys.readouterr().err
     assert main(["-q", "check-folders", str(tmp_path / "missing"), str(bright)]) == 2
     assert "missing" in capsys.readouterr().err
