@@ -312,10 +312,10 @@ def _run(args: argparse.Namespace) -> int:
         from dbgan.io import list_images
         from dbgan.tone_uncertainty import folders_tone_gap
 
-        for folder in (args.sharp_dir, args.blurred_dir):  # a missing folder is named by list_images
-            if len(list_images(folder)) < 2:
-                raise ValueError(f"{folder}: the check needs at least two photos per folder (their spread)")
         gap = folders_tone_gap(args.sharp_dir, args.blurred_dir, channels=1 if args.grey else 3, max_pixels=args.max_pixels)
+        if gap is None:  # a folder with fewer than two photos (a missing one is named by list_images above)
+            folder = next(d for d in (args.sharp_dir, args.blurred_dir) if len(list_images(d)) < 2)
+            raise ValueError(f"{folder}: the check needs at least two photos per folder (their spread)")
         print(json.dumps(gap.as_dict(), indent=1) if args.json else gap.summary())
         return 0
 
