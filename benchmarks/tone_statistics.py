@@ -62,8 +62,9 @@ def folder_statistics(images: list[np.ndarray]) -> dict[str, np.ndarray]:
     blocks = [pooled(im) for im in images]
     if not blocks:
         raise ValueError("folder_statistics: no photos")
-    return {name: np.mean([b.mean(0) if q is None else np.quantile(b, q, axis=0) for b in blocks], 0)
-            for name, q in STATISTICS.items()}
+    levels = [q for q in STATISTICS.values() if q is not None]
+    per_photo = [dict(zip(levels, np.quantile(b, levels, axis=0))) | {None: b.mean(0)} for b in blocks]  # one sort each
+    return {name: np.mean([p[q] for p in per_photo], 0) for name, q in STATISTICS.items()}
 
 
 def implied_log_errors(stat: np.ndarray, target: np.ndarray, brighter: np.ndarray, step: float = STEP) -> np.ndarray:
